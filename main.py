@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""transformer-tutorial: train, trace and compare the Transformer of "Attention Is All You Need".
+
+Every flag is a field of utils.config.RunConfig; `--config FILE.yaml` takes the same
+keys, and flags given on the command line win over the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from utils.config import RunConfig, UserError
+
+logger = logging.getLogger("transformer_tutorial")
+
+EXAMPLES = """examples:
+  python main.py --version pytorch                  train on the reversal task
+  python main.py --version pytorch --task addition --epochs 20
+  python main.py --version test                     one-minute self-check
+  python main.py --checkpoint results_pytorch/checkpoints/best_model.pt --source "hello"
+"""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad flags end with one line on stderr and exit code 2, no usage dump."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="main.py",
+        description=__doc__.splitlines()[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,  # so we know which flags were given explicitly
+    )
+    parser.add_argument("--config", help="YAML file whose keys are these flags' names")
+    for f in dataclasses.fields(RunConfig):
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        if isinstance(f.default, bool):
+            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(
+                f"--{f.name}", type=type(f.default), choices=f.metadata.get("choices"), help=help_text
+            )
+    return parser
+
+
+def load_yaml(path: str) -> dict:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except OSError as err:
+        raise UserError(f"cannot read --config {path}: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise UserError(f"--config {path} is not valid YAML: {str(err).splitlines()[0]}") from err
+    if not isinstance(data, dict):
+        raise UserError(f"--config {path} must hold a mapping of flag names to values")
+    return data
+
+
+def parse_config(argv: list[str] | None = None) -> RunConfig:
+    args = vars(build_parser().parse_args(argv))
+    values = load_yaml(args.pop("config")) if "config" in args else {}
+    values.update(args)  # flags win over the file
+    return RunConfig.from_dict(values)
+
+
+def run(cfg: RunConfig) -> int:
+    if cfg.checkpoint:
+        from pytorch_version.inference import load_for_inference, translate
+
+        model, tokenizer, _ = load_for_inference(cfg.checkpoint)
+        if cfg.interactive:
+            print("Type an input and press Enter (Ctrl-D to quit).")
+            for line in sys.stdin:
+                if line.strip():
+                    print(translate(model, tokenizer, [line.rstrip("\n")], cfg.beam_size,
+                                    cfg.length_penalty, cfg.max_length)[0])  # fmt: skip
+            return 0
+        if not cfg.source:
+            raise UserError("--checkpoint needs --source TEXT or --interactive")
+        output = translate(model, tokenizer, [cfg.source], cfg.beam_size, cfg.length_penalty, cfg.max_length)
+        print(f"source: {cfg.source}\noutput: {output[0]}")
+        return 0
+    if cfg.source or cfg.interactive:
+        raise UserError("--source and --interactive need --checkpoint PATH")
+
+    if cfg.version == "pytorch":
+        from pytorch_version.train import train
+
+        summary = train(cfg)
+        print(
+            f"pytorch_version done: exact match {summary['final']['eval_exact_match']:.2%} on "
+            f"{cfg.eval_size} held-out examples in {summary['wall_time_s']:.0f}s; "
+            f"results in {cfg.output_dir}/results_pytorch/"
+        )
+        return 0
+    if cfg.version == "test":
+        from selfcheck import run_selfcheck
+
+        return run_selfcheck()
+    raise UserError(f"--version {cfg.version} is not available in this build; use pytorch or test")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return run(parse_config(argv))
+    except UserError as err:
+        print(f"main.py: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("main.py: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Saving and loading checkpoints safely.
+
+A checkpoint is a dict of plain types and tensors only (config and tokenizer as dicts),
+so it loads with `torch.load(weights_only=True)`, which refuses pickled code. It is
+written to a temporary file, flushed to disk and renamed over the target, so a crash
+mid-save leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from utils.config import ModelConfig, UserError
+
+FORMAT = "transformer-tutorial/pytorch"
+TOOLKIT_VERSION = "0.1.0"
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path, model, tokenizer, **extra: Any) -> None:
+    """Model weights, architecture, tokenizer and any plain-typed `extra` (epoch, metrics...)."""
+    atomic_save(
+        {
+            "format": FORMAT,
+            "toolkit_version": TOOLKIT_VERSION,
+            "model_config": model.config.to_dict(),
+            "tokenizer": tokenizer.to_dict(),
+            "model_state": model.state_dict(),
+            **extra,
+        },
+        path,
+    )
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint`, with a one-line error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise UserError(f"checkpoint is empty: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UserError(
+            f"refusing to load {path}: it is not a plain weights file "
+            f"(it may carry code): {str(err).splitlines()[0]}"
+        ) from err
+    except Exception as err:
+        raise UserError(f"checkpoint {path} is corrupt or truncated: {err}") from err
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise UserError(f"{path} is not a transformer-tutorial pytorch checkpoint")
+    return data
+
+
+def model_config_of(data: dict[str, Any]) -> ModelConfig:
+    return ModelConfig.from_dict(data["model_config"])

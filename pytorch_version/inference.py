@@ -1,0 +1,47 @@
+"""Decoding text with a saved checkpoint: `--checkpoint PATH --source TEXT` and `--interactive`."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from pytorch_version.checkpoint import load_checkpoint, model_config_of
+from pytorch_version.decoding import generate
+from pytorch_version.model import Transformer
+from utils.config import UserError
+from utils.data import pad_batch
+from utils.tokenizer import tokenizer_from_dict
+
+logger = logging.getLogger(__name__)
+
+
+def load_for_inference(path, device: str | torch.device = "cpu"):
+    """Checkpoint file -> (model in eval mode, tokenizer, the raw checkpoint dict)."""
+    data = load_checkpoint(path)
+    model = Transformer(model_config_of(data))
+    try:
+        model.load_state_dict(data["model_state"])
+    except RuntimeError as err:
+        raise UserError(f"checkpoint {path} does not match its own model config: {err}") from err
+    return model.to(device).eval(), tokenizer_from_dict(data["tokenizer"]), data
+
+
+def translate(model, tokenizer, texts: list[str], beam_size: int = 1, alpha: float = 0.6,
+              max_length: int = 0) -> list[str]:  # fmt: skip
+    """Decode each text; `max_length` 0 allows source length + 10 new tokens."""
+    if any(not t.strip() for t in texts):
+        raise UserError("empty --source: give some text to decode")
+    limit = model.config.max_position - 1
+    encoded = []
+    for text in texts:
+        ids = tokenizer.encode(text)
+        if len(ids) > limit:
+            logger.warning("input of %d tokens truncated to the model's maximum of %d", len(ids), limit)
+            ids = ids[: limit - 1] + [tokenizer.eos_id]
+        encoded.append(ids)
+    device = next(model.parameters()).device
+    src = pad_batch(encoded, tokenizer.pad_id).to(device)
+    new_tokens = min(max_length or src.size(1) + 10, limit)
+    outputs = generate(model, src, new_tokens, beam_size, alpha)
+    return [tokenizer.decode(row) for row in outputs.tolist()]

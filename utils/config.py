@@ -1,0 +1,201 @@
+"""One source of defaults: the model's shape and the run's settings as dataclasses.
+
+`main.py` builds its argparse flags from `RunConfig`'s fields (the help text is each
+field's `metadata["help"]`), a YAML file given with `--config` uses the same keys, and
+both implementations read the architecture from `ModelConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+TASKS = ("copy", "reversal", "addition")
+VERSIONS = ("pytorch", "huggingface", "both", "analysis", "test")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class UserError(ValueError):
+    """A user-facing configuration mistake; the CLI prints its message on one line."""
+
+
+@dataclass
+class ModelConfig:
+    """The architecture of the encoder-decoder Transformer (paper, section 3)."""
+
+    src_vocab_size: int  # size of the source token set
+    tgt_vocab_size: int  # size of the target token set
+    hidden_size: int = 128  # d_model; the paper's base model uses 512
+    num_layers: int = 2  # N, for the encoder and for the decoder; the paper uses 6
+    num_heads: int = 4  # h; each head works in d_k = d_model / h dimensions
+    ffn_size: int = 512  # d_ff, the inner size of the position-wise FFN (paper: 4 x d_model)
+    dropout: float = 0.1  # P_drop on sublayer outputs and embeddings (section 5.4)
+    max_position: int = 256  # longest sequence the sinusoidal table covers
+    norm_first: bool = False  # False: post-LN as in the paper. True: pre-LN, steadier when deep
+    tie_output: bool = True  # share the target embedding with the pre-softmax linear (section 3.4)
+    share_embeddings: bool = False  # also share source and target embeddings (needs one vocabulary)
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("src_vocab_size", "tgt_vocab_size", "hidden_size", "num_layers"):
+            _require_positive(name, getattr(self, name))
+        for name in ("num_heads", "ffn_size", "max_position"):
+            _require_positive(name, getattr(self, name))
+        if self.hidden_size % self.num_heads:
+            raise UserError(
+                f"hidden_size must be divisible by num_heads, got hidden_size={self.hidden_size} "
+                f"and num_heads={self.num_heads}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
+            raise UserError(
+                "share_embeddings needs one vocabulary, got "
+                f"src_vocab_size={self.src_vocab_size} and tgt_vocab_size={self.tgt_vocab_size}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA, then Apple's MPS, then the CPU; an explicit choice must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but no CUDA GPU is available; use --device cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps was requested but Apple MPS is not available; use --device cpu")
+    if name not in DEVICES:
+        raise UserError(f"unknown device {name!r}; expected one of {', '.join(DEVICES)}")
+    return torch.device(name)
+
+
+def _require_positive(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise UserError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs; each field is also a command-line flag of main.py."""
+
+    # what to run
+    version: str = _opt("pytorch", "which implementation to run", choices=VERSIONS)
+    task: str = _opt("reversal", "toy task to learn", choices=TASKS)
+    seed: int = _opt(42, "random seed for data generation, initialisation and batching")
+    device: str = _opt("auto", "where to compute; auto picks cuda, then mps, then cpu", choices=DEVICES)
+    output_dir: str = _opt(".", "parent folder of results_pytorch/ and results_huggingface/")
+    # data
+    train_size: int = _opt(20000, "number of training examples generated for the toy task")
+    eval_size: int = _opt(500, "number of held-out examples (no source string is also in train)")
+    min_len: int = _opt(3, "shortest toy string (copy, reversal)")
+    max_len: int = _opt(16, "longest toy string (copy, reversal)")
+    # model
+    hidden_size: int = _opt(128, "d_model, the width of every token vector")
+    num_layers: int = _opt(2, "encoder layers and decoder layers (N in the paper)")
+    num_heads: int = _opt(4, "attention heads (h); must divide hidden_size")
+    ffn_size: int = _opt(512, "inner size of the position-wise feed-forward network (d_ff)")
+    dropout: float = _opt(0.1, "dropout on sublayer outputs and embeddings")
+    norm_first: bool = _opt(False, "pre-LN instead of the paper's post-LN")
+    tie_output: bool = _opt(True, "tie the output projection to the target embedding")
+    # training
+    epochs: int = _opt(8, "passes over the training set")
+    batch_size: int = _opt(64, "examples per batch (per process)")
+    gradient_accumulation_steps: int = _opt(1, "batches whose gradients add up to one optimizer step")
+    lr_factor: float = _opt(1.0, "scale of the Noam schedule: lr = factor * d^-0.5 * min(s^-0.5, s*w^-1.5)")
+    warmup_steps: int = _opt(400, "optimizer steps of linear learning-rate warm-up (paper: 4000)")
+    label_smoothing: float = _opt(0.1, "label smoothing epsilon (paper section 5.4)")
+    clip_grad_norm: float = _opt(1.0, "clip the gradient norm to this value; 0 turns clipping off")
+    dataloader_num_workers: int = _opt(0, "worker processes for the DataLoader")
+    # decoding and inference
+    checkpoint: str = _opt("", "a saved .pt checkpoint to decode with (with --source or --interactive)")
+    source: str = _opt("", "one input to decode with --checkpoint")
+    interactive: bool = _opt(False, "read inputs line by line from stdin and decode each")
+    beam_size: int = _opt(1, "1: greedy decoding; >1: beam search with this many beams")
+    length_penalty: float = _opt(0.6, "beam search length penalty alpha (Wu et al. 2016)")
+    max_length: int = _opt(0, "longest output in tokens when decoding; 0: source length + 10")
+    # watching it work
+    debug: bool = _opt(False, "print a step-by-step trace of the forward pass")
+    visualize: bool = _opt(False, "write attention heatmaps and analysis figures")
+    track_internals: bool = _opt(False, "record attention and Q/K/V statistics during training")
+    wandb: bool = _opt(False, "log to Weights & Biases (offline unless logged in)")
+    wandb_project: str = _opt("transformer-tutorial", "Weights & Biases project name")
+    quiet: bool = _opt(False, "hide progress bars")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise UserError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
+        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "train_size", "eval_size"):
+            _require_positive(name, getattr(self, name))
+        for name in ("hidden_size", "num_layers", "num_heads", "ffn_size", "beam_size", "warmup_steps"):
+            _require_positive(name, getattr(self, name))
+        if self.hidden_size % self.num_heads:
+            raise UserError(
+                f"hidden_size must be divisible by num_heads, got hidden_size={self.hidden_size} "
+                f"and num_heads={self.num_heads}"
+            )
+        if not 1 <= self.min_len <= self.max_len:
+            raise UserError(f"need 1 <= min_len <= max_len, got {self.min_len} and {self.max_len}")
+        if self.max_length < 0 or self.dataloader_num_workers < 0:
+            raise UserError("max_length and dataloader_num_workers must be >= 0")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+    def model_config(self, src_vocab_size: int, tgt_vocab_size: int, **ids: int) -> ModelConfig:
+        return ModelConfig(
+            src_vocab_size=src_vocab_size,
+            tgt_vocab_size=tgt_vocab_size,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            ffn_size=self.ffn_size,
+            dropout=self.dropout,
+            norm_first=self.norm_first,
+            tie_output=self.tie_output,
+            **ids,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Build from a plain mapping (a YAML file), rejecting unknown keys and wrong types."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise UserError(f"unknown config keys: {', '.join(unknown)}")
+        for key, value in data.items():
+            expected = type(fields[key].default)
+            ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                ok = True
+            if not ok:
+                raise UserError(f"config key {key} expects {expected.__name__}, got {value!r}")
+        return cls(**data)

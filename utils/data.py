@@ -1,0 +1,119 @@
+"""Toy tasks generated from a seed, and batching for sequence-to-sequence training.
+
+Each example is a (source, target) pair of strings. A batch holds
+    src      (B, S)  source ids + EOS, right-padded with PAD
+    tgt_in   (B, T)  BOS + target ids          (decoder input, "shifted right")
+    tgt_out  (B, T)  target ids + EOS          (what each position must predict)
+"""
+
+from __future__ import annotations
+
+import random
+import string
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from utils.config import TASKS, UserError
+from utils.tokenizer import BOS_ID, PAD_ID, CharTokenizer
+
+Pair = tuple[str, str]
+
+ALPHABETS = {
+    "copy": string.ascii_lowercase,
+    "reversal": string.ascii_lowercase,
+    "addition": string.digits + "+",
+}
+
+
+def _random_string(rng: random.Random, min_len: int, max_len: int) -> str:
+    return "".join(rng.choices(string.ascii_lowercase, k=rng.randint(min_len, max_len)))
+
+
+def _make_example(task: str, rng: random.Random, min_len: int, max_len: int) -> Pair:
+    if task == "copy":
+        s = _random_string(rng, min_len, max_len)
+        return s, s
+    if task == "reversal":
+        s = _random_string(rng, min_len, max_len)
+        return s, s[::-1]
+    a, b = rng.randint(0, 999), rng.randint(0, 999)
+    return f"{a}+{b}", str(a + b)
+
+
+def make_toy_task(
+    task: str, train_size: int, eval_size: int, seed: int = 42, min_len: int = 3, max_len: int = 16
+) -> tuple[list[Pair], list[Pair]]:
+    """Generate `train_size` + `eval_size` examples with distinct sources, then split.
+
+    Sources are unique over both sets, so no eval source is ever seen in training.
+    """
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    needed = train_size + eval_size
+    if task == "addition" and needed > 1000 * 1000:
+        raise UserError(f"addition has 1,000,000 distinct problems; asked for {needed}")
+    if task != "addition":
+        space = sum(26**n for n in range(min_len, max_len + 1))
+        if needed > space // 2:
+            raise UserError(
+                f"{needed} distinct strings of length {min_len}-{max_len} are too many "
+                f"(only {space} exist); lower the sizes or raise max_len"
+            )
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    pairs: list[Pair] = []
+    while len(pairs) < needed:
+        src, tgt = _make_example(task, rng, min_len, max_len)
+        if src not in seen:
+            seen.add(src)
+            pairs.append((src, tgt))
+    return pairs[:train_size], pairs[train_size:]
+
+
+def tokenizer_for_task(task: str) -> CharTokenizer:
+    return CharTokenizer(ALPHABETS[task])
+
+
+class PairDataset(Dataset):
+    """Source and target strings encoded once, up front."""
+
+    def __init__(self, pairs: list[Pair], src_tokenizer, tgt_tokenizer=None) -> None:
+        tgt_tokenizer = tgt_tokenizer or src_tokenizer
+        self.pairs = pairs
+        self.src = [src_tokenizer.encode(s) for s, _ in pairs]
+        self.tgt = [tgt_tokenizer.encode(t) for _, t in pairs]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[list[int], list[int]]:
+        return self.src[i], self.tgt[i]
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int = PAD_ID) -> torch.Tensor:
+    longest = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), longest), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out
+
+
+def collate(batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+    src = pad_batch([s for s, _ in batch])
+    tgt = pad_batch([[BOS_ID] + t for _, t in batch])  # BOS y1 .. yn EOS
+    return {"src": src, "tgt_in": tgt[:, :-1], "tgt_out": tgt[:, 1:]}
+
+
+def make_loader(
+    dataset: PairDataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0
+) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)  # same seed, same batch order
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        collate_fn=collate,
+        generator=generator,
+        num_workers=num_workers,
+    )

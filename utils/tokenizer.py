@@ -1,0 +1,78 @@
+"""A character tokenizer for the toy tasks: one id per character plus four specials."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from utils.config import UserError
+
+SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0..3: PAD, BOS, EOS, UNK
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
+
+
+class CharTokenizer:
+    """Maps each character of a fixed alphabet to an id; unknown characters map to UNK."""
+
+    pad_id, bos_id, eos_id, unk_id = PAD_ID, BOS_ID, EOS_ID, UNK_ID
+
+    def __init__(self, alphabet: str) -> None:
+        chars = sorted(set(alphabet))
+        self.alphabet = "".join(chars)
+        self.id_to_token = list(SPECIALS) + chars
+        self.token_to_id = {tok: i for i, tok in enumerate(self.id_to_token)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.id_to_token)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def encode(self, text: str, add_eos: bool = True) -> list[int]:
+        ids = [self.token_to_id.get(ch, UNK_ID) for ch in text]
+        return ids + [EOS_ID] if add_eos else ids
+
+    def decode(self, ids) -> str:
+        """Ids -> text, stopping at EOS and dropping the other specials."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == EOS_ID:
+                break
+            if i >= len(SPECIALS):
+                out.append(self.id_to_token[i])
+            elif i == UNK_ID:
+                out.append("?")
+        return "".join(out)
+
+    def tokens(self, ids) -> list[str]:
+        """Ids -> readable token strings (for figure labels), specials included."""
+        return [self.id_to_token[int(i)] for i in ids]
+
+    def to_dict(self) -> dict:
+        return {"type": "char", "alphabet": self.alphabet}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CharTokenizer:
+        if data.get("type") != "char" or not isinstance(data.get("alphabet"), str):
+            raise UserError(f"not a character tokenizer description: {data!r:.80}")
+        return cls(data["alphabet"])
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> CharTokenizer:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as err:
+            raise UserError(f"cannot read tokenizer file {path}: {err}") from err
+
+
+def tokenizer_from_dict(data: dict):
+    """Rebuild the tokenizer a checkpoint describes."""
+    kind = data.get("type") if isinstance(data, dict) else None
+    if kind == "char":
+        return CharTokenizer.from_dict(data)
+    raise UserError(f"unknown tokenizer type {kind!r} in checkpoint")

@@ -1,0 +1,79 @@
+"""Experiment logging: a log file, one JSON line per record, and optional Weights & Biases.
+
+wandb is never required: if the package is missing or fails to start, the run goes on
+and says so once. Without a login (no WANDB_API_KEY) it runs offline and prints the
+`wandb sync` command that uploads the run later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def add_file_log(path: Path) -> logging.Handler:
+    """Send the toolkit's log records to `path` too (removed by the caller when done)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+class Tracker:
+    """Writes metrics to `metrics.jsonl` and, when asked, to a wandb run."""
+
+    def __init__(
+        self,
+        jsonl_path: Path,
+        use_wandb: bool = False,
+        project: str = "transformer-tutorial",
+        run_name: str | None = None,
+        config: dict[str, Any] | None = None,
+        wandb_dir: Path | None = None,
+    ) -> None:
+        self.path = Path(jsonl_path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("", encoding="utf-8")
+        self.history: list[dict[str, Any]] = []
+        self.wandb_run = None
+        if use_wandb:
+            self.wandb_run = _start_wandb(project, run_name, config, wandb_dir or self.path.parent)
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.wandb_run is not None:
+            step = record.get("step")
+            self.wandb_run.log({k: v for k, v in record.items() if k != "step"}, step=step)
+
+    def finish(self) -> None:
+        if self.wandb_run is not None:
+            offline = self.wandb_run.settings.mode == "offline"
+            run_dir = self.wandb_run.dir
+            self.wandb_run.finish()
+            if offline:
+                logger.info("wandb ran offline; upload with: wandb sync %s", Path(run_dir).parent)
+            self.wandb_run = None
+
+
+def _start_wandb(project, run_name, config, directory: Path):
+    try:
+        import wandb
+    except ImportError:
+        logger.warning("--wandb: the wandb package is not installed; continuing without it")
+        return None
+    if not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ:
+        os.environ["WANDB_MODE"] = "offline"  # no login: keep the run on disk, sync later
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        return wandb.init(project=project, name=run_name, config=config, dir=str(directory))
+    except Exception as err:  # a tracking failure must never stop training
+        logger.warning("--wandb: could not start a run (%s); continuing without it", err)
+        return None
