@@ -13,7 +13,7 @@ from torch import nn
 from pytorch_version.attention import KVCache, causal_mask, padding_mask
 from pytorch_version.layers import DecoderLayer, Embeddings, EncoderLayer, LayerNorm, PositionalEncoding
 from utils.config import ModelConfig
-from utils.tracing import HookPoint
+from utils.tracing import HookPoint, NameFilter, capture
 
 
 class Encoder(nn.Module):
@@ -119,6 +119,16 @@ class Transformer(nn.Module):
         """Teacher forcing: `tgt` is the shifted-right target (BOS y1 y2 ...)."""
         src_mask = self.src_mask(src)
         return self.decode(tgt, self.encode(src, src_mask), src_mask)
+
+    def run_with_cache(self, src: torch.Tensor, tgt: torch.Tensor, names: NameFilter = None, detach=True):
+        """Teacher-forced forward that also returns the activation cache {name: tensor}.
+
+        `names` filters what is kept (a glob like "*.weights", a list, or a predicate);
+        see utils.tracing.capture. The outputs equal those of `forward`.
+        """
+        with capture(self, names, detach) as cache:
+            logits = self(src, tgt)
+        return logits, cache
 
     def set_explicit_attention(self, explicit: bool = True) -> None:
         """Always take the readable attention path (True) or let each module choose (False)."""
