@@ -75,7 +75,7 @@ def parse_config(argv: list[str] | None = None) -> RunConfig:
 
 def run(cfg: RunConfig) -> int:
     if cfg.checkpoint:
-        from pytorch_version.inference import load_for_inference, translate
+        from pytorch_version.inference import load_for_inference, trace_translation, translate
 
         model, tokenizer, _ = load_for_inference(cfg.checkpoint)
         if cfg.interactive:
@@ -88,6 +88,10 @@ def run(cfg: RunConfig) -> int:
         if not cfg.source:
             raise UserError("--checkpoint needs --source TEXT or --interactive")
         output = translate(model, tokenizer, [cfg.source], cfg.beam_size, cfg.length_penalty, cfg.max_length)
+        if cfg.debug:
+            print(
+                trace_translation(model, tokenizer, cfg.source, output[0], cfg.debug_layers, cfg.debug_heads)
+            )
         print(f"source: {cfg.source}\noutput: {output[0]}")
         return 0
     if cfg.source or cfg.interactive:

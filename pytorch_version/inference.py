@@ -7,6 +7,7 @@ import logging
 import torch
 
 from pytorch_version.checkpoint import load_checkpoint, model_config_of
+from pytorch_version.debug import trace_example
 from pytorch_version.decoding import generate
 from pytorch_version.model import Transformer
 from utils.config import UserError
@@ -45,3 +46,11 @@ def translate(model, tokenizer, texts: list[str], beam_size: int = 1, alpha: flo
     new_tokens = min(max_length or src.size(1) + 10, limit)
     outputs = generate(model, src, new_tokens, beam_size, alpha)
     return [tokenizer.decode(row) for row in outputs.tolist()]
+
+
+def trace_translation(model, tokenizer, text: str, output: str, layers="all", heads="0") -> str:
+    """`--debug` with `--source`: the forward pass that scores `output` for `text`."""
+    src = torch.tensor([tokenizer.encode(text)])
+    tgt_in = torch.tensor([[tokenizer.bos_id, *tokenizer.encode(output, add_eos=False)]])
+    device = next(model.parameters()).device
+    return trace_example(model, src.to(device), tgt_in.to(device), tokenizer, layers, heads)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pytorch_version.checkpoint import save_checkpoint
+from pytorch_version.debug import trace_example
 from pytorch_version.decoding import generate
 from pytorch_version.model import Transformer
 from utils.config import RunConfig, resolve_device
@@ -132,6 +133,12 @@ def train(cfg: RunConfig) -> dict:
         "pytorch_version: task=%s, %d train / %d eval examples, %s parameters, device=%s",
         cfg.task, len(train_pairs), len(eval_pairs), f"{model.num_parameters():,}", device,
     )  # fmt: skip
+
+    if cfg.debug:
+        batch = next(iter(eval_loader))  # a fixed held-out example; the training order stays untouched
+        trace = trace_example(model, batch["src"].to(device), batch["tgt_in"].to(device), tokenizer,
+                              cfg.debug_layers, cfg.debug_heads)  # fmt: skip
+        logger.info("--debug: forward pass of one example before training\n%s", trace)
 
     start, best, step = time.perf_counter(), -1.0, 0
     references = [t for _, t in eval_pairs]

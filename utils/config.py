@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from utils.trace_printer import parse_selection
+
 TASKS = ("copy", "reversal", "addition")
 VERSIONS = ("pytorch", "huggingface", "both", "analysis", "test")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -138,7 +140,9 @@ class RunConfig:
     length_penalty: float = _opt(0.6, "beam search length penalty alpha (Wu et al. 2016)")
     max_length: int = _opt(0, "longest output in tokens when decoding; 0: source length + 10")
     # watching it work
-    debug: bool = _opt(False, "print a step-by-step trace of the forward pass")
+    debug: bool = _opt(False, "print a step-by-step trace of the forward pass (first batch, --source)")
+    debug_layers: str = _opt("all", "layers shown by --debug: 'all' or a list such as '0,1'")
+    debug_heads: str = _opt("0", "heads whose attention matrix --debug prints: 'all' or '0,2'")
     visualize: bool = _opt(False, "write attention heatmaps and analysis figures")
     track_internals: bool = _opt(False, "record attention and Q/K/V statistics during training")
     wandb: bool = _opt(False, "log to Weights & Biases (offline unless logged in)")
@@ -164,6 +168,11 @@ class RunConfig:
             raise UserError(f"need 1 <= min_len <= max_len, got {self.min_len} and {self.max_len}")
         if self.max_length < 0 or self.dataloader_num_workers < 0:
             raise UserError("max_length and dataloader_num_workers must be >= 0")
+        try:
+            parse_selection(self.debug_layers, self.num_layers, "layers")
+            parse_selection(self.debug_heads, self.num_heads, "heads")
+        except ValueError as err:
+            raise UserError(str(err)) from err
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 

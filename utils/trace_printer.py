@@ -1,0 +1,181 @@
+"""The `--debug` trace: one forward pass, step by step, read from an activation cache.
+
+`format_trace(cache, ...)` turns the cache of a single example (batch row 0) into text:
+Encoder -> Decoder -> Output, a section per layer and sublayer, the seven numbered steps
+of multi-head attention, the ReLU and LayerNorm before/after comparisons. It only reads
+the cache, so it serves both implementations; the caller decides where the text goes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+RULE = "=" * 78
+THIN = "-" * 78
+MAX_MATRIX = 12  # print attention matrices only when both sides have at most this many tokens
+
+
+def stats(t: torch.Tensor, extremes: bool = True) -> str:
+    """'shape (1, 5, 32)  mean +0.012  std 0.981  [min -2.10, max 2.30]' over finite values."""
+    values = t.detach().float()
+    finite = values[torch.isfinite(values)]
+    if finite.numel() == 0:
+        return f"shape {tuple(t.shape)}  (no finite values)"
+    text = f"shape {tuple(t.shape)}  mean {finite.mean():+.4f}  std {finite.std(unbiased=False):.4f}"
+    if extremes:
+        text += f"  min {finite.min():+.3f}  max {finite.max():+.3f}"
+    return text
+
+
+def parse_selection(spec: str, count: int, what: str) -> list[int]:
+    """'all' or '0,2' -> indices, checked against `count`."""
+    if spec.strip().lower() == "all":
+        return list(range(count))
+    try:
+        chosen = [int(part) for part in spec.split(",") if part.strip()]
+    except ValueError as err:
+        raise ValueError(f"--debug_{what} takes 'all' or comma-separated numbers, got {spec!r}") from err
+    bad = [i for i in chosen if not 0 <= i < count]
+    if bad or not chosen:
+        raise ValueError(f"--debug_{what} must name {what} in 0..{count - 1}, got {spec!r}")
+    return chosen
+
+
+def _matrix(weights: torch.Tensor, rows: Sequence[str], cols: Sequence[str]) -> list[str]:
+    """A small attention matrix as text, query tokens down, key tokens across."""
+    width = max(5, *(len(c) for c in cols))
+    lines = [" " * 10 + "".join(f"{c[:width]:>{width + 1}}" for c in cols)]
+    for r, row in zip(rows, weights.tolist()):
+        lines.append(f"{r[:9]:>9} " + "".join(f"{w:>{width + 1}.2f}" for w in row))
+    return lines
+
+
+class TracePrinter:
+    """Formats the trace; `layers` and `heads` limit what is shown in detail."""
+
+    def __init__(self, cache, src_tokens, tgt_tokens, layers=None, heads=(0,), predicted=None) -> None:
+        self.cache = {k: (v[-1] if isinstance(v, list) else v) for k, v in cache.items()}
+        self.src_tokens, self.tgt_tokens = list(src_tokens), list(tgt_tokens)
+        self.layers, self.heads = layers, list(heads)
+        self.predicted = predicted  # the most likely next token at each target position
+        self.lines: list[str] = []
+
+    def get(self, name: str) -> torch.Tensor | None:
+        value = self.cache.get(name)
+        return value[:1] if value is not None else None  # the first example of the batch
+
+    def say(self, text: str = "", indent: int = 0) -> None:
+        self.lines.append("  " * indent + text)
+
+    def value(self, label: str, name: str, indent: int, extremes: bool = True) -> None:
+        t = self.get(name)
+        if t is not None:
+            self.say(f"{label:<28} {stats(t, extremes)}", indent)
+
+    def attention(self, prefix: str, title: str, rows: list[str], cols: list[str]) -> None:
+        if self.get(f"{prefix}.q") is None:
+            return
+        self.say(f"> {title}", 1)
+        d_k = self.get(f"{prefix}.q").size(-1)
+        source = "x" if rows is cols else "memory"
+        self.say(f"1. Linear projections: Q = x W^Q, K = {source} W^K, V = {source} W^V", 2)
+        for part, inp in (("q", "x"), ("k", source), ("v", source)):
+            self.value(f"{part.upper()} = {inp} W^{part.upper()}", f"{prefix}.{part}_proj", 3)
+        self.say("2. Reshape for heads: (B, T, D) -> (B, H, T, d_k)", 2)
+        for part in ("q", "k", "v"):
+            self.value(f"{part.upper()} per head", f"{prefix}.{part}", 3, extremes=False)
+        scores = self.get(f"{prefix}.scores")
+        self.say(f"3. Scores = Q K^T / sqrt(d_k)   (sqrt({d_k}) = {math.sqrt(d_k):.2f})", 2)
+        if scores is not None:
+            self.say(f"{'scaled scores':<28} {stats(scores)}", 3)
+            self.say(f"{'unscaled std would be':<28} {scores.std().item() * math.sqrt(d_k):.4f}", 3)
+        masked = self.get(f"{prefix}.masked_scores")
+        self.say("4. Mask: blocked positions get -inf (padding; look-ahead in the decoder)", 2)
+        if masked is not None:
+            blocked = int(torch.isneginf(masked[0, 0]).sum())
+            self.say(f"{'blocked per head':<28} {blocked} of {masked[0, 0].numel()} query-key pairs", 3)
+        weights = self.get(f"{prefix}.weights")
+        self.say("5. Softmax over keys: each row sums to 1", 2)
+        if weights is not None:
+            self.say(f"{'weights':<28} {stats(weights)}", 3)
+            entropy = -(weights * weights.clamp_min(1e-12).log()).sum(-1).mean(-1)[0]  # (H,)
+            self.say(f"{'entropy per head (nats)':<28} {[round(e, 3) for e in entropy.tolist()]}", 3)
+            for h in (h for h in self.heads if h < weights.size(1)):
+                top = weights[0, h].argmax(-1).tolist()
+                pairs = ", ".join(f"{rows[i]}->{cols[j]}" for i, j in enumerate(top) if i < len(rows))
+                self.say(f"head {h} strongest key per query: {pairs}", 3)
+                if len(rows) <= MAX_MATRIX and len(cols) <= MAX_MATRIX:
+                    for line in _matrix(weights[0, h, : len(rows), : len(cols)], rows, cols):
+                        self.say(line, 4)
+        self.say("6. Weighted sum of values: Z = weights @ V", 2)
+        self.value("Z per head", f"{prefix}.z", 3, extremes=False)
+        self.say("7. Concatenate heads and apply W^O", 2)
+        self.value("concat (B, T, D)", f"{prefix}.concat", 3, extremes=False)
+        self.value("output = concat W^O", f"{prefix}.out", 3)
+
+    def add_norm(self, layer: str, norm: str, title: str) -> None:
+        self.say(f"> Add & Norm ({title})", 1)
+        self.value("LayerNorm input", f"{layer}.{norm}.in", 2)
+        self.value("LayerNorm output", f"{layer}.{norm}.out", 2)
+
+    def ffn(self, layer: str) -> None:
+        self.say("> Feed-forward: FFN(x) = max(0, x W1 + b1) W2 + b2", 1)
+        self.value("before ReLU (x W1 + b1)", f"{layer}.ffn.pre_act", 2)
+        post = self.get(f"{layer}.ffn.post_act")
+        if post is not None:
+            self.value("after ReLU", f"{layer}.ffn.post_act", 2)
+            self.say(f"{'zeroed by the ReLU':<28} {(post == 0).float().mean().item():.1%}", 2)
+        self.value("FFN output (W2)", f"{layer}.ffn.out", 2)
+
+    def stack(self, side: str, count: int) -> None:
+        src, tgt = self.src_tokens, self.tgt_tokens
+        for i in range(count):
+            if self.layers is not None and i not in self.layers:
+                continue
+            layer = f"{side}.{i}"
+            self.say(THIN)
+            self.say(f"{side.capitalize()} layer {i}")
+            self.value("layer input", f"{layer}.resid_pre", 1)
+            rows = src if side == "encoder" else tgt
+            title = "Self-attention" if side == "encoder" else "Masked self-attention (look-ahead)"
+            self.attention(f"{layer}.self_attn", title, rows, rows)
+            self.add_norm(layer, "norm1", "self-attention")
+            if side == "decoder":
+                self.attention(
+                    f"{layer}.cross_attn", "Cross-attention: decoder queries, encoder keys", tgt, src
+                )
+                self.add_norm(layer, "norm2", "cross-attention")
+            self.ffn(layer)
+            self.add_norm(layer, "norm3" if side == "decoder" else "norm2", "feed-forward")
+            self.value("layer output", f"{layer}.resid_post", 1)
+
+    def format(self, num_layers: int) -> str:
+        self.say(RULE)
+        self.say(f"ENCODER   source tokens: {' '.join(self.src_tokens)}")
+        self.say(RULE)
+        self.value("token embedding x sqrt(D)", "src_embed", 1)
+        self.value("+ positional encoding", "src_pos", 1)
+        self.stack("encoder", num_layers)
+        self.value("encoder output (memory)", "memory", 0)
+        self.say(RULE)
+        self.say(f"DECODER   target input: {' '.join(self.tgt_tokens)}")
+        self.say(RULE)
+        self.value("token embedding x sqrt(D)", "tgt_embed", 1)
+        self.value("+ positional encoding", "tgt_pos", 1)
+        self.stack("decoder", num_layers)
+        self.say(RULE)
+        self.say("OUTPUT    Linear to vocabulary, softmax gives next-token probabilities")
+        self.say(RULE)
+        self.value("logits", "logits", 1)
+        if self.predicted is not None:
+            pairs = ", ".join(f"{t} -> {p}" for t, p in zip(self.tgt_tokens, self.predicted))
+            self.say(f"most likely next token: {pairs}", 1)
+        return "\n".join(self.lines)
+
+
+def format_trace(cache, src_tokens, tgt_tokens, num_layers, layers=None, heads=(0,), predicted=None) -> str:
+    """The whole trace as text; `layers`/`heads` are index lists (None: every layer)."""
+    return TracePrinter(cache, src_tokens, tgt_tokens, layers, heads, predicted).format(num_layers)
