@@ -163,6 +163,9 @@ def train(cfg: RunConfig) -> dict:
             if record["eval_exact_match"] > best:
                 best = record["eval_exact_match"]
                 save_checkpoint(out / "checkpoints" / "best_model.pt", model, tokenizer, **extra)
+            if cfg.stop_at_exact_match and best >= cfg.stop_at_exact_match:
+                logger.info("exact match %.4f >= %.4f: stopping early", best, cfg.stop_at_exact_match)
+                break
     finally:
         tracker.finish()
         logging.getLogger().removeHandler(log_handler)

@@ -132,6 +132,7 @@ class RunConfig:
     label_smoothing: float = _opt(0.1, "label smoothing epsilon (paper section 5.4)")
     clip_grad_norm: float = _opt(1.0, "clip the gradient norm to this value; 0 turns clipping off")
     dataloader_num_workers: int = _opt(0, "worker processes for the DataLoader")
+    stop_at_exact_match: float = _opt(0.0, "stop once held-out exact match reaches this (0: run all epochs)")
     # decoding and inference
     checkpoint: str = _opt("", "a saved .pt checkpoint to decode with (with --source or --interactive)")
     source: str = _opt("", "one input to decode with --checkpoint")
