@@ -1,13 +1,34 @@
-"""Figures from training records and activation caches (matplotlib, Agg backend: no screen)."""
+"""Figures from training records and activation caches (matplotlib, Agg backend: no screen).
+
+`TransformerVisualizer(out_dir)` writes under `out_dir/visualizations/` in the layout of
+../shared/DESIGN.md: attention/ (heatmaps, attention_step_{N}, attention_evolution,
+multihead_comparison), qkv/ (qkv_evolution, layer_contributions, gradient_flow) and
+paper/ (the paper's components), plus report.md, which says how to read each figure.
+It reads only the cache, the analysis report of `utils.analysis` and plain arrays.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from utils import paper_figures as pf
+from utils.paper_figures import heatmap, new_figure, save_figure
+
+# kind -> (stack, attention module) in cache names, e.g. decoder.1.cross_attn.weights
+ATTENTION_KINDS = {
+    "encoder_self": ("encoder", "self_attn"),
+    "decoder_self": ("decoder", "self_attn"),
+    "decoder_cross": ("decoder", "cross_attn"),
+}
+SUBLAYER_COLORS = {"self_attn": "tab:blue", "cross_attn": "tab:orange", "ffn": "tab:green", "norm": "grey"}
 
 
 def plot_training_curves(history: list[dict], path: str | Path, title: str = "Training") -> Path:
@@ -31,3 +52,263 @@ def plot_training_curves(history: list[dict], path: str | Path, title: str = "Tr
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _canonical(kind: str) -> str:
+    """'cross' -> 'decoder_cross', 'encoder' -> 'encoder_self', 'decoder' -> 'decoder_self'."""
+    kind = {"cross": "decoder_cross", "encoder": "encoder_self", "decoder": "decoder_self"}.get(kind, kind)
+    if kind not in ATTENTION_KINDS:
+        raise ValueError(f"attention kind must be one of {', '.join(ATTENTION_KINDS)}, got {kind!r}")
+    return kind
+
+
+def _kind(kind: str) -> tuple[str, str]:
+    return ATTENTION_KINDS[_canonical(kind)]
+
+
+def _layers(cache: dict, stack: str, module: str) -> list[int]:
+    """Layer indices whose attention weights the cache holds, e.g. [0, 1]."""
+    return sorted(int(m[1]) for n in cache if (m := re.match(rf"{stack}\.(\d+)\.{module}\.weights$", n)))
+
+
+def _layer_index(cache: dict, stack: str, module: str, layer: int) -> int:
+    found = _layers(cache, stack, module)
+    if not found:
+        raise KeyError(f"no {stack} {module} weights in the cache; capture '*.weights' with run_with_cache")
+    return found[layer]  # negative layers count from the top
+
+
+def attention_weights(cache: dict, kind: str = "decoder_cross", layer: int = -1, head=0, example=0):
+    """One (T, S) attention matrix as numpy; `head=None` averages the heads."""
+    stack, module = _kind(kind)
+    w = cache[f"{stack}.{_layer_index(cache, stack, module, layer)}.{module}.weights"][example]  # (H, T, S)
+    w = torch.as_tensor(w).float().cpu()
+    return (w.mean(0) if head is None else w[head]).numpy()
+
+
+def _axes_tokens(kind: str, src_tokens, tgt_tokens):
+    """(query labels, key labels) of an attention kind."""
+    stack, module = _kind(kind)
+    if stack == "encoder":
+        return src_tokens, src_tokens
+    return tgt_tokens, (tgt_tokens if module == "self_attn" else src_tokens)
+
+
+def _trim(w: np.ndarray, rows, cols) -> np.ndarray:
+    """Drop padded rows/columns: keep as many as there are tokens (all when tokens are None)."""
+    return w[: len(rows) if rows is not None else None, : len(cols) if cols is not None else None]
+
+
+def _section(report: dict, key: str) -> dict:
+    return report.get(key, report)  # the whole analysis report, or just its section
+
+
+class TransformerVisualizer:
+    """Writes the figure catalogue of one run; every method returns the path(s) it wrote."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.root = Path(out_dir) / "visualizations"
+        self.attention_dir, self.qkv_dir, self.paper_dir = (
+            self.root / d for d in ("attention", "qkv", "paper")
+        )
+
+    # ---- attention ------------------------------------------------------------------------------
+    def plot_attention_heatmap(self, weights, row_tokens=None, col_tokens=None, title="", path=None) -> Path:
+        """One (T, S) attention matrix, queries down, keys across, labelled with the tokens."""
+        w = np.asarray(weights, dtype=float)
+        fig, ax = new_figure(figsize=(max(4.5, 0.45 * w.shape[1] + 2), max(3.5, 0.4 * w.shape[0] + 1.5)))
+        heatmap(ax, w, row_tokens, col_tokens, vmin=0)
+        ax.set(xlabel="key", ylabel="query", title=title)
+        return save_figure(fig, path or self.attention_dir / "attention.png")
+
+    def plot_attention_for_example(
+        self, cache, src_tokens, tgt_tokens, layer=0, kind="decoder_cross", head=None, example=0
+    ) -> Path:
+        """Heatmap of one layer's attention for one example (head-averaged when `head` is None).
+
+        Pass the example's tokens without padding to crop the padded positions away.
+        """
+        kind = _canonical(kind)
+        rows, cols = _axes_tokens(kind, src_tokens, tgt_tokens)
+        w = _trim(attention_weights(cache, kind, layer, head, example), rows, cols)
+        name = f"{kind}_layer{layer}" + ("" if head is None else f"_head{head}")
+        which = "mean of heads" if head is None else f"head {head}"
+        title = f"{kind.replace('_', ' ')} attention, layer {layer}, {which}"
+        return self.plot_attention_heatmap(w, rows, cols, title, self.attention_dir / f"{name}.png")
+
+    def plot_multihead_comparison(
+        self,
+        cache,
+        layer=-1,
+        kind="decoder_cross",
+        src_tokens=None,
+        tgt_tokens=None,
+        example=0,
+        name="multihead_comparison",
+    ) -> Path:
+        """All heads of one layer in a grid, on one colour scale."""
+        kind = _canonical(kind)
+        stack, module = _kind(kind)
+        index = _layer_index(cache, stack, module, layer)
+        heads = torch.as_tensor(cache[f"{stack}.{index}.{module}.weights"][example]).float().cpu().numpy()
+        rows, cols = _axes_tokens(kind, src_tokens, tgt_tokens)
+        H = heads.shape[0]
+        ncols = min(H, 4)
+        nrows = -(-H // ncols)
+        fig, axes = new_figure(nrows, ncols, figsize=(4.2 * ncols, 3.8 * nrows), squeeze=False)
+        vmax = float(heads.max())
+        for h, ax in enumerate(axes.flat):
+            if h >= H:
+                ax.axis("off")
+                continue
+            last = h == H - 1  # one colour bar serves the shared scale
+            heatmap(ax, _trim(heads[h], rows, cols), rows, cols, annotate=False, vmin=0, vmax=vmax, cbar=last)
+            ax.set(title=f"head {h}", xlabel="key", ylabel="query")
+        fig.suptitle(f"{kind.replace('_', ' ')} attention, layer {index}: all heads")
+        return save_figure(fig, self.attention_dir / f"{name}.png")
+
+    def plot_attention_step(self, weights, row_tokens, step: int, col_tokens=None) -> Path:
+        """attention_step_{step}.png: the tracked head at one training step."""
+        cols = col_tokens if col_tokens is not None else row_tokens
+        w = _trim(np.asarray(weights, dtype=float), row_tokens, cols)
+        path = self.attention_dir / f"attention_step_{step}.png"
+        return self.plot_attention_heatmap(w, row_tokens, cols, f"Attention at step {step}", path)
+
+    def plot_attention_evolution(self, snapshots, row_tokens=None, col_tokens=None, max_panels=8) -> Path:
+        """attention_evolution.png from [(step, (T, S) weights), ...] of the same head."""
+        if not snapshots:
+            raise ValueError("plot_attention_evolution needs at least one (step, weights) snapshot, got none")
+        picks = np.unique(
+            np.linspace(0, len(snapshots) - 1, min(max_panels, len(snapshots))).round().astype(int)
+        )
+        cols = col_tokens if col_tokens is not None else row_tokens
+        fig, axes = new_figure(1, len(picks), figsize=(4.2 * len(picks), 4), squeeze=False)
+        for ax, i in zip(axes.flat, picks):
+            step, w = snapshots[i]
+            w = _trim(np.asarray(w, dtype=float), row_tokens, cols)
+            heatmap(ax, w, row_tokens, cols, annotate=False, vmin=0, vmax=1, cbar=False)
+            ax.set(title=f"step {step}", xlabel="key", ylabel="query")
+        return save_figure(fig, self.attention_dir / "attention_evolution.png")
+
+    # ---- Q/K/V, layers, gradients -----------------------------------------------------------------
+    def plot_qkv_evolution(self, history) -> Path:
+        """qkv_evolution.png from [(step, analyze_qkv_statistics(...)), ...]: head means per sublayer."""
+        if not history:
+            raise ValueError("plot_qkv_evolution needs at least one (step, statistics) record, got none")
+        metrics = ("q_norm", "k_norm", "v_norm", "score_std_scaled")
+        fig, axes = new_figure(2, 2, figsize=(12, 7.5))
+        steps = [step for step, _ in history]
+        for ax, metric in zip(axes.flat, metrics):
+            for name in history[-1][1]:  # one line per attention sublayer, heads averaged
+                values = [
+                    np.mean([h[metric] for h in stats[name]]) if name in stats else np.nan
+                    for _, stats in history
+                ]
+                ax.plot(steps, values, marker="o", ms=3, label=name)
+            ax.set(xlabel="step", title=metric.replace("_", " "))
+        axes.flat[0].legend(fontsize=7)
+        return save_figure(fig, self.qkv_dir / "qkv_evolution.png")
+
+    def plot_layer_contributions(self, report: dict) -> Path:
+        """layer_contributions.png: relative update per sublayer, and dead ReLU share per FFN."""
+        section = _section(report, "layer_contributions")
+        fig, (ax_u, ax_d) = new_figure(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [2, 1]})
+        layers = list(dict.fromkeys(e["layer"] for e in section["sublayers"]))
+        width = 0.27
+        for n, sub in enumerate(("self_attn", "cross_attn", "ffn")):
+            ratio = {e["layer"]: e["relative_update"] for e in section["sublayers"] if e["sublayer"] == sub}
+            if not ratio:
+                continue
+            x, y = zip(*[(i + (n - 1) * width, ratio[la]) for i, la in enumerate(layers) if la in ratio])
+            ax_u.bar(x, y, width, label=sub, color=SUBLAYER_COLORS[sub])
+        ax_u.set_xticks(range(len(layers)), layers)
+        ax_u.set(ylabel="||sublayer output|| / ||residual||", title="Sublayer updates relative to the stream")
+        ax_u.legend()
+        ffn = section["ffn"]
+        ax_d.bar([e["layer"] for e in ffn], [e["dead_fraction"] for e in ffn], color=SUBLAYER_COLORS["ffn"])
+        ax_d.set(ylim=(0, 1), ylabel="share of ReLU outputs = 0", title="FFN activations that are off")
+        ax_d.tick_params(axis="x", labelrotation=45)
+        return save_figure(fig, self.qkv_dir / "layer_contributions.png")
+
+    def plot_gradient_flow(self, report: dict) -> Path:
+        """gradient_flow.png: gradient norm per parameter group, from embeddings to lm_head."""
+        groups = _section(report, "gradient_flow")["groups"]
+        names = list(groups)
+        colors = [SUBLAYER_COLORS.get(n.split(".")[-1], "tab:purple") for n in names]
+        fig, ax = new_figure(figsize=(8, 0.3 * len(names) + 1.5))
+        ax.barh(names, [max(groups[n] or 0.0, 1e-12) for n in names], color=colors)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set(xlabel="gradient L2 norm (log scale)", title="Gradient flow by parameter group")
+        return save_figure(fig, self.qkv_dir / "gradient_flow.png")
+
+    # ---- the paper's components ---------------------------------------------------------------------
+    def plot_paper_figures(
+        self,
+        embedding_weights: dict | None = None,
+        d_model: int = 64,
+        tokens=None,
+        src_tokens=None,
+        tgt_tokens=None,
+    ) -> list[Path]:
+        """Positional encoding, masks, Noam schedule, label smoothing, and one embedding figure per matrix.
+
+        `tokens` label the embedding rows (the vocabulary in id order).
+        """
+        d = self.paper_dir
+        paths = [
+            pf.plot_positional_encoding(d / "positional_encoding.png", d_model=d_model),
+            pf.plot_masks(d / "masks.png", src_tokens, tgt_tokens),
+            pf.plot_noam_schedule(d / "noam_schedule.png", d_model=d_model),
+            pf.plot_label_smoothing(d / "label_smoothing.png"),
+        ]
+        for name, weight in (embedding_weights or {}).items():
+            stem = "embedding_analysis_" + re.sub(r"\W+", "_", name).strip("_")
+            w = torch.as_tensor(weight).float().cpu().numpy()
+            paths.append(pf.plot_embedding_analysis(d / f"{stem}.png", w, tokens, name=name))
+        return paths
+
+    # ---- the catalogue ------------------------------------------------------------------------------
+    def write_report_md(self, folder: str | Path | None = None) -> Path:
+        """report.md in `folder` (default: the visualizations folder): every PNG, how to read it."""
+        return pf.write_report_md(folder if folder is not None else self.root)
+
+    def plot_all(
+        self,
+        report: dict,
+        cache: dict,
+        src_tokens=None,
+        tgt_tokens=None,
+        embedding_weights=None,
+        vocab_tokens=None,
+        qkv_history=None,
+        attention_snapshots=None,
+        step: int = 0,
+    ) -> list[Path]:
+        """Every figure from one analysis report and one cache (example 0), then report.md.
+
+        Without `qkv_history` / `attention_snapshots` (collected during training) the
+        evolution figures show this one step. The tracked head is head 0 of the last
+        decoder layer's cross-attention.
+        """
+        paths = []
+        for kind, (stack, module) in ATTENTION_KINDS.items():
+            for layer in _layers(cache, stack, module):
+                paths.append(self.plot_attention_for_example(cache, src_tokens, tgt_tokens, layer, kind))
+                name = f"multihead_comparison_{kind}_layer{layer}"
+                paths.append(
+                    self.plot_multihead_comparison(cache, layer, kind, src_tokens, tgt_tokens, name=name)
+                )
+        paths.append(self.plot_multihead_comparison(cache, -1, "decoder_cross", src_tokens, tgt_tokens))
+        tracked = attention_weights(cache, "decoder_cross", -1, head=0)
+        paths.append(self.plot_attention_step(tracked, tgt_tokens, step, src_tokens))
+        paths.append(
+            self.plot_attention_evolution(attention_snapshots or [(step, tracked)], tgt_tokens, src_tokens)
+        )
+        paths.append(self.plot_qkv_evolution(qkv_history or [(step, report["qkv_statistics"])]))
+        paths.append(self.plot_layer_contributions(report))
+        paths.append(self.plot_gradient_flow(report))
+        d_model = (report.get("config") or {}).get("hidden_size") or 64
+        paths += self.plot_paper_figures(embedding_weights, d_model, vocab_tokens)
+        paths.append(self.write_report_md())
+        return paths

@@ -1,0 +1,354 @@
+"""What a Transformer computes inside, read from its activation cache (either version).
+
+`TransformerAnalyzer` talks to a model only through `run_with_cache`, the cache names
+of ../shared/DESIGN.md, `model.config` and `named_parameters`, so it works for the
+from-scratch and the Hugging Face model alike. Every result is plain JSON data.
+
+Masks come from the ids: source keys/queries are real where `src != pad_id` (or where
+`attention_mask` is 1), target ones where `tgt != pad_id`; decoder self-attention also
+obeys the look-ahead mask. Padding is assumed on the right, as `utils.data` makes it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+# Thresholds of `classify_pattern`, tested in this order; "mixed" when none holds.
+UNIFORM_ENTROPY = 0.9  # entropy / log(#keys) at least this: weights nearly even -> "global/uniform"
+PREVIOUS_TOKEN_MASS = 0.5  # mean weight on key i-1 at least this -> "previous-token"
+REVERSED_MASS = 0.5  # mean weight near key S-1-i at least this, and above the local mass -> "reversed"
+LOCAL_MASS = 0.6  # mean weight near key i (|i-j| <= NEAR) at least this -> "diagonal/local"
+FIRST_TOKEN_MASS = 0.5  # mean weight on key 0 at least this -> "first-token/focused"
+FOCUSED_MAX = 0.7  # mean of each query's largest weight at least this: one key per query -> "focused"
+NEAR = 1  # tolerance in positions for "local" and "reversed" (a source EOS shifts the mirror by one)
+PATTERNS = ("global/uniform", "previous-token", "reversed/anti-diagonal", "diagonal/local",
+            "first-token/focused", "mixed")  # fmt: skip
+THRESHOLDS = "UNIFORM_ENTROPY PREVIOUS_TOKEN_MASS REVERSED_MASS LOCAL_MASS FIRST_TOKEN_MASS FOCUSED_MAX NEAR"
+
+_ATTN = re.compile(r"^(encoder|decoder)\.(\d+)\.(self_attn|cross_attn)\.")
+_LAYER_PARAM = re.compile(r"(encoder|decoder)\.(?:layers?|block)\.(\d+)\.(.+)")
+
+
+def _row_measures(w, query_ok, allowed, key_ok):
+    """Per-query measures of weights w (..., T, S) and the rows each measure is defined on."""
+    T, S = w.shape[-2:]
+    w = torch.nan_to_num(w.float())
+    i = torch.arange(T, device=w.device)[:, None]
+    j = torch.arange(S, device=w.device)[None, :]
+    dist = (i - j).abs()
+    mirror = key_ok.sum(-1)[..., None, None] - 1 - i  # (..., T, 1): key S_valid-1-i
+    n_allowed = allowed.sum(-1)  # (..., T)
+    m = {
+        "entropy": -(w * w.clamp_min(1e-12).log()).sum(-1),
+        "span": (w * dist).sum(-1),  # mean |i - j| weighted by attention
+        "local_mass": (w * (dist <= NEAR)).sum(-1),
+        "previous_mass": (w * (j == i - 1)).sum(-1),
+        "first_mass": w[..., 0],
+        "max_mass": w.max(-1).values,
+        "reversed_mass": (w * ((j - mirror).abs() <= NEAR)).sum(-1),
+    }
+    m["normalized_entropy"] = m["entropy"] / n_allowed.clamp_min(2).float().log()
+    rows = query_ok & (n_allowed > 0)
+    masks = dict.fromkeys(m, rows)
+    masks["normalized_entropy"] = rows & (n_allowed > 1)  # one key: nothing to spread over
+    masks["previous_mass"] = rows & (torch.arange(T, device=w.device) >= 1)  # query 0 has no previous
+    return m, masks
+
+
+def _reduce(measures, masks, dims) -> dict:
+    out = {}
+    for k, x in measures.items():
+        ok = masks[k].expand_as(x).float()
+        out[k] = (torch.where(ok > 0, x, 0.0).sum(dims) / ok.sum(dims).clamp_min(1)).tolist()
+    return out
+
+
+def classify_features(f: dict) -> str:
+    """Name the pattern of averaged measures (see the thresholds at the top of this module)."""
+    if f["normalized_entropy"] >= UNIFORM_ENTROPY:
+        return "global/uniform"
+    if f["previous_mass"] >= PREVIOUS_TOKEN_MASS:
+        return "previous-token"
+    if f["reversed_mass"] >= REVERSED_MASS and f["reversed_mass"] > f["local_mass"]:
+        return "reversed/anti-diagonal"
+    if f["local_mass"] >= LOCAL_MASS:
+        return "diagonal/local"
+    if f["first_mass"] >= FIRST_TOKEN_MASS or f["max_mass"] >= FOCUSED_MAX:
+        return "first-token/focused"
+    return "mixed"
+
+
+def pattern_features(weights, query_mask=None, key_mask=None, causal: bool = False) -> dict:
+    """Measures of one (T, S) attention matrix averaged over its real queries.
+
+    Args:
+        query_mask: (T,) True for real queries; key_mask: (S,) True for real keys.
+        causal: keys j > i were masked (decoder self-attention), which changes #keys per row.
+    """
+    w = torch.as_tensor(weights).float()
+    T, S = w.shape
+    key_ok = torch.ones(S, dtype=torch.bool) if key_mask is None else torch.as_tensor(key_mask).bool()
+    query_ok = torch.ones(T, dtype=torch.bool) if query_mask is None else torch.as_tensor(query_mask).bool()
+    allowed = key_ok[None, :].expand(T, S)
+    if causal:
+        allowed = allowed & torch.ones(T, S, dtype=torch.bool).tril()
+    return _reduce(*_row_measures(w, query_ok, allowed, key_ok), dims=-1)
+
+
+def classify_pattern(weights, query_mask=None, key_mask=None, causal: bool = False) -> str:
+    """'diagonal/local', 'previous-token', 'first-token/focused', 'global/uniform',
+    'reversed/anti-diagonal' or 'mixed' for one (T, S) attention matrix."""
+    return classify_features(pattern_features(weights, query_mask, key_mask, causal))
+
+
+def parameter_group(name: str) -> str:
+    """`encoder.layers.0.self_attn.q_proj.weight` or HF `model.encoder.layers.0.fc1.weight`
+    -> `encoder.0.self_attn` / `encoder.0.ffn`; outside the layers: embeddings, lm_head, final_norm."""
+    if m := _LAYER_PARAM.search(name):
+        stack, index, rest = m.groups()
+        if "norm" in rest:  # before the attention names: HF's self_attn_layer_norm is a norm
+            sub = "norm"
+        elif "cross_attn" in rest or "encoder_attn" in rest:
+            sub = "cross_attn"
+        elif "self_attn" in rest or "attention" in rest:
+            sub = "self_attn"
+        elif re.search(r"ffn|fc\d|mlp|feed_forward", rest):
+            sub = "ffn"
+        else:
+            sub = "other"
+        return f"{stack}.{index}.{sub}"
+    for key, group in (("embed", "embeddings"), ("shared", "embeddings"), ("lm_head", "lm_head")):
+        if key in name:
+            return group
+    return "final_norm" if "norm" in name else "other"
+
+
+def _json_safe(x):
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        return _json_safe(x.tolist())
+    if isinstance(x, float) or hasattr(x, "item"):
+        x = float(x)
+        return x if math.isfinite(x) else None
+    return x if isinstance(x, (int, str, bool)) or x is None else str(x)
+
+
+def _summary(x: torch.Tensor, p: str) -> dict:
+    """Mean and std of the entries of (N, d) vectors, and their mean L2 norm."""
+    return {f"{p}_mean": x.mean(), f"{p}_std": x.std(correction=0), f"{p}_norm": x.norm(dim=-1).mean()}
+
+
+def _group_order(group: str) -> tuple:
+    parts = group.split(".")
+    if len(parts) == 3:
+        subs = ("self_attn", "cross_attn", "ffn", "norm", "other")
+        return (1 if parts[0] == "encoder" else 2, int(parts[1]), subs.index(parts[2]))
+    return ({"embeddings": 0, "final_norm": 3, "lm_head": 4}.get(group, 5), 0, 0)
+
+
+class TransformerAnalyzer:
+    """Statistics of attention, Q/K/V, sublayer updates, gradients and embeddings of one model.
+
+    The cache-driven methods take the ids the cache was made from, to leave PAD out:
+    `input_ids` (B, S) source, `target_ids` (B, T) BOS-led decoder input, optional
+    `attention_mask` (B, S) for the source (1 = real). Without ids every position counts.
+    """
+
+    def __init__(self, model) -> None:
+        self.model = model
+        config = model.config
+        self.pad_id = getattr(config, "pad_id", getattr(config, "pad_token_id", 0))  # HF name as a fallback
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def run(self, input_ids, target_ids, names=None):
+        """Eval-mode `run_with_cache` (the training mode is restored afterwards) -> (logits, cache)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            dev = self._device()
+            return self.model.run_with_cache(input_ids.to(dev), target_ids.to(dev), names=names)
+        finally:
+            self.model.train(was_training)
+
+    def _real(self, ids, n: int, attention_mask=None) -> torch.Tensor:
+        """(B | 1, n) True at real positions: attention_mask == 1, else ids != PAD, else everywhere."""
+        if attention_mask is not None:
+            return torch.as_tensor(attention_mask).bool().cpu()
+        if ids is None:
+            return torch.ones(1, n, dtype=torch.bool)
+        return (torch.as_tensor(ids) != self.pad_id).cpu()
+
+    def _masks(self, stack, module, T, S, ids):
+        """(real queries (B|1, T), allowed keys (B|1, T, S), real keys (B|1, S)) of one attention."""
+        input_ids, target_ids, attention_mask = ids
+        src_ok, tgt_ok = self._real(input_ids, S, attention_mask), self._real(target_ids, T)
+        if stack == "encoder":
+            query_ok = key_ok = src_ok
+        else:  # decoder queries; keys from the source (cross-attention) or the target itself
+            query_ok, key_ok = tgt_ok, (src_ok if module == "cross_attn" else tgt_ok)
+        allowed = key_ok[:, None, :].expand(-1, T, -1)
+        if stack == "decoder" and module == "self_attn":  # look-ahead mask (section 3.2.3)
+            allowed = allowed & torch.ones(T, S, dtype=torch.bool).tril()
+        return query_ok, allowed, key_ok
+
+    @staticmethod
+    def _attention_modules(cache, leaf: str) -> list[tuple[str, str, str]]:
+        """[(name, stack, module)] such as ('decoder.0.cross_attn', 'decoder', 'cross_attn'), in order."""
+        found = {(m[1], int(m[2]), m[3]) for n in cache if (m := _ATTN.match(n)) and n.endswith("." + leaf)}
+        ordered = sorted(found, key=lambda s: (s[0] != "encoder", s[1], s[2] != "self_attn"))
+        return [(f"{stack}.{i}.{module}", stack, module) for stack, i, module in ordered]
+
+    def analyze_qkv_statistics(self, cache, input_ids=None, target_ids=None, attention_mask=None) -> dict:
+        """{'decoder.0.cross_attn': [per head: q/k/v mean, std, norm; std of q.k raw and / sqrt(d_k)]}."""
+        out = {}
+        for name, stack, module in self._attention_modules(cache, "q"):
+            q, k, v = (cache[f"{name}.{x}"].float().cpu() for x in "qkv")  # (B, H, T|S, d_k)
+            ids = (input_ids, target_ids, attention_mask)
+            qok, allowed, kok = self._masks(stack, module, q.size(2), k.size(2), ids)
+            qok, kok = qok.expand(q.size(0), -1), kok.expand(k.size(0), -1)
+            raw = q @ k.transpose(-2, -1)  # (B, H, T, S): q.k before the 1/sqrt(d_k) of eq. (1)
+            pairs = (qok[:, :, None] & allowed).expand(raw.size(0), -1, -1)  # (B, T, S)
+            heads = []
+            for h in range(q.size(1)):
+                entry = {"head": h, **_summary(q[:, h][qok], "q"), **_summary(k[:, h][kok], "k")}
+                entry |= _summary(v[:, h][kok], "v")  # (N, d_k) vectors at real positions only
+                s = raw[:, h][pairs].std(correction=0)
+                heads.append(entry | {"score_std_raw": s, "score_std_scaled": s / math.sqrt(q.size(-1))})
+            out[name] = heads
+        return _json_safe(out)
+
+    def analyze_attention_patterns(self, cache, input_ids=None, target_ids=None, attention_mask=None) -> dict:
+        """{'encoder.0.self_attn': [per head: entropy, normalized_entropy, span, masses, pattern]}."""
+        out = {}
+        for name, stack, module in self._attention_modules(cache, "weights"):
+            w = cache[f"{name}.weights"].float().cpu()  # (B, H, T, S)
+            ids = (input_ids, target_ids, attention_mask)
+            qok, allowed, kok = self._masks(stack, module, w.size(2), w.size(3), ids)
+            m, masks = _row_measures(w, qok[:, None], allowed[:, None], kok[:, None])
+            per_head = _reduce(m, masks, dims=(0, 2))  # averaged over batch and queries -> (H,)
+            heads = [{"head": h, **{k: v[h] for k, v in per_head.items()}} for h in range(w.size(1))]
+            out[name] = [entry | {"pattern": classify_features(entry)} for entry in heads]
+        return _json_safe(out)
+
+    def analyze_layer_contributions(self, cache, input_ids=None, target_ids=None, attention_mask=None):
+        """||sublayer output|| / ||residual stream entering it|| per real position, and FFN ReLU use."""
+        sublayers, ffn = [], []
+        pattern = re.compile(r"(encoder|decoder)\.(\d+)\.ffn\.post_act$")
+        found = {(m[1], int(m[2])) for n in cache if (m := pattern.match(n))}
+        for stack, layer in sorted(found, key=lambda s: (s[0] != "encoder", s[1])):
+            p = f"{stack}.{layer}"
+            post = cache[f"{p}.ffn.post_act"].float().cpu()  # (B, T, d_ff)
+            ids, mask = (input_ids, attention_mask) if stack == "encoder" else (target_ids, None)
+            ok = self._real(ids, post.size(1), mask).expand(post.size(0), -1)  # (B, T)
+            steps = [("self_attn", "resid_pre"), ("cross_attn", "resid_mid"), ("ffn", "resid_cross")]
+            if stack == "encoder":
+                steps = [("self_attn", "resid_pre"), ("ffn", "resid_mid")]
+            for sub, resid in steps:
+                if f"{p}.{sub}.out" in cache and f"{p}.{resid}" in cache:
+                    update = cache[f"{p}.{sub}.out"].float().cpu().norm(dim=-1)[ok]  # (N,)
+                    stream = cache[f"{p}.{resid}"].float().cpu().norm(dim=-1)[ok]
+                    ratio = (update / stream.clamp_min(1e-12)).mean()
+                    sublayers.append({"layer": p, "sublayer": sub, "relative_update": ratio})
+                    sublayers[-1] |= {"update_norm": update.mean(), "resid_norm": stream.mean()}
+            acts = post[ok]  # (N, d_ff)
+            entry = {"layer": p, "dead_fraction": (acts == 0).float().mean()}  # ReLU outputs that are 0
+            entry["never_active_fraction"] = (acts == 0).all(0).float().mean()  # units 0 at every position
+            ffn.append(entry | {"mean_activation": acts.mean()})
+        return _json_safe({"sublayers": sublayers, "ffn": ffn})
+
+    def embedding_weights(self) -> dict[str, torch.Tensor]:
+        """Token-embedding matrices (V, D) found by name (`embed...`, HF `shared`); tied ones once."""
+        found, seen = {}, set()
+        for name, p in self.model.named_parameters():
+            if p.ndim == 2 and re.search(r"embed|shared", name) and "position" not in name:
+                if p.data_ptr() not in seen:
+                    found[name] = p.detach().float().cpu()
+                seen.add(p.data_ptr())
+        return found
+
+    def analyze_embeddings(self, weights: dict | None = None) -> dict:
+        """Norm distribution and mean pairwise cosine similarity of each embedding matrix."""
+        out = {}
+        for name, w in (weights if weights is not None else self.embedding_weights()).items():
+            w = torch.as_tensor(w).float()
+            norms, V = w.norm(dim=-1), w.size(0)
+            u = F.normalize(w, dim=-1)  # mean of cos(i, j) over i != j = (|sum u|^2 - V) / (V (V - 1))
+            cos = (u.sum(0).pow(2).sum() - V) / max(V * (V - 1), 1)
+            quantiles = torch.quantile(norms, torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95]))
+            entry = {"vocab_size": V, "dim": w.size(1), "norm_mean": norms.mean(), "norm_std": norms.std()}
+            entry |= {"norm_min": norms.min(), "norm_max": norms.max(), "norm_quantiles": quantiles}
+            out[name] = entry | {"mean_cosine_similarity": cos}
+        return _json_safe(out)
+
+    def analyze_gradient_flow(self, input_ids, target_ids, labels=None, train_mode: bool = False) -> dict:
+        """Gradient norm per parameter group after one cross-entropy backward pass.
+
+        `labels` default to `target_ids` shifted left (the next token of the BOS-led decoder
+        input, PAD at the end). Dropout is off unless `train_mode`. Gradients already on the
+        parameters are put back afterwards, so this is safe between accumulation steps.
+        """
+        dev = self._device()
+        src, tgt = input_ids.to(dev), target_ids.to(dev)
+        if labels is None:
+            labels = torch.cat([tgt[:, 1:], torch.full_like(tgt[:, :1], self.pad_id)], dim=1)
+        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        saved, was_training = [p.grad for _, p in params], self.model.training
+        self.model.train(train_mode)
+        squares: dict[str, float] = {}
+        try:
+            for _, p in params:
+                p.grad = None
+            with torch.enable_grad():
+                logits, _ = self.model.run_with_cache(src, tgt, names=["logits"])
+                logits = logits.float().flatten(0, 1)  # (B*T, V)
+                loss = F.cross_entropy(logits, labels.to(dev).flatten(), ignore_index=self.pad_id)
+                loss.backward()
+            for name, p in params:
+                if p.grad is not None:
+                    group = parameter_group(name)
+                    squares[group] = squares.get(group, 0.0) + p.grad.float().pow(2).sum().item()
+        finally:
+            for (_, p), grad in zip(params, saved):
+                p.grad = grad
+            self.model.train(was_training)
+        groups = {g: math.sqrt(squares[g]) for g in sorted(squares, key=_group_order)}
+        return _json_safe({"loss": loss, "total_norm": math.sqrt(sum(squares.values())), "groups": groups})
+
+    def comprehensive_analysis(
+        self, input_ids, target_ids, attention_mask=None, tokens=None, save_path=None, labels=None, cache=None
+    ) -> dict:
+        """All analyses of one batch as JSON data; with `save_path` (a folder or a .json file) also
+        written as analysis_report.json. Pass the `cache` of `run(...)` to skip a second forward."""
+        if cache is None:
+            _, cache = self.run(input_ids, target_ids)
+        ids = (input_ids.cpu(), target_ids.cpu(), attention_mask)
+        config = {k: getattr(self.model.config, k, None) for k in ("hidden_size", "num_heads", "num_layers")}
+        report = {
+            "config": config | {"pad_id": self.pad_id},
+            "tokens": tokens,
+            "thresholds": {k: globals()[k] for k in THRESHOLDS.split()},
+            "qkv_statistics": self.analyze_qkv_statistics(cache, *ids),
+            "attention_patterns": self.analyze_attention_patterns(cache, *ids),
+            "layer_contributions": self.analyze_layer_contributions(cache, *ids),
+            "embeddings": self.analyze_embeddings(),
+            "gradient_flow": self.analyze_gradient_flow(input_ids, target_ids, labels),
+        }
+        report = _json_safe(report)
+        if save_path is not None:
+            path = Path(save_path)
+            path = path if path.suffix == ".json" else path / "analysis_report.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        return report
