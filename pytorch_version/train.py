@@ -23,6 +23,7 @@ from pytorch_version.model import Transformer
 from utils.config import RunConfig, resolve_device
 from utils.data import PairDataset, make_loader, make_toy_task, tokenizer_for_task
 from utils.metrics import exact_match, token_accuracy
+from utils.monitor import InternalsRecorder, write_analysis
 from utils.tracking import Tracker, add_file_log
 from utils.visualization import plot_training_curves
 
@@ -43,13 +44,16 @@ def noam_schedule(d_model: int, warmup_steps: int, factor: float = 1.0):
     return rate
 
 
-def seq2seq_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int, smoothing: float):
-    """Cross-entropy over non-PAD positions with label smoothing (section 5.4)."""
+def seq2seq_loss(
+    logits: torch.Tensor, targets: torch.Tensor, pad_id: int, smoothing: float, reduction: str = "mean"
+):
+    """Cross-entropy over non-PAD positions with label smoothing (section 5.4); mean or sum."""
     return F.cross_entropy(
         logits.reshape(-1, logits.size(-1)),
         targets.reshape(-1),
         ignore_index=pad_id,
         label_smoothing=smoothing,
+        reduction=reduction,
     )
 
 
@@ -78,26 +82,45 @@ def evaluate(model, loader, tokenizer, references, cfg: RunConfig, device) -> di
     }
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device, desc: str) -> float:
-    """One pass over the data; returns the mean training loss."""
+def train_one_epoch(
+    model, loader, optimizer, scheduler, cfg: RunConfig, device, desc: str, recorder=None
+) -> float:
+    """One pass over the data; returns the mean training loss. `recorder` watches internals."""
     model.train()
     progress = tqdm(loader, desc=desc, disable=cfg.quiet, leave=False)
     accum = cfg.gradient_accumulation_steps
-    total, batches = 0.0, 0
+    total, batches, window_tokens = 0.0, 0, 0
     optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(progress):
         src, tgt_in, tgt_out = (batch[k].to(device) for k in ("src", "tgt_in", "tgt_out"))
-        loss = seq2seq_loss(model(src, tgt_in), tgt_out, model.config.pad_id, cfg.label_smoothing)
-        (loss / accum).backward()  # gradients of `accum` batches add up to one step
+        tokens = int((tgt_out != model.config.pad_id).sum())
+        loss_sum = seq2seq_loss(model(src, tgt_in), tgt_out, model.config.pad_id, cfg.label_smoothing, "sum")
+        loss_sum.backward()  # gradients of the window's batches add up...
+        window_tokens += tokens
+        loss = loss_sum.detach() / max(tokens, 1)
         if (i + 1) % accum == 0 or i + 1 == len(loader):
+            # ...and are divided by the window's token count: the mean over its tokens, so `accum`
+            # batches of B make the same step as one batch of accum * B, whatever their lengths
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.div_(max(window_tokens, 1))
+            window_tokens = 0
             if cfg.clip_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            if recorder is not None:
+                recorder.maybe_record(model, scheduler.last_epoch)  # last_epoch counts optimizer steps
         total, batches = total + loss.item(), batches + 1
         progress.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
     return total / max(batches, 1)
+
+
+def _unpadded(batch, src_key: str, tgt_key: str, pad_id: int):
+    """Row 0 of a batch with its padding cut off: (1, S) and (1, T)."""
+    src, tgt = batch[src_key][:1], batch[tgt_key][:1]
+    return src[:, : int((src[0] != pad_id).sum())], tgt[:, : int((tgt[0] != pad_id).sum())]
 
 
 def build_model(cfg: RunConfig, tokenizer) -> Transformer:
@@ -140,12 +163,24 @@ def train(cfg: RunConfig) -> dict:
                               cfg.debug_layers, cfg.debug_heads)  # fmt: skip
         logger.info("--debug: forward pass of one example before training\n%s", trace)
 
+    probe = next(iter(make_loader(PairDataset(eval_pairs[:8], tokenizer), 8, False)))
+    recorder = None
+    if cfg.track_internals:
+        recorder = InternalsRecorder(*_unpadded(probe, "src", "tgt_in", tokenizer.pad_id), cfg.track_every)
+
     start, best, step = time.perf_counter(), -1.0, 0
     references = [t for _, t in eval_pairs]
     try:
         for epoch in range(1, cfg.epochs + 1):
             train_loss = train_one_epoch(
-                model, train_loader, optimizer, scheduler, cfg, device, f"epoch {epoch}/{cfg.epochs}"
+                model,
+                train_loader,
+                optimizer,
+                scheduler,
+                cfg,
+                device,
+                f"epoch {epoch}/{cfg.epochs}",
+                recorder,
             )
             step += len(train_loader)
             metrics = evaluate(model, eval_loader, tokenizer, references, cfg, device)
@@ -171,6 +206,13 @@ def train(cfg: RunConfig) -> dict:
         logging.getLogger().removeHandler(log_handler)
 
     plot_training_curves(tracker.history, out / "training_curves.png", f"pytorch_version: {cfg.task}")
+    if cfg.visualize or cfg.track_internals:
+        if recorder is not None:
+            recorder.record(model, scheduler.last_epoch)
+        src, tgt = _unpadded(probe, "src", "tgt_in", tokenizer.pad_id)
+        write_analysis(model, *(probe[k].to(device) for k in ("src", "tgt_in", "tgt_out")),
+                       tokenizer.tokens(src[0]), tokenizer.tokens(tgt[0]), tokenizer.id_to_token, out,
+                       recorder)  # fmt: skip
     final = tracker.history[-1]
     summary = {
         "version": "pytorch",

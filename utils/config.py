@@ -146,6 +146,7 @@ class RunConfig:
     debug_heads: str = _opt("0", "heads whose attention matrix --debug prints: 'all' or '0,2'")
     visualize: bool = _opt(False, "write attention heatmaps and analysis figures")
     track_internals: bool = _opt(False, "record attention and Q/K/V statistics during training")
+    track_every: int = _opt(50, "optimizer steps between two --track_internals snapshots")
     wandb: bool = _opt(False, "log to Weights & Biases (offline unless logged in)")
     wandb_project: str = _opt("transformer-tutorial", "Weights & Biases project name")
     quiet: bool = _opt(False, "hide progress bars")
@@ -158,7 +159,8 @@ class RunConfig:
                 raise UserError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
         for name in ("epochs", "batch_size", "gradient_accumulation_steps", "train_size", "eval_size"):
             _require_positive(name, getattr(self, name))
-        for name in ("hidden_size", "num_layers", "num_heads", "ffn_size", "beam_size", "warmup_steps"):
+        for name in ("hidden_size", "num_layers", "num_heads", "ffn_size", "beam_size", "warmup_steps",
+                     "track_every"):  # fmt: skip
             _require_positive(name, getattr(self, name))
         if self.hidden_size % self.num_heads:
             raise UserError(

@@ -1,0 +1,118 @@
+"""Watching a model while it trains, and the figure catalogue when it is done.
+
+Both implementations use these: the pytorch loop calls `InternalsRecorder.maybe_record`
+after each optimizer step, the Hugging Face Trainer does it from a callback. The model
+is reached only through `run_with_cache` (via TransformerAnalyzer), so nothing here
+knows which implementation it watches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from utils.analysis import TransformerAnalyzer
+from utils.visualization import TransformerVisualizer, attention_weights
+
+logger = logging.getLogger(__name__)
+
+TRACKED = ["*.q", "*.k", "*.v", "*.weights"]  # what a snapshot captures: small, and enough
+MAX_STEP_FIGURES = 6  # attention_step_{N}.png files written, evenly spread over the snapshots
+
+
+class InternalsRecorder:
+    """`--track_internals`: every `every` steps, run one fixed probe example and keep
+    Q/K/V statistics per head and the attention maps (eval mode, no gradients, the
+    model's training mode restored afterwards, no random numbers drawn).
+
+    qkv_history          [(step, analyze_qkv_statistics(...)), ...]
+    attention_snapshots  [(step, (T, S) weights of head 0 of the last decoder cross-attention)]
+    attention_maps       [(step, {cache name: (H, T, S) weights}), ...] for the JSON record
+    """
+
+    def __init__(self, probe_src: torch.Tensor, probe_tgt: torch.Tensor, every: int) -> None:
+        self.probe_src, self.probe_tgt = probe_src[:1], probe_tgt[:1]
+        self.every = max(1, every)
+        self.qkv_history: list[tuple[int, dict]] = []
+        self.attention_snapshots: list[tuple[int, torch.Tensor]] = []
+        self.attention_maps: list[tuple[int, dict[str, torch.Tensor]]] = []
+
+    def maybe_record(self, model, step: int) -> None:
+        if step == 1 or step % self.every == 0:
+            self.record(model, step)
+
+    def record(self, model, step: int) -> None:
+        if self.qkv_history and self.qkv_history[-1][0] == step:
+            return
+        analyzer = TransformerAnalyzer(model)
+        device = next(model.parameters()).device
+        src, tgt = self.probe_src.to(device), self.probe_tgt.to(device)
+        _, cache = analyzer.run(src, tgt, names=TRACKED)
+        self.qkv_history.append((step, analyzer.analyze_qkv_statistics(cache, src, tgt)))
+        self.attention_snapshots.append((step, torch.as_tensor(attention_weights(cache, "decoder_cross"))))
+        maps = {name: w[0].cpu() for name, w in cache.items() if name.endswith(".weights")}
+        self.attention_maps.append((step, maps))
+
+    def to_dict(self) -> dict:
+        """Plain JSON data: the probe, the statistics and every attention map, per step."""
+        return {
+            "probe": {"src": self.probe_src[0].tolist(), "tgt": self.probe_tgt[0].tolist()},
+            "qkv_history": [{"step": s, "statistics": stats} for s, stats in self.qkv_history],
+            "attention_maps": [
+                {"step": s, "weights": {n: w.tolist() for n, w in maps.items()}}
+                for s, maps in self.attention_maps
+            ],
+        }
+
+
+def write_analysis(
+    model,
+    src: torch.Tensor,
+    tgt: torch.Tensor,
+    labels: torch.Tensor,
+    src_tokens: list[str],
+    tgt_tokens: list[str],
+    vocab_tokens: list[str],
+    out: Path,
+    recorder: InternalsRecorder | None = None,
+) -> list[Path]:
+    """analysis_report.json and every figure under `out`, from held-out examples.
+
+    `src` (B, S), `tgt` (B, T) BOS-led decoder input and `labels` (B, T) are a batch whose
+    row 0 is the example drawn; the statistics average over the whole batch.
+    """
+    out = Path(out)
+    analyzer = TransformerAnalyzer(model)
+    _, cache = analyzer.run(src, tgt)
+    report = analyzer.comprehensive_analysis(
+        src, tgt, tokens={"src": src_tokens, "tgt": tgt_tokens}, save_path=out, labels=labels, cache=cache
+    )
+    visualizer = TransformerVisualizer(out)
+    history = recorder.qkv_history if recorder and recorder.qkv_history else None
+    snapshots = recorder.attention_snapshots if recorder and recorder.attention_snapshots else None
+    paths = []
+    if snapshots:
+        pick = sorted(
+            {round(i * (len(snapshots) - 1) / (MAX_STEP_FIGURES - 1)) for i in range(MAX_STEP_FIGURES)}
+        )
+        for i in pick:
+            step, weights = snapshots[i]
+            paths.append(visualizer.plot_attention_step(weights, tgt_tokens, step, src_tokens))
+        (out / "internals.json").write_text(json.dumps(recorder.to_dict()))
+    with torch.no_grad():
+        paths += visualizer.plot_all(
+            report,
+            cache,
+            src_tokens,
+            tgt_tokens,
+            embedding_weights=analyzer.embedding_weights(),
+            vocab_tokens=vocab_tokens,
+            qkv_history=history,
+            attention_snapshots=snapshots,
+            step=history[-1][0] if history else 0,
+        )
+    logger.info("%d figures and analysis_report.json written under %s", len(paths), out)
+    return paths
