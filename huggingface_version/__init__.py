@@ -1,0 +1,47 @@
+"""The Transformer of "Attention Is All You Need" as a Hugging Face model.
+
+Importing this package registers the model with the Auto classes, so after
+`import huggingface_version` a saved folder loads with
+`AutoModelForSeq2SeqLM.from_pretrained(folder)` and `AutoConfig.from_pretrained(folder)`.
+
+The files, in dependency order:
+    configuration.py   TutorialTransformerConfig (PreTrainedConfig), to/from utils ModelConfig
+    attention.py       masks, eager_attention_forward, TutorialAttention (eager | sdpa, Cache)
+    layers.py          scaled embeddings, sinusoidal positions, encoder and decoder layers
+    stacks.py          TutorialEncoder, TutorialDecoder
+    modeling.py        TutorialTransformerModel, ...ForConditionalGeneration (+ GenerationMixin)
+    convert.py         KEY_TABLE, pytorch_to_hf, hf_to_pytorch
+    hooks.py           record_activations: the activation cache through forward hooks
+    tokenization.py    the character tokenizer as a PreTrainedTokenizerFast
+    custom_trainer.py  Seq2SeqTrainer subclass and callbacks
+    train.py           train_huggingface(cfg)          compare.py  run_comparison(cfg)
+    inference.py       load_hf_for_inference, translate_hf
+    selfcheck.py       HF_CHECKS for `main.py --version test`
+
+The training side imports the Trainer and is loaded on demand:
+`from huggingface_version.train import train_huggingface`.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+
+from huggingface_version.configuration import MODEL_TYPE, TutorialTransformerConfig
+from huggingface_version.convert import KEY_TABLE, hf_to_pytorch, pytorch_to_hf
+from huggingface_version.modeling import (
+    TutorialTransformerForConditionalGeneration,
+    TutorialTransformerModel,
+)
+
+AutoConfig.register(MODEL_TYPE, TutorialTransformerConfig, exist_ok=True)
+AutoModel.register(TutorialTransformerConfig, TutorialTransformerModel, exist_ok=True)
+AutoModelForSeq2SeqLM.register(
+    TutorialTransformerConfig, TutorialTransformerForConditionalGeneration, exist_ok=True
+)
+
+__all__ = [
+    "KEY_TABLE",
+    "TutorialTransformerConfig",
+    "TutorialTransformerForConditionalGeneration",
+    "TutorialTransformerModel",
+    "hf_to_pytorch",
+    "pytorch_to_hf",
+]

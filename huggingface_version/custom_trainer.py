@@ -1,0 +1,242 @@
+"""Training the Hugging Face model with the paper's recipe inside Seq2SeqTrainer, plus callbacks.
+
+What the subclass changes, each for parity with pytorch_version.train:
+  compute_loss          label-smoothed cross-entropy (section 5.4) over real tokens, summed and
+                        divided by the tokens of the accumulation window (get_batch_samples
+                        counts them); the plain mean in evaluation
+  create_optimizer      Adam, betas (0.9, 0.98), eps 1e-9 (section 5.3)
+  create_scheduler      the Noam warm-up schedule, pytorch_version.train.noam_schedule
+  get_train_dataloader  the same batches in the same order as utils.data.make_loader
+  prediction_step       greedy decoding with source length + 10 new tokens, and teacher-forced
+                        token accuracy, as pytorch_version.train.evaluate
+
+The callbacks write metrics.jsonl records with pytorch_version's keys, stop at
+--stop_at_exact_match, and (with --track_internals) drive a utils.monitor.InternalsRecorder,
+whose probe runs through the hook tracker of huggingface_version.hooks.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, RandomSampler, Sampler
+from transformers import Seq2SeqTrainer, TrainerCallback
+
+from pytorch_version.train import noam_schedule
+from utils.metrics import exact_match
+from utils.tracking import Tracker
+
+
+class ExhaustedRandomSampler(Sampler):
+    """torch's RandomSampler, run to its end at the start of each pass.
+
+    RandomSampler draws one more (empty) permutation when asked for the element after the
+    last. pytorch_version's `for batch in loader` asks, the Trainer (which counts its steps)
+    does not; running the sampler out keeps the shared generator, and so every later epoch's
+    order, the same in both.
+    """
+
+    def __init__(self, data_source, generator: torch.Generator) -> None:
+        self.inner = RandomSampler(data_source, generator=generator)
+
+    def __iter__(self):
+        return iter(list(self.inner))
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer with label smoothing, Adam + Noam, and exact-match evaluation."""
+
+    # compute_loss divides by the tokens of the whole accumulation window (see get_batch_samples),
+    # so the Trainer must not divide again by the number of batches
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self,
+        *args,
+        label_smoothing: float = 0.1,
+        warmup_steps: int = 400,
+        lr_factor: float = 1.0,
+        max_new_tokens: int = 0,
+        references: list[str] | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.label_smoothing = label_smoothing
+        self.warmup_steps, self.lr_factor = warmup_steps, lr_factor
+        self.max_new_tokens = max_new_tokens  # 0: source length + 10, as pytorch_version
+        self.references = references
+        self.last_predictions: list[str] = []
+        self._token_counts = [0, 0]  # teacher-forced (correct, counted) over the current evaluation
+        self._batch_losses: list[float] = []  # per-batch mean training losses since the last log
+        if references is not None and self.compute_metrics is None:
+            self.compute_metrics = self.sequence_metrics
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The batches of one optimizer step and their number of real target tokens."""
+        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        return batches, sum(int((b["labels"] != -100).sum()) for b in batches)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Cross-entropy over real target tokens, label-smoothed while training (section 5.4).
+
+        Training: summed over the batch and divided by the tokens of the whole accumulation
+        window, as pytorch_version.train does, so `accum` batches of B make the same step as
+        one batch of accum * B. Evaluation: the plain mean, without smoothing.
+        """
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        if "decoder_input_ids" not in inputs:
+            unwrapped = self.accelerator.unwrap_model(model)
+            inputs["decoder_input_ids"] = unwrapped.prepare_decoder_input_ids_from_labels(labels)
+        outputs = model(**inputs, use_cache=False)
+        logits = outputs.logits.reshape(-1, outputs.logits.size(-1))  # (B*T, V)
+        if model.training and num_items_in_batch:
+            loss_sum = F.cross_entropy(
+                logits,
+                labels.reshape(-1),
+                ignore_index=-100,
+                label_smoothing=self.label_smoothing,
+                reduction="sum",
+            )
+            self._batch_losses.append(loss_sum.item() / max(int((labels != -100).sum()), 1))
+            loss = loss_sum / max(int(num_items_in_batch), 1)
+        else:
+            loss = F.cross_entropy(logits, labels.reshape(-1), ignore_index=-100)
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """Report the training loss as pytorch_version does: the mean of the per-batch means.
+
+        (The Trainer's own figure averages per optimizer step; the two differ only with
+        gradient accumulation.)"""
+        if "loss" in logs and self._batch_losses:
+            logs = {**logs, "loss": sum(self._batch_losses) / len(self._batch_losses)}
+            self._batch_losses = []
+        super().log(logs, *args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            params = (model or self.model).parameters()
+            # lr 1: the scheduler's multiplier *is* the learning rate (section 5.3)
+            self.optimizer = torch.optim.Adam(params, lr=1.0, betas=(0.9, 0.98), eps=1e-9)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            d_model = self.model.config.hidden_size
+            schedule = noam_schedule(d_model, self.warmup_steps, self.lr_factor)
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, schedule)
+        return self.lr_scheduler
+
+    def get_train_dataloader(self) -> DataLoader:
+        """Shuffled batches in utils.data.make_loader's order: same seed, same permutation each epoch."""
+        generator = torch.Generator().manual_seed(self.args.seed)
+        return DataLoader(
+            self.train_dataset,
+            batch_size=self._train_batch_size,
+            sampler=ExhaustedRandomSampler(self.train_dataset, generator),
+            generator=generator,  # the DataLoader draws its worker base seed from it, as make_loader's does
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+        )
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+        if self.args.predict_with_generate and not prediction_loss_only:
+            gen_kwargs = {**getattr(self, "_gen_kwargs", {}), **gen_kwargs}
+            gen_kwargs = {k: v for k, v in gen_kwargs.items() if v is not None}
+            if "max_new_tokens" not in gen_kwargs:  # as max_length (it counts BOS): the Trainer fills
+                # a default max_length into the generation config, and generate warns when both are set
+                new_tokens = self.max_new_tokens or inputs["input_ids"].shape[1] + 10
+                gen_kwargs["max_length"] = new_tokens + 1
+            if "labels" in inputs:
+                self._count_tokens(model, self._prepare_inputs(inputs))
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs)
+
+    @torch.no_grad()
+    def _count_tokens(self, model, inputs) -> None:
+        """Teacher-forced next-token accuracy over real positions (utils.metrics.token_accuracy)."""
+        labels = inputs["labels"]
+        decoder_input_ids = inputs.get("decoder_input_ids")
+        if decoder_input_ids is None:
+            unwrapped = self.accelerator.unwrap_model(model)
+            decoder_input_ids = unwrapped.prepare_decoder_input_ids_from_labels(labels)
+        logits = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs.get("attention_mask"),
+            decoder_input_ids=decoder_input_ids,
+            use_cache=False,
+        ).logits
+        real = labels != -100
+        self._token_counts[0] += int(((logits.argmax(-1) == labels) & real).sum())
+        self._token_counts[1] += int(real.sum())
+
+    def sequence_metrics(self, eval_pred) -> dict[str, float]:
+        """Exact match of the greedy outputs against the reference strings, and token accuracy."""
+        ids = eval_pred.predictions
+        ids = ids[0] if isinstance(ids, tuple) else ids
+        # rows are padded with -100 where batches of different lengths were joined
+        predictions = [self.processing_class.decode(row[row >= 0], skip_special_tokens=True) for row in ids]
+        self.last_predictions = predictions
+        correct, counted = self._token_counts
+        self._token_counts = [0, 0]
+        return {
+            "token_accuracy": correct / max(counted, 1),
+            "exact_match": exact_match(predictions, self.references),
+        }
+
+
+class MetricsLogCallback(TrainerCallback):
+    """One metrics.jsonl record per evaluation, with pytorch_version.train's keys.
+
+    With `stop_at_exact_match` > 0, training stops once held-out exact match reaches it
+    (--stop_at_exact_match, as in pytorch_version.train).
+    """
+
+    def __init__(self, tracker: Tracker, stop_at_exact_match: float = 0.0) -> None:
+        self.tracker = tracker
+        self.stop_at_exact_match = stop_at_exact_match
+        self.start = time.perf_counter()
+        self._train: dict = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:  # the epoch's mean training loss, logged just before evaluation
+            self._train = {"train_loss": logs["loss"], "lr": logs.get("learning_rate")}
+
+    def on_evaluate(self, args, state, control, metrics=None, lr_scheduler=None, **kwargs):
+        metrics = metrics or {}
+        record = {"epoch": round(state.epoch or 0), "step": state.global_step}
+        record["train_loss"] = self._train.get("train_loss")
+        for key in ("eval_loss", "eval_token_accuracy", "eval_exact_match"):
+            record[key] = metrics.get(key)
+        # the rate for the next step, as pytorch_version logs it (the Trainer logs the last one used)
+        lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else self._train.get("lr")
+        record |= {"lr": lr, "elapsed_s": time.perf_counter() - self.start}
+        self.tracker.log(record)
+        if self.stop_at_exact_match and (record["eval_exact_match"] or 0.0) >= self.stop_at_exact_match:
+            control.should_training_stop = True
+
+
+class InternalsCallback(TrainerCallback):
+    """--track_internals: hands the model to a utils.monitor.InternalsRecorder after optimizer steps.
+
+    The recorder runs its probe through `run_with_cache`, i.e. through the forward hooks of
+    huggingface_version.hooks, and keeps qkv_history / attention_snapshots / attention_maps
+    for TransformerVisualizer, exactly as it does inside pytorch_version's loop.
+    """
+
+    def __init__(self, recorder) -> None:
+        self.recorder = recorder
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.recorder.maybe_record(model, state.global_step)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.recorder.record(model, state.global_step)

@@ -1,0 +1,160 @@
+"""The boxes of the paper's Figure 1 in Hugging Face (BART/Marian) naming.
+
+    pytorch_version            here
+    Embeddings                 TutorialScaledEmbedding  (embed_tokens)
+    PositionalEncoding         TutorialSinusoidalPositions  (embed_positions)
+    self_attn / cross_attn     self_attn / encoder_attn
+    ffn.fc1, ffn.fc2           fc1, fc2
+    norm1, norm2, norm3        self_attn_layer_norm, (encoder_attn_layer_norm,) final_layer_norm
+
+The residual wiring is pytorch_version's `add_and_norm`, written out inline as HF layers do:
+post-LN (the paper, section 3.1): LayerNorm(x + Dropout(Sublayer(x)))
+pre-LN  (Xiong et al. 2020):      x + Dropout(Sublayer(LayerNorm(x)))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from huggingface_version.attention import TutorialAttention
+
+
+class TutorialScaledEmbedding(nn.Embedding):
+    """Token ids -> vectors, multiplied by sqrt(d_model) (section 3.4), like BartScaledWordEmbedding."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
+        super().__init__(num_embeddings, embedding_dim)  # no padding_idx: the PAD row trains like any other
+        self.embed_scale = math.sqrt(embedding_dim)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(input_ids) * self.embed_scale  # (B, T) -> (B, T, D)
+
+
+class TutorialSinusoidalPositions(nn.Module):
+    """Adds PE(pos, 2i) = sin(pos / 10000^(2i/D)), PE(pos, 2i+1) = cos(...) (section 3.5).
+
+    The table is a non-persistent buffer: it is not saved, `_init_weights` rebuilds it with
+    `create_table` (from_pretrained builds models on the meta device, then initialises).
+    """
+
+    def __init__(self, max_position: int, d_model: int) -> None:
+        super().__init__()
+        self.max_position, self.d_model = max_position, d_model
+        self.register_buffer("table", self.create_table(), persistent=False)  # (P, D)
+
+    def create_table(self) -> torch.Tensor:
+        position = torch.arange(self.max_position).unsqueeze(1)  # (P, 1)
+        inv_freq = torch.exp(torch.arange(0, self.d_model, 2) * (-math.log(10000.0) / self.d_model))
+        table = torch.zeros(self.max_position, self.d_model)
+        table[:, 0::2] = torch.sin(position * inv_freq)  # even dimensions: sine
+        table[:, 1::2] = torch.cos(position * inv_freq)  # odd dimensions: cosine, interleaved
+        return table
+
+    def forward(self, inputs_embeds: torch.Tensor, past_length: int = 0) -> torch.Tensor:
+        """(B, T, D) embeddings of positions past_length.. -> the same plus their encodings."""
+        T = inputs_embeds.size(1)
+        if past_length + T > self.max_position:
+            raise ValueError(
+                f"sequence of {past_length + T} positions exceeds max_position={self.max_position}"
+            )
+        return inputs_embeds + self.table[past_length : past_length + T]
+
+
+def residual(
+    x: torch.Tensor, sublayer: Callable, norm: nn.LayerNorm, dropout: float, norm_first: bool, training: bool
+):
+    """Add & Norm around one sublayer; returns the new residual stream (B, T, D)."""
+    if norm_first:
+        return x + nn.functional.dropout(sublayer(norm(x)), p=dropout, training=training)
+    return norm(x + nn.functional.dropout(sublayer(x), p=dropout, training=training))
+
+
+def feed_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """FFN(x) = max(0, x W1 + b1) W2 + b2, applied to each position alone (section 3.3)."""
+    return layer.fc2(torch.relu(layer.fc1(x)))  # (B, T, D) -> (B, T, d_ff) -> (B, T, D)
+
+
+class TutorialEncoderLayer(nn.Module):
+    """Self-attention, then the FFN, each wrapped in Add & Norm."""
+
+    def __init__(self, config, layer_idx: int) -> None:
+        super().__init__()
+        D = config.hidden_size
+        self.self_attn = TutorialAttention(config, layer_idx)
+        self.self_attn_layer_norm = nn.LayerNorm(D)
+        self.fc1 = nn.Linear(D, config.ffn_size)
+        self.fc2 = nn.Linear(config.ffn_size, D)
+        self.final_layer_norm = nn.LayerNorm(D)
+        self.dropout = config.dropout
+        self.norm_first = config.norm_first
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, S, D) -> (B, S, D), plus the self-attention weights (B, H, S, S) when eager."""
+        weights = None
+
+        def attend(h):
+            nonlocal weights
+            out, weights = self.self_attn(h, attention_mask=attention_mask)
+            return out
+
+        x = residual(
+            hidden_states, attend, self.self_attn_layer_norm, self.dropout, self.norm_first, self.training
+        )
+        ffn = lambda h: feed_forward(self, h)
+        x = residual(x, ffn, self.final_layer_norm, self.dropout, self.norm_first, self.training)
+        return x, weights
+
+
+class TutorialDecoderLayer(nn.Module):
+    """Masked self-attention, attention over the encoder output, then the FFN (section 3.1)."""
+
+    def __init__(self, config, layer_idx: int) -> None:
+        super().__init__()
+        D = config.hidden_size
+        self.self_attn = TutorialAttention(config, layer_idx)
+        self.self_attn_layer_norm = nn.LayerNorm(D)
+        self.encoder_attn = TutorialAttention(config, layer_idx, is_cross_attention=True)
+        self.encoder_attn_layer_norm = nn.LayerNorm(D)
+        self.fc1 = nn.Linear(D, config.ffn_size)
+        self.fc2 = nn.Linear(config.ffn_size, D)
+        self.final_layer_norm = nn.LayerNorm(D)
+        self.dropout = config.dropout
+        self.norm_first = config.norm_first
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor | None,
+        past_key_values=None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(B, T, D) -> (B, T, D), plus self- and cross-attention weights when eager."""
+        weights: dict[str, torch.Tensor | None] = {}
+
+        def attend_self(h):
+            out, weights["self"] = self.self_attn(
+                h, attention_mask=attention_mask, past_key_values=past_key_values
+            )
+            return out
+
+        def attend_encoder(h):
+            out, weights["cross"] = self.encoder_attn(
+                h,
+                key_value_states=encoder_hidden_states,
+                attention_mask=encoder_attention_mask,
+                past_key_values=past_key_values,
+            )
+            return out
+
+        p, first, training = self.dropout, self.norm_first, self.training
+        x = residual(hidden_states, attend_self, self.self_attn_layer_norm, p, first, training)
+        x = residual(x, attend_encoder, self.encoder_attn_layer_norm, p, first, training)
+        x = residual(x, lambda h: feed_forward(self, h), self.final_layer_norm, p, first, training)
+        return x, weights["self"], weights["cross"]

@@ -1,0 +1,237 @@
+"""Training the Hugging Face model on a toy task with the Trainer; writes results_huggingface/.
+
+Same data (utils.data.make_toy_task, same seed), same model, same recipe and same metric
+as pytorch_version.train; what differs is who runs the loop (see custom_trainer.py).
+
+Writes under `<output_dir>/results_huggingface/`: model.safetensors, config.json,
+generation_config.json, tokenizer.json + tokenizer_config.json, training_args.bin,
+summary.json, logs/{train.log,metrics.jsonl}, training_curves.png and, with --visualize
+or --track_internals, visualizations/, analysis_report.json [and internals.json]
+(utils.monitor, shared with pytorch_version).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+from transformers import DataCollatorForSeq2Seq, PrinterCallback, Seq2SeqTrainingArguments
+
+from huggingface_version.configuration import TutorialTransformerConfig
+from huggingface_version.convert import pytorch_to_hf
+from huggingface_version.custom_trainer import InternalsCallback, MetricsLogCallback, TutorialSeq2SeqTrainer
+from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
+from huggingface_version.tokenization import from_char_tokenizer
+from utils.config import RunConfig, UserError, resolve_device
+from utils.data import PairDataset, collate, make_toy_task, tokenizer_for_task
+from utils.monitor import InternalsRecorder, write_analysis
+from utils.trace_printer import trace_example
+from utils.tracking import Tracker, add_file_log
+from utils.visualization import plot_training_curves
+
+logger = logging.getLogger(__name__)
+
+
+def build_hf_model(cfg: RunConfig, tokenizer) -> TutorialTransformerForConditionalGeneration:
+    """A freshly initialised model of the configured shape (as pytorch_version.train.build_model)."""
+    ids = {
+        "pad_id": tokenizer.pad_token_id,
+        "bos_id": tokenizer.bos_token_id,
+        "eos_id": tokenizer.eos_token_id,
+    }
+    model_cfg = cfg.model_config(len(tokenizer), len(tokenizer), **ids)
+    return TutorialTransformerForConditionalGeneration(TutorialTransformerConfig.from_model_config(model_cfg))
+
+
+def encode_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[dict]:
+    """[(source, target)] -> [{input_ids: source + EOS, attention_mask, labels: target + EOS}]."""
+    enc = tokenizer([s for s, _ in pairs], text_target=[t for _, t in pairs])
+    return [
+        {"input_ids": i, "attention_mask": m, "labels": y}
+        for i, m, y in zip(enc["input_ids"], enc["attention_mask"], enc["labels"])
+    ]
+
+
+def _unpadded_row(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Row 0 of a padded batch with its padding cut off: (1, length)."""
+    return ids[:1, : int((ids[0] != pad_id).sum())]
+
+
+def _check_precision(cfg: RunConfig, device: torch.device) -> dict:
+    """fp16/bf16 flags (once RunConfig has them): mixed precision needs a GPU here."""
+    fp16, bf16 = bool(getattr(cfg, "fp16", False)), bool(getattr(cfg, "bf16", False))
+    if (fp16 or bf16) and device.type == "cpu":
+        flag = "--fp16" if fp16 else "--bf16"
+        raise UserError(f"{flag} needs a CUDA GPU; this run is on the CPU (drop {flag} or use --device cuda)")
+    return {"fp16": fp16, "bf16": bf16}
+
+
+def _report_to(cfg: RunConfig, out: Path, config: dict) -> str:
+    """ "wandb" when asked for and it starts (offline without a login), else "none"; never fatal."""
+    if not cfg.wandb:
+        return "none"
+    try:
+        import wandb
+    except ImportError:
+        logger.warning("--wandb: the wandb package is not installed; continuing without it")
+        return "none"
+    offline = not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ
+    try:  # start the run here so a failure is a warning; the Trainer's WandbCallback reuses it
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        wandb.init(
+            project=cfg.wandb_project,
+            name=f"huggingface-{cfg.task}",
+            config=config,
+            dir=str(out / "logs"),
+            mode="offline" if offline else None,
+            reinit="finish_previous",
+        )
+    except Exception as err:  # a tracking failure must never stop training
+        logger.warning("--wandb: could not start a run (%s); continuing without it", err)
+        return "none"
+    return "wandb"
+
+
+def _finish_wandb(report_to: str) -> None:
+    if report_to != "wandb":
+        return
+    import wandb
+
+    run = wandb.run
+    if run is not None:
+        offline, run_dir = run.settings.mode == "offline", run.dir
+        run.finish()
+        if offline:
+            logger.info("wandb ran offline; upload with: wandb sync %s", Path(run_dir).parent)
+
+
+def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
+    """Train on the configured toy task and write results_huggingface/; returns the summary.
+
+    `init_from_pytorch`: a pytorch_version Transformer whose (converted) weights are the
+    starting point, so both versions can start from the same initialisation (--version both).
+    """
+    out = Path(cfg.output_dir) / "results_huggingface"
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    precision = _check_precision(cfg, device)
+    log_handler = add_file_log(out / "logs" / "train.log")
+    torch.manual_seed(cfg.seed)
+
+    train_pairs, eval_pairs = make_toy_task(
+        cfg.task, cfg.train_size, cfg.eval_size, cfg.seed, cfg.min_len, cfg.max_len
+    )
+    char_tokenizer = tokenizer_for_task(cfg.task)
+    tokenizer = from_char_tokenizer(char_tokenizer)  # same ids as char_tokenizer
+    model = build_hf_model(cfg, tokenizer)
+    if init_from_pytorch is not None:
+        expected = model.config.to_model_config()
+        if init_from_pytorch.config != expected:
+            raise UserError(f"init_from_pytorch has config {init_from_pytorch.config}, expected {expected}")
+        model = pytorch_to_hf(init_from_pytorch).train()
+    config_record = {"run": cfg.to_dict(), "model": model.config.to_model_config().to_dict()}
+    report_to = _report_to(cfg, out, config_record)
+
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(out),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=256,  # pytorch_version evaluates in batches of 256 too
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        dataloader_pin_memory=device.type == "cuda",
+        seed=cfg.seed,
+        use_cpu=device.type == "cpu",
+        learning_rate=1.0,  # unused: the optimizer is built in create_optimizer with the Noam multiplier
+        max_grad_norm=cfg.clip_grad_norm,
+        eval_strategy="epoch",
+        logging_strategy="epoch",
+        save_strategy="no",  # one save at the end, below
+        predict_with_generate=True,
+        report_to=report_to,
+        run_name=f"huggingface-{cfg.task}",
+        disable_tqdm=cfg.quiet,
+        **precision,
+    )
+    tracker = Tracker(out / "logs" / "metrics.jsonl")
+    callbacks = [MetricsLogCallback(tracker, cfg.stop_at_exact_match)]
+    # the probe: the first held-out examples, batched exactly as pytorch_version.train does
+    probe = collate([PairDataset(eval_pairs[:8], char_tokenizer)[i] for i in range(min(8, len(eval_pairs)))])
+    probe_src, probe_tgt = (
+        _unpadded_row(probe["src"], char_tokenizer.pad_id),
+        _unpadded_row(probe["tgt_in"], char_tokenizer.pad_id),
+    )
+    recorder = InternalsRecorder(probe_src, probe_tgt, cfg.track_every) if cfg.track_internals else None
+    if recorder is not None:
+        callbacks.append(InternalsCallback(recorder))
+    trainer = TutorialSeq2SeqTrainer(
+        model=model,
+        args=args,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
+        train_dataset=encode_pairs(tokenizer, train_pairs),
+        eval_dataset=encode_pairs(tokenizer, eval_pairs),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        label_smoothing=cfg.label_smoothing,
+        warmup_steps=cfg.warmup_steps,
+        lr_factor=cfg.lr_factor,
+        max_new_tokens=cfg.max_length,
+        references=[t for _, t in eval_pairs],
+    )
+    logger.info(
+        "huggingface_version: task=%s, %d train / %d eval examples, %s parameters, device=%s",
+        cfg.task, len(train_pairs), len(eval_pairs), f"{model.num_parameters():,}", device,
+    )  # fmt: skip
+
+    if cfg.quiet:
+        trainer.remove_callback(PrinterCallback)  # no progress bar, and no log dicts either
+    generation_config = copy.deepcopy(model.generation_config)  # evaluation adds its defaults to it
+    if cfg.debug:
+        trace = trace_example(
+            model,
+            probe["src"],
+            probe["tgt_in"],
+            tokenizer.convert_ids_to_tokens,
+            cfg.debug_layers,
+            cfg.debug_heads,
+        )
+        logger.info("--debug: forward pass of one example before training\n%s", trace)
+    start = time.perf_counter()
+    try:
+        trainer.train()
+        model.generation_config = generation_config
+        trainer.save_model(str(out))  # weights, config, generation config, tokenizer, training_args.bin
+    finally:
+        _finish_wandb(report_to)
+        tracker.finish()
+        logging.getLogger().removeHandler(log_handler)
+    wall_time = time.perf_counter() - start
+    logger.info("huggingface_version: examples %r", trainer.last_predictions[:2])
+
+    plot_training_curves(tracker.history, out / "training_curves.png", f"huggingface_version: {cfg.task}")
+    final = tracker.history[-1]
+    summary = {
+        "version": "huggingface",
+        "task": cfg.task,
+        "final": {k: final[k] for k in ("eval_loss", "eval_token_accuracy", "eval_exact_match")},
+        "best_eval_exact_match": max(r["eval_exact_match"] for r in tracker.history),
+        "wall_time_s": wall_time,
+        "parameters": model.num_parameters(),
+        "report_to": report_to,
+        "config": config_record,
+    }
+    if cfg.visualize or cfg.track_internals:
+        try:  # the trained model is saved already; a drawing failure must not lose the run
+            write_analysis(model, probe["src"], probe["tgt_in"], probe["tgt_out"],
+                           char_tokenizer.tokens(probe_src[0]), char_tokenizer.tokens(probe_tgt[0]),
+                           char_tokenizer.id_to_token, out, recorder)  # fmt: skip
+        except Exception as err:
+            logger.warning("huggingface_version: figures failed: %s", err, exc_info=True)
+            summary["figures_error"] = f"{type(err).__name__}: {err}"
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
