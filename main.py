@@ -11,14 +11,17 @@ import argparse
 import dataclasses
 import logging
 import sys
+from pathlib import Path
 
-from utils.config import RunConfig, UserError
+from utils.config import RunConfig, UserError, resolve_device
 
 logger = logging.getLogger("transformer_tutorial")
 
 EXAMPLES = """examples:
   python main.py --version pytorch                  train on the reversal task
   python main.py --version pytorch --task addition --epochs 20
+  python main.py --version pytorch --debug --visualize --track_internals
+  python main.py --version analysis                 short run + every figure (results_analysis/)
   python main.py --version test                     one-minute self-check
   python main.py --checkpoint results_pytorch/checkpoints/best_model.pt --source "hello"
 """
@@ -73,45 +76,81 @@ def parse_config(argv: list[str] | None = None) -> RunConfig:
     return RunConfig.from_dict(values)
 
 
-def run(cfg: RunConfig) -> int:
-    if cfg.checkpoint:
+def decode_with_checkpoint(cfg: RunConfig) -> int:
+    """--checkpoint PATH with --source or --interactive: a .pt file (pytorch_version) or a
+    save_pretrained folder (huggingface_version)."""
+    if not cfg.source and not cfg.interactive:
+        raise UserError("--checkpoint needs --source TEXT or --interactive")
+    if Path(cfg.checkpoint).is_dir():
+        from huggingface_version.inference import load_hf_for_inference, translate_hf
+
+        model, tokenizer = load_hf_for_inference(cfg.checkpoint, resolve_device(cfg.device))
+        trace = None
+        translate = translate_hf
+        if cfg.debug:
+            from huggingface_version.inference import trace_translation_hf as trace
+    else:
         from pytorch_version.inference import load_for_inference, trace_translation, translate
 
-        model, tokenizer, _ = load_for_inference(cfg.checkpoint)
-        if cfg.interactive:
-            print("Type an input and press Enter (Ctrl-D to quit).")
-            for line in sys.stdin:
-                if line.strip():
-                    print(translate(model, tokenizer, [line.rstrip("\n")], cfg.beam_size,
-                                    cfg.length_penalty, cfg.max_length)[0])  # fmt: skip
-            return 0
-        if not cfg.source:
-            raise UserError("--checkpoint needs --source TEXT or --interactive")
-        output = translate(model, tokenizer, [cfg.source], cfg.beam_size, cfg.length_penalty, cfg.max_length)
-        if cfg.debug:
-            print(
-                trace_translation(model, tokenizer, cfg.source, output[0], cfg.debug_layers, cfg.debug_heads)
-            )
-        print(f"source: {cfg.source}\noutput: {output[0]}")
+        model, tokenizer, _ = load_for_inference(cfg.checkpoint, resolve_device(cfg.device))
+        trace = trace_translation if cfg.debug else None
+
+    def decode(text: str) -> str:
+        output = translate(model, tokenizer, [text], cfg.beam_size, cfg.length_penalty, cfg.max_length)[0]
+        if trace is not None:
+            print(trace(model, tokenizer, text, output, cfg.debug_layers, cfg.debug_heads))
+        return output
+
+    if cfg.interactive:
+        print("Type an input and press Enter (Ctrl-D to quit).")
+        for line in sys.stdin:
+            if line.strip():
+                print(decode(line.rstrip("\n")))
         return 0
+    print(f"source: {cfg.source}\noutput: {decode(cfg.source)}")
+    return 0
+
+
+def _done(name: str, summary: dict, folder: str, cfg: RunConfig) -> None:
+    print(
+        f"{name} done: exact match {summary['final']['eval_exact_match']:.2%} on {cfg.eval_size} "
+        f"held-out examples in {summary['wall_time_s']:.0f}s; results in {Path(cfg.output_dir) / folder}/"
+    )
+
+
+def run(cfg: RunConfig) -> int:
+    if cfg.checkpoint:
+        return decode_with_checkpoint(cfg)
     if cfg.source or cfg.interactive:
         raise UserError("--source and --interactive need --checkpoint PATH")
-
     if cfg.version == "pytorch":
         from pytorch_version.train import train
 
-        summary = train(cfg)
+        _done("pytorch_version", train(cfg), "results_pytorch", cfg)
+    elif cfg.version == "huggingface":
+        from huggingface_version.train import train_huggingface
+
+        _done("huggingface_version", train_huggingface(cfg), "results_huggingface", cfg)
+    elif cfg.version == "both":
+        from huggingface_version.compare import run_comparison
+
+        comparison = run_comparison(cfg)
+        print(Path(comparison["markdown_path"]).read_text() if "markdown_path" in comparison else "")
+        print(f"both done; side by side in {Path(cfg.output_dir) / 'results_comparison'}/")
+    elif cfg.version == "analysis":
+        from pytorch_version.demo import analysis_demo
+
+        summary = analysis_demo(cfg)
         print(
-            f"pytorch_version done: exact match {summary['final']['eval_exact_match']:.2%} on "
-            f"{cfg.eval_size} held-out examples in {summary['wall_time_s']:.0f}s; "
-            f"results in {cfg.output_dir}/results_pytorch/"
+            f"analysis demo done ({summary['wall_time_s']:.0f}s, exact match "
+            f"{summary['final']['eval_exact_match']:.2%}): figures, analysis_report.json and report.md "
+            f"in {Path(cfg.output_dir) / 'results_analysis'}/"
         )
-        return 0
-    if cfg.version == "test":
+    else:  # test
         from selfcheck import run_selfcheck
 
         return run_selfcheck()
-    raise UserError(f"--version {cfg.version} is not available in this build; use pytorch or test")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

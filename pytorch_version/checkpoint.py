@@ -64,13 +64,29 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except pickle.UnpicklingError as err:
         raise UserError(
             f"refusing to load {path}: it is not a plain weights file "
-            f"(it may carry code): {str(err).splitlines()[0]}"
+            f"(it may carry code): {_unpickling_reason(err)}"
         ) from err
     except Exception as err:
-        raise UserError(f"checkpoint {path} is corrupt or truncated: {err}") from err
+        reason = (str(err).splitlines() or [""])[0]  # one line: the CLI prints the message as is
+        raise UserError(f"checkpoint {path} is corrupt or truncated: {type(err).__name__}: {reason}") from err
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"{path} is not a transformer-tutorial pytorch checkpoint")
+    missing = [key for key in ("model_config", "tokenizer", "model_state") if key not in data]
+    if missing:
+        raise UserError(f"checkpoint {path} is incomplete: no {', '.join(missing)}")
     return data
+
+
+def _unpickling_reason(err: Exception) -> str:
+    """The specific line of torch's weights_only error (e.g. "unsupported GLOBAL posix.system").
+
+    Its first line is generic advice to re-run with weights_only=False, which is exactly what
+    must not be done with a file of unknown origin, so it is skipped.
+    """
+    generic = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    specific = [line for line in lines if not line.startswith(generic)]
+    return (specific or lines or ["unreadable pickle"])[0]
 
 
 def model_config_of(data: dict[str, Any]) -> ModelConfig:

@@ -7,12 +7,12 @@ import logging
 import torch
 
 from pytorch_version.checkpoint import load_checkpoint, model_config_of
-from pytorch_version.debug import trace_example
 from pytorch_version.decoding import generate
 from pytorch_version.model import Transformer
 from utils.config import UserError
 from utils.data import pad_batch
 from utils.tokenizer import tokenizer_from_dict
+from utils.trace_printer import trace_example
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,11 @@ def load_for_inference(path, device: str | torch.device = "cpu"):
     try:
         model.load_state_dict(data["model_state"])
     except RuntimeError as err:
-        raise UserError(f"checkpoint {path} does not match its own model config: {err}") from err
+        # torch lists every mismatching tensor on its own line; the CLI error is one line
+        problems = [line.strip() for line in str(err).splitlines()[1:] if line.strip()] or [str(err)]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        message = f"checkpoint {path} does not match its own model config: {problems[0]}{more}"
+        raise UserError(message) from err
     return model.to(device).eval(), tokenizer_from_dict(data["tokenizer"]), data
 
 
@@ -53,4 +57,4 @@ def trace_translation(model, tokenizer, text: str, output: str, layers="all", he
     src = torch.tensor([tokenizer.encode(text)])
     tgt_in = torch.tensor([[tokenizer.bos_id, *tokenizer.encode(output, add_eos=False)]])
     device = next(model.parameters()).device
-    return trace_example(model, src.to(device), tgt_in.to(device), tokenizer, layers, heads)
+    return trace_example(model, src.to(device), tgt_in.to(device), tokenizer.tokens, layers, heads)

@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pytorch_version.checkpoint import save_checkpoint
-from pytorch_version.debug import trace_example
 from pytorch_version.decoding import generate
 from pytorch_version.model import Transformer
 from utils.config import RunConfig, resolve_device
 from utils.data import PairDataset, make_loader, make_toy_task, tokenizer_for_task
 from utils.metrics import exact_match, token_accuracy
 from utils.monitor import InternalsRecorder, write_analysis
+from utils.trace_printer import trace_example
 from utils.tracking import Tracker, add_file_log
 from utils.visualization import plot_training_curves
 
@@ -128,17 +128,18 @@ def build_model(cfg: RunConfig, tokenizer) -> Transformer:
     return Transformer(cfg.model_config(tokenizer.vocab_size, tokenizer.vocab_size, **ids))
 
 
-def train(cfg: RunConfig) -> dict:
+def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
     """Train on the configured toy task and write the results folder; returns the summary."""
-    out = Path(cfg.output_dir) / "results_pytorch"
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    log_handler = add_file_log(out / "logs" / "train.log")
+    # settings that can fail are checked before anything is written or a log handler is attached
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-
     train_pairs, eval_pairs = make_toy_task(
         cfg.task, cfg.train_size, cfg.eval_size, cfg.seed, cfg.min_len, cfg.max_len
     )
+    out = Path(cfg.output_dir) / results_name
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    log_handler = add_file_log(out / "logs" / "train.log")
+    torch.manual_seed(cfg.seed)
+
     tokenizer = tokenizer_for_task(cfg.task)
     train_loader = make_loader(
         PairDataset(train_pairs, tokenizer), cfg.batch_size, True, cfg.seed, cfg.dataloader_num_workers
@@ -159,7 +160,7 @@ def train(cfg: RunConfig) -> dict:
 
     if cfg.debug:
         batch = next(iter(eval_loader))  # a fixed held-out example; the training order stays untouched
-        trace = trace_example(model, batch["src"].to(device), batch["tgt_in"].to(device), tokenizer,
+        trace = trace_example(model, batch["src"].to(device), batch["tgt_in"].to(device), tokenizer.tokens,
                               cfg.debug_layers, cfg.debug_heads)  # fmt: skip
         logger.info("--debug: forward pass of one example before training\n%s", trace)
 

@@ -5,11 +5,10 @@ import re
 import pytest
 import torch
 
-from pytorch_version.debug import trace_example
 from pytorch_version.model import Transformer
 from tests.conftest import tiny_config
 from utils.tokenizer import CharTokenizer
-from utils.trace_printer import parse_selection
+from utils.trace_printer import parse_selection, trace_example
 from utils.tracing import cache_name, capture, hook_points
 
 ATTN = ("q_proj", "k_proj", "v_proj", "q", "k", "v", "scores", "masked_scores", "weights", "z",
@@ -82,7 +81,7 @@ def test_cache_name_mapping():
 
 def test_debug_trace_has_numbered_steps_for_every_layer(tiny_model, batch):
     tok = CharTokenizer("abcdefghijklmnopqrstuvwxyz")
-    text = trace_example(tiny_model, *batch, tok, layers="all", heads="0,1")
+    text = trace_example(tiny_model, *batch, tok.tokens, layers="all", heads="0,1")
     for side in ("Encoder", "Decoder"):
         for i in range(2):
             assert f"{side} layer {i}" in text
@@ -98,7 +97,7 @@ def test_debug_trace_has_numbered_steps_for_every_layer(tiny_model, batch):
 
 def test_debug_layer_selection(tiny_model, batch):
     tok = CharTokenizer("abcdefghijklmnopqrstuvwxyz")
-    text = trace_example(tiny_model, *batch, tok, layers="1")
+    text = trace_example(tiny_model, *batch, tok.tokens, layers="1")
     assert "Encoder layer 1" in text and "Encoder layer 0" not in text
 
 

@@ -113,6 +113,7 @@ def write_analysis(
             qkv_history=history,
             attention_snapshots=snapshots,
             step=history[-1][0] if history else 0,
+            report_folder=out,  # report.md at the top of the results folder, listing every figure
         )
     logger.info("%d figures and analysis_report.json written under %s", len(paths), out)
     return paths

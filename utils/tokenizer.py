@@ -55,7 +55,8 @@ class CharTokenizer:
 
     @classmethod
     def from_dict(cls, data: dict) -> CharTokenizer:
-        if data.get("type") != "char" or not isinstance(data.get("alphabet"), str):
+        valid = isinstance(data, dict) and data.get("type") == "char"
+        if not valid or not isinstance(data.get("alphabet"), str):
             raise UserError(f"not a character tokenizer description: {data!r:.80}")
         return cls(data["alphabet"])
 

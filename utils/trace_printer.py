@@ -179,3 +179,30 @@ class TracePrinter:
 def format_trace(cache, src_tokens, tgt_tokens, num_layers, layers=None, heads=(0,), predicted=None) -> str:
     """The whole trace as text; `layers`/`heads` are index lists (None: every layer)."""
     return TracePrinter(cache, src_tokens, tgt_tokens, layers, heads, predicted).format(num_layers)
+
+
+@torch.no_grad()
+def trace_example(model, src: torch.Tensor, tgt_in: torch.Tensor, to_tokens, layers="all", heads="0") -> str:
+    """The trace of row 0 of a batch, padding cut off, in eval mode, for either implementation.
+
+    `model` needs `run_with_cache` and a config with pad_id, num_layers and num_heads;
+    `to_tokens` turns a sequence of ids into token strings (the figure and trace labels).
+    """
+    cfg = model.config
+    src = src[:1, : int((src[0] != cfg.pad_id).sum())]
+    tgt = tgt_in[:1, : int((tgt_in[0] != cfg.pad_id).sum())]
+    was_training = model.training
+    model.eval()
+    try:
+        logits, cache = model.run_with_cache(src, tgt)
+    finally:
+        model.train(was_training)
+    return format_trace(
+        cache,
+        to_tokens(src[0].tolist()),
+        to_tokens(tgt[0].tolist()),
+        cfg.num_layers,
+        layers=parse_selection(layers, cfg.num_layers, "layers"),
+        heads=parse_selection(heads, cfg.num_heads, "heads"),
+        predicted=to_tokens(logits[0].argmax(-1).tolist()),
+    )

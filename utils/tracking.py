@@ -17,11 +17,20 @@ logger = logging.getLogger(__name__)
 
 
 def add_file_log(path: Path) -> logging.Handler:
-    """Send the toolkit's log records to `path` too (removed by the caller when done)."""
+    """Send the toolkit's log records to `path` too (removed by the caller when done).
+
+    The toolkit's loggers are lowered to INFO when nothing configured them: called from Python
+    instead of main.py (no logging.basicConfig), the root logger's default WARNING level would
+    otherwise drop every progress record and leave train.log empty.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
+    for name in ("pytorch_version", "huggingface_version", "utils"):
+        package_logger = logging.getLogger(name)
+        if package_logger.level == logging.NOTSET and package_logger.getEffectiveLevel() > logging.INFO:
+            package_logger.setLevel(logging.INFO)
     return handler
 
 

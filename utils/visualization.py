@@ -284,6 +284,7 @@ class TransformerVisualizer:
         qkv_history=None,
         attention_snapshots=None,
         step: int = 0,
+        report_folder: str | Path | None = None,
     ) -> list[Path]:
         """Every figure from one analysis report and one cache (example 0), then report.md.
 
@@ -310,5 +311,5 @@ class TransformerVisualizer:
         paths.append(self.plot_gradient_flow(report))
         d_model = (report.get("config") or {}).get("hidden_size") or 64
         paths += self.plot_paper_figures(embedding_weights, d_model, vocab_tokens)
-        paths.append(self.write_report_md())
+        paths.append(self.write_report_md(report_folder))
         return paths
