@@ -104,7 +104,7 @@ class TutorialAttention(nn.Module):
         self.num_heads = config.num_heads
         self.head_dim = config.hidden_size // config.num_heads
         self.scaling = 1.0 / math.sqrt(self.head_dim)
-        self.dropout = config.dropout
+        self.dropout = config.attention_dropout
         self.layer_idx = layer_idx  # which layer's entry of the Cache belongs to this module
         self.is_cross_attention = is_cross_attention
         D = config.hidden_size

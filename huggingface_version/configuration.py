@@ -46,6 +46,7 @@ class TutorialTransformerConfig(PreTrainedConfig):
     num_heads: int = 4  # h; each head works in d_k = d_model / h dimensions
     ffn_size: int = 512  # d_ff, the inner size of the position-wise FFN (paper: 4 x d_model)
     dropout: float = 0.1  # P_drop on sublayer outputs and embeddings (section 5.4)
+    attention_dropout: float = 0.0  # on attention weights; not in the paper (tensor2tensor has it)
     max_position: int = 256  # longest sequence the sinusoidal table covers
     norm_first: bool = False  # False: post-LN as in the paper. True: pre-LN, steadier when deep
     tie_word_embeddings: bool = True  # lm_head shares the target embedding matrix (section 3.4)
@@ -101,6 +102,7 @@ class TutorialTransformerConfig(PreTrainedConfig):
             num_heads=cfg.num_heads,
             ffn_size=cfg.ffn_size,
             dropout=cfg.dropout,
+            attention_dropout=cfg.attention_dropout,
             max_position=cfg.max_position,
             norm_first=cfg.norm_first,
             tie_word_embeddings=cfg.tie_output,
@@ -122,6 +124,7 @@ class TutorialTransformerConfig(PreTrainedConfig):
             num_heads=self.num_heads,
             ffn_size=self.ffn_size,
             dropout=float(self.dropout),
+            attention_dropout=float(self.attention_dropout),
             max_position=self.max_position,
             norm_first=self.norm_first,
             tie_output=self.tie_word_embeddings,

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler, Sampler
 from transformers import Seq2SeqTrainer, TrainerCallback
 
-from pytorch_version.train import noam_schedule
 from utils.metrics import exact_match
 from utils.tracking import Tracker
+from utils.training import noam_schedule
 
 
 class ExhaustedRandomSampler(Sampler):

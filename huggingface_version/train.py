@@ -28,7 +28,7 @@ from huggingface_version.custom_trainer import InternalsCallback, MetricsLogCall
 from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
 from huggingface_version.tokenization import from_char_tokenizer
 from utils.config import RunConfig, UserError, resolve_device
-from utils.data import PairDataset, collate, make_toy_task, tokenizer_for_task
+from utils.data import PairDataset, collate, load_task_data
 from utils.monitor import InternalsRecorder, write_analysis
 from utils.trace_printer import trace_example
 from utils.tracking import Tracker, add_file_log
@@ -123,10 +123,7 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
     log_handler = add_file_log(out / "logs" / "train.log")
     torch.manual_seed(cfg.seed)
 
-    train_pairs, eval_pairs = make_toy_task(
-        cfg.task, cfg.train_size, cfg.eval_size, cfg.seed, cfg.min_len, cfg.max_len
-    )
-    char_tokenizer = tokenizer_for_task(cfg.task)
+    train_pairs, eval_pairs, char_tokenizer = load_task_data(cfg)
     tokenizer = from_char_tokenizer(char_tokenizer)  # same ids as char_tokenizer
     model = build_hf_model(cfg, tokenizer)
     if init_from_pytorch is not None:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from pytorch_version.attention import KVCache, MultiHeadAttention
+from utils.config import ModelConfig
 from utils.tracing import HookPoint
 
 
@@ -91,14 +92,15 @@ def add_and_norm(
 class EncoderLayer(nn.Module):
     """Self-attention, then the FFN, each wrapped in Add & Norm."""
 
-    def __init__(self, d_model: int, num_heads: int, d_ff: int, dropout: float, norm_first: bool):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout)
+        d_model, d_ff = cfg.hidden_size, cfg.ffn_size
+        self.self_attn = MultiHeadAttention(d_model, cfg.num_heads, cfg.attention_dropout)
         self.ffn = FeedForward(d_model, d_ff)
         self.norm1 = LayerNorm(d_model)
         self.norm2 = LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
-        self.norm_first = norm_first
+        self.dropout = nn.Dropout(cfg.dropout)  # "residual dropout", section 5.4
+        self.norm_first = cfg.norm_first
         self.hook_resid_pre = HookPoint()
         self.hook_resid_mid = HookPoint()
         self.hook_resid_post = HookPoint()
@@ -116,16 +118,17 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     """Masked self-attention, attention over the encoder output, then the FFN (section 3.1)."""
 
-    def __init__(self, d_model: int, num_heads: int, d_ff: int, dropout: float, norm_first: bool, index: int):
+    def __init__(self, cfg: ModelConfig, index: int):
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout)
-        self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout)
+        d_model, d_ff = cfg.hidden_size, cfg.ffn_size
+        self.self_attn = MultiHeadAttention(d_model, cfg.num_heads, cfg.attention_dropout)
+        self.cross_attn = MultiHeadAttention(d_model, cfg.num_heads, cfg.attention_dropout)
         self.ffn = FeedForward(d_model, d_ff)
         self.norm1 = LayerNorm(d_model)
         self.norm2 = LayerNorm(d_model)
         self.norm3 = LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
-        self.norm_first = norm_first
+        self.dropout = nn.Dropout(cfg.dropout)  # "residual dropout", section 5.4
+        self.norm_first = cfg.norm_first
         self.index = index  # names this layer's entries in a KVCache
         self.hook_resid_pre = HookPoint()
         self.hook_resid_mid = HookPoint()  # after self-attention

@@ -19,10 +19,7 @@ from utils.tracing import HookPoint, NameFilter, capture
 class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(
-            EncoderLayer(cfg.hidden_size, cfg.num_heads, cfg.ffn_size, cfg.dropout, cfg.norm_first)
-            for _ in range(cfg.num_layers)
-        )
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_layers))
         # pre-LN leaves the residual stream un-normalised, so one last LayerNorm closes the stack
         self.norm = LayerNorm(cfg.hidden_size) if cfg.norm_first else None
 
@@ -35,10 +32,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(
-            DecoderLayer(cfg.hidden_size, cfg.num_heads, cfg.ffn_size, cfg.dropout, cfg.norm_first, i)
-            for i in range(cfg.num_layers)
-        )
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_layers))
         self.norm = LayerNorm(cfg.hidden_size) if cfg.norm_first else None
 
     def forward(self, x, memory, src_mask, tgt_mask, cache: KVCache | None = None) -> torch.Tensor:

@@ -13,73 +13,20 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from pytorch_version.checkpoint import save_checkpoint
-from pytorch_version.decoding import generate
+from pytorch_version.evaluate import evaluate
 from pytorch_version.model import Transformer
 from utils.config import RunConfig, resolve_device
-from utils.data import PairDataset, make_loader, make_toy_task, tokenizer_for_task
-from utils.metrics import exact_match, token_accuracy
+from utils.data import PairDataset, load_task_data, make_loader
 from utils.monitor import InternalsRecorder, write_analysis
 from utils.trace_printer import trace_example
 from utils.tracking import Tracker, add_file_log
+from utils.training import noam_schedule, seq2seq_loss
 from utils.visualization import plot_training_curves
 
 logger = logging.getLogger(__name__)
-
-
-def noam_schedule(d_model: int, warmup_steps: int, factor: float = 1.0):
-    """lrate = factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)  (section 5.3).
-
-    Rises linearly for `warmup_steps`, then decays with the inverse square root of the step.
-    Returned as a multiplier for LambdaLR on an optimizer whose base lr is 1.
-    """
-
-    def rate(step: int) -> float:
-        step = max(step, 1)  # LambdaLR asks for step 0 once, at construction
-        return factor * d_model**-0.5 * min(step**-0.5, step * warmup_steps**-1.5)
-
-    return rate
-
-
-def seq2seq_loss(
-    logits: torch.Tensor, targets: torch.Tensor, pad_id: int, smoothing: float, reduction: str = "mean"
-):
-    """Cross-entropy over non-PAD positions with label smoothing (section 5.4); mean or sum."""
-    return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)),
-        targets.reshape(-1),
-        ignore_index=pad_id,
-        label_smoothing=smoothing,
-        reduction=reduction,
-    )
-
-
-def max_new_tokens(cfg: RunConfig, src: torch.Tensor) -> int:
-    return cfg.max_length or src.size(1) + 10
-
-
-@torch.no_grad()
-def evaluate(model, loader, tokenizer, references, cfg: RunConfig, device) -> dict[str, float]:
-    """Teacher-forced loss and token accuracy, and greedy exact match on the whole set."""
-    model.eval()
-    total_loss, correct, counted, predictions = 0.0, 0, 0, []
-    for batch in loader:
-        src, tgt_in, tgt_out = (batch[k].to(device) for k in ("src", "tgt_in", "tgt_out"))
-        logits = model(src, tgt_in)
-        total_loss += seq2seq_loss(logits, tgt_out, tokenizer.pad_id, 0.0).item() * src.size(0)
-        c, n = token_accuracy(logits, tgt_out, tokenizer.pad_id)
-        correct, counted = correct + c, counted + n
-        outputs = generate(model, src, max_new_tokens(cfg, src))
-        predictions += [tokenizer.decode(row) for row in outputs.tolist()]
-    return {
-        "eval_loss": total_loss / len(references),
-        "eval_token_accuracy": correct / max(counted, 1),
-        "eval_exact_match": exact_match(predictions, references),
-        "eval_examples": predictions[:3],
-    }
 
 
 def train_one_epoch(
@@ -132,15 +79,12 @@ def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
     """Train on the configured toy task and write the results folder; returns the summary."""
     # settings that can fail are checked before anything is written or a log handler is attached
     device = resolve_device(cfg.device)
-    train_pairs, eval_pairs = make_toy_task(
-        cfg.task, cfg.train_size, cfg.eval_size, cfg.seed, cfg.min_len, cfg.max_len
-    )
+    train_pairs, eval_pairs, tokenizer = load_task_data(cfg)
     out = Path(cfg.output_dir) / results_name
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     log_handler = add_file_log(out / "logs" / "train.log")
     torch.manual_seed(cfg.seed)
 
-    tokenizer = tokenizer_for_task(cfg.task)
     train_loader = make_loader(
         PairDataset(train_pairs, tokenizer), cfg.batch_size, True, cfg.seed, cfg.dataloader_num_workers
     )

@@ -10,18 +10,13 @@ import logging
 import pytest
 import torch
 
+from pytorch_version.evaluate import evaluate
 from pytorch_version.inference import load_for_inference
-from pytorch_version.train import (
-    build_model,
-    evaluate,
-    noam_schedule,
-    seq2seq_loss,
-    train,
-    train_one_epoch,
-)
+from pytorch_version.train import build_model, train, train_one_epoch
 from tests.conftest import COPY_RUN
 from utils.config import RunConfig, UserError
 from utils.data import PairDataset, make_loader, make_toy_task, tokenizer_for_task
+from utils.training import noam_schedule, seq2seq_loss
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytorch_version.train import seq2seq_loss
 from tests.conftest import COPY_RUN
 from utils.config import RunConfig, UserError
+from utils.training import seq2seq_loss
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 
 from pytorch_version.layers import PositionalEncoding
 from pytorch_version.model import Transformer
-from pytorch_version.train import noam_schedule
 from tests.conftest import tiny_config
 from utils import paper_figures as pf
 from utils.analysis import TransformerAnalyzer
+from utils.training import noam_schedule
 from utils.visualization import TransformerVisualizer, attention_weights, plot_training_curves
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

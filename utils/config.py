@@ -35,6 +35,7 @@ class ModelConfig:
     num_heads: int = 4  # h; each head works in d_k = d_model / h dimensions
     ffn_size: int = 512  # d_ff, the inner size of the position-wise FFN (paper: 4 x d_model)
     dropout: float = 0.1  # P_drop on sublayer outputs and embeddings (section 5.4)
+    attention_dropout: float = 0.0  # on attention weights: not in the paper (tensor2tensor adds it)
     max_position: int = 256  # longest sequence the sinusoidal table covers
     norm_first: bool = False  # False: post-LN as in the paper. True: pre-LN, steadier when deep
     tie_output: bool = True  # share the target embedding with the pre-softmax linear (section 3.4)
@@ -53,8 +54,9 @@ class ModelConfig:
                 f"hidden_size must be divisible by num_heads, got hidden_size={self.hidden_size} "
                 f"and num_heads={self.num_heads}"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             raise UserError(
                 "share_embeddings needs one vocabulary, got "
@@ -120,7 +122,8 @@ class RunConfig:
     num_layers: int = _opt(2, "encoder layers and decoder layers (N in the paper)")
     num_heads: int = _opt(4, "attention heads (h); must divide hidden_size")
     ffn_size: int = _opt(512, "inner size of the position-wise feed-forward network (d_ff)")
-    dropout: float = _opt(0.1, "dropout on sublayer outputs and embeddings")
+    dropout: float = _opt(0.1, "dropout on sublayer outputs and embeddings (paper: 0.1)")
+    attention_dropout: float = _opt(0.0, "dropout on attention weights (not in the paper)")
     norm_first: bool = _opt(False, "pre-LN instead of the paper's post-LN")
     tie_output: bool = _opt(True, "tie the output projection to the target embedding")
     # training
@@ -188,6 +191,7 @@ class RunConfig:
             num_heads=self.num_heads,
             ffn_size=self.ffn_size,
             dropout=self.dropout,
+            attention_dropout=self.attention_dropout,
             norm_first=self.norm_first,
             tie_output=self.tie_output,
             **ids,

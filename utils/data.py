@@ -75,6 +75,14 @@ def tokenizer_for_task(task: str) -> CharTokenizer:
     return CharTokenizer(ALPHABETS[task])
 
 
+def load_task_data(cfg) -> tuple[list[Pair], list[Pair], CharTokenizer]:
+    """(train pairs, eval pairs, tokenizer) of the run's task: the one place both versions get data."""
+    train, held_out = make_toy_task(
+        cfg.task, cfg.train_size, cfg.eval_size, cfg.seed, cfg.min_len, cfg.max_len
+    )
+    return train, held_out, tokenizer_for_task(cfg.task)
+
+
 class PairDataset(Dataset):
     """Source and target strings encoded once, up front."""
 
