@@ -22,7 +22,7 @@ if "%MODE%"=="test" (
   exit /b %ERRORLEVEL%
 )
 if "%MODE%"=="run" (
-  python main.py --version pytorch
+  python main.py --version both
   exit /b %ERRORLEVEL%
 )
 echo usage: setup_and_run.bat [run^|test]

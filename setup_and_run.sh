@@ -33,8 +33,8 @@ case "$mode" in
     exec python -m pytest -q tests "$@"
     ;;
   run)
-    echo "==> running: python main.py --version pytorch $*"
-    exec python main.py --version pytorch "$@"
+    echo "==> running: python main.py --version both $*"
+    exec python main.py --version both "$@"
     ;;
   *)
     echo "usage: ./setup_and_run.sh [run|test] [extra arguments]" >&2
