@@ -118,7 +118,16 @@ def _done(name: str, summary: dict, folder: str, cfg: RunConfig) -> None:
     )
 
 
+def _hf_console() -> None:
+    """No "Loading weights" progress bars from transformers: the console is for the run's own story."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def run(cfg: RunConfig) -> int:
+    if cfg.version in ("huggingface", "both") or Path(cfg.checkpoint or "/nonexistent").is_dir():
+        _hf_console()
     if cfg.checkpoint:
         return decode_with_checkpoint(cfg)
     if cfg.source or cfg.interactive:
@@ -134,9 +143,15 @@ def run(cfg: RunConfig) -> int:
     elif cfg.version == "both":
         from huggingface_version.compare import run_comparison
 
-        comparison = run_comparison(cfg)
-        print(Path(comparison["markdown_path"]).read_text() if "markdown_path" in comparison else "")
-        print(f"both done; side by side in {Path(cfg.output_dir) / 'results_comparison'}/")
+        result = run_comparison(cfg)
+        pt, hf = result["pytorch"], result["huggingface"]
+        print(
+            f"both done: exact match pytorch {pt['final_eval_exact_match']:.2%} "
+            f"({pt['wall_time_s']:.0f}s), huggingface {hf['final_eval_exact_match']:.2%} "
+            f"({hf['wall_time_s']:.0f}s); converted logits differ by "
+            f"{result['max_abs_logit_diff_converted']:.1e}; side by side in "
+            f"{Path(cfg.output_dir) / 'results_comparison'}/comparison.md"
+        )
     elif cfg.version == "analysis":
         from pytorch_version.demo import analysis_demo
 
