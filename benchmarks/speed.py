@@ -1,0 +1,304 @@
+"""Speed and memory side by side with the peers, measured in one run on this machine.
+
+    python benchmarks/speed.py                 # training, decoding, tracing cost, memory
+    python benchmarks/speed.py --wall_times    # + wall time of `main.py --version both` and of the tests
+
+Same dimensions for every model: d_model 256, 3+3 layers, 8 heads, FFN 512, vocab 8000,
+batch 64, source/target lengths up to 24 with padding masks, dropout 0.1, fixed threads
+and seeds, warm-up steps, median of repeats. Each training measurement runs in its own
+process, so its peak resident memory is its own. Ratios (ours / peer) are the headline:
+absolute numbers depend on the machine. Writes benchmarks/results/speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+D, LAYERS, HEADS, FFN, VOCAB, BATCH, LEN = 256, 3, 8, 512, 8000, 64, 24
+PAD, BOS, EOS = 0, 1, 2
+
+
+def make_batch(seed: int = 0):
+    """Random ids with random lengths 12..24: right padding on both sides."""
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(4, VOCAB, (BATCH, LEN), generator=g)
+    tgt = torch.randint(4, VOCAB, (BATCH, LEN + 1), generator=g)
+    tgt[:, 0] = BOS
+    for row in range(BATCH):
+        src[row, int(torch.randint(12, LEN + 1, (1,), generator=g)) :] = PAD
+        tgt[row, int(torch.randint(13, LEN + 2, (1,), generator=g)) :] = PAD
+    return src, tgt[:, :-1], tgt[:, 1:]
+
+
+def ours(dropout=0.1):
+    from pytorch_version.model import Transformer
+    from utils.config import ModelConfig
+
+    cfg = ModelConfig(VOCAB, VOCAB, D, LAYERS, HEADS, FFN, dropout, max_position=64)
+    return Transformer(cfg)
+
+
+class TorchTransformer(nn.Module):
+    """torch.nn.Transformer with embeddings x sqrt(d), sinusoidal positions and an output layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from pytorch_version.layers import PositionalEncoding
+
+        self.src_embed, self.tgt_embed = nn.Embedding(VOCAB, D), nn.Embedding(VOCAB, D)
+        self.positions = PositionalEncoding(D, 64)
+        self.core = nn.Transformer(D, HEADS, LAYERS, LAYERS, FFN, 0.1, batch_first=True)
+        self.out = nn.Linear(D, VOCAB, bias=False)
+
+    def forward(self, src, tgt):
+        scale = math.sqrt(D)
+        causal = nn.Transformer.generate_square_subsequent_mask(tgt.size(1), dtype=torch.bool)
+        h = self.core(
+            self.positions(self.src_embed(src) * scale),
+            self.positions(self.tgt_embed(tgt) * scale),
+            tgt_mask=causal,
+            src_key_padding_mask=src == PAD,
+            tgt_key_padding_mask=tgt == PAD,
+            memory_key_padding_mask=src == PAD,
+        )
+        return self.out(h)
+
+
+def bart():
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    cfg = BartConfig(vocab_size=VOCAB, d_model=D, encoder_layers=LAYERS, decoder_layers=LAYERS,
+                     encoder_attention_heads=HEADS, decoder_attention_heads=HEADS,
+                     encoder_ffn_dim=FFN, decoder_ffn_dim=FFN, dropout=0.1, attention_dropout=0.0,
+                     activation_dropout=0.0, activation_function="relu", max_position_embeddings=64,
+                     scale_embedding=True, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS,
+                     decoder_start_token_id=BOS, forced_eos_token_id=None)  # fmt: skip
+    return BartForConditionalGeneration(cfg)
+
+
+def hf_ours():
+    from huggingface_version.convert import pytorch_to_hf
+
+    return pytorch_to_hf(ours())
+
+
+def logits_of(name, model, src, tgt):
+    if name in ("ours", "torch.nn.Transformer"):
+        return model(src, tgt)
+    return model(input_ids=src, attention_mask=(src != PAD).long(), decoder_input_ids=tgt,
+                 decoder_attention_mask=(tgt != PAD).long(), use_cache=False).logits  # fmt: skip
+
+
+BUILDERS = {"ours": ours, "ours (HF)": hf_ours, "torch.nn.Transformer": TorchTransformer, "Bart": bart}
+
+
+def measure_training(name: str, steps: int, repeats: int) -> dict:
+    """Forward + backward + Adam step; padded target tokens per second (median of repeats)."""
+    from utils.training import seq2seq_loss
+
+    torch.manual_seed(0)
+    model = BUILDERS[name]().train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    batches = [make_batch(i) for i in range(steps)]
+
+    def step(src, tgt_in, tgt_out):
+        loss = seq2seq_loss(logits_of(name, model, src, tgt_in), tgt_out, PAD, 0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for b in batches[:3]:  # warm-up
+        step(*b)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for b in batches:
+            step(*b)
+        rates.append(steps * BATCH * LEN / (time.perf_counter() - start))
+    return {"tokens_per_s": statistics.median(rates),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
+
+
+def in_subprocess(kind: str, name: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--_child", kind, name, "--steps", str(args.steps),
+           "--repeats", str(args.repeats), "--threads", str(args.threads)]  # fmt: skip
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def measure_decoding(repeats: int) -> dict:
+    """Greedy tokens/s for 64 sources and exactly 32 new tokens (EOS never ends a row early)."""
+    import dataclasses
+
+    from pytorch_version.decoding import beam_search, greedy_decode
+
+    torch.manual_seed(0)
+    model = ours().eval()
+    model.config = dataclasses.replace(model.config, eos_id=VOCAB + 1)  # an id never produced
+    hf, peer = hf_ours().eval(), bart().eval()
+    src, _, _ = make_batch(99)
+    mask = (src != PAD).long()
+    new = 32
+    runs = {
+        "ours greedy (KV cache)": lambda: greedy_decode(model, src, new),
+        "ours greedy (no cache: naive re-decode)": lambda: greedy_decode(model, src, new, use_cache=False),
+        "ours (HF) generate": lambda: hf.generate(input_ids=src, attention_mask=mask, max_new_tokens=new,
+                                                  min_new_tokens=new, do_sample=False),
+        "Bart generate": lambda: peer.generate(input_ids=src, attention_mask=mask, max_new_tokens=new,
+                                               min_new_tokens=new, num_beams=1, do_sample=False),
+        "ours beam 4 (KV cache)": lambda: beam_search(model, src, 4, new),
+    }  # fmt: skip
+    result = {}
+    with torch.no_grad():
+        for label, fn in runs.items():
+            fn()
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+            result[label] = BATCH * new / statistics.median(times)
+    return result
+
+
+class _Identity:
+    """A plain callable, not a module: what a model without capture points would do."""
+
+    active = False
+
+    def __call__(self, x):
+        return x
+
+
+def strip_capture_points(model):
+    """The same model with every HookPoint replaced by a plain identity: no module call at all."""
+    from utils.tracing import HookPoint
+
+    for module in list(model.modules()):
+        for name, child in list(module._modules.items()):
+            if isinstance(child, HookPoint):
+                del module._modules[name]
+                object.__setattr__(module, name, _Identity())
+    return model
+
+
+def measure_tracing(repeats: int) -> dict:
+    """Inference forward cost: no capture points, tracing off, weights only, full cache."""
+    from utils.tracing import capture
+
+    torch.manual_seed(0)
+    traced = ours().eval()
+    bare = strip_capture_points(ours().eval())
+    bare.load_state_dict(traced.state_dict())
+    src, tgt, _ = make_batch(7)
+
+    def timed(fn) -> float:
+        with torch.no_grad():
+            for _ in range(3):
+                fn()
+            samples = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for _ in range(10):
+                    fn()
+                samples.append((time.perf_counter() - start) / 10)
+        return statistics.median(samples)
+
+    def with_cache(names):
+        def run():
+            with capture(traced, names):
+                traced(src, tgt)
+
+        return run
+
+    base = timed(lambda: bare(src, tgt))
+    result = {
+        "no capture points (ms)": base * 1e3,
+        "tracing off / no capture points": timed(lambda: traced(src, tgt)) / base,
+        "attention weights only / no capture points": timed(with_cache("*.weights")) / base,
+        "full cache / no capture points": timed(with_cache(None)) / base,
+    }
+    with torch.no_grad(), capture(traced) as cache:
+        traced(src, tgt)
+    result["full cache size (MB)"] = sum(v.nbytes for v in cache.values()) / 2**20
+    return result
+
+
+def wall_time(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10, help="training steps per repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--wall_times", action="store_true", help="also time main.py --version both and pytest"
+    )
+    parser.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args._child:
+        print(json.dumps(measure_training(args._child[1], args.steps, args.repeats)))
+        return
+
+    train = {name: in_subprocess("train", name, args) for name in BUILDERS}
+    report = {"threads": args.threads, "training": train}
+    ours_rate = train["ours"]["tokens_per_s"]
+    print(f"\nTraining (target tokens/s, batch {BATCH} x {LEN}, median of {args.repeats}), peak RSS")
+    for name, r in train.items():
+        ratio = ours_rate / r["tokens_per_s"]
+        print(
+            f"  {name:22} {r['tokens_per_s']:9.0f} tok/s  {r['peak_rss_mb']:6.0f} MB   ours/this {ratio:.2f}x"
+        )
+    report["decoding"] = decoding = measure_decoding(args.repeats)
+    print("\nGreedy decoding, 64 sources x 32 new tokens (tokens/s)")
+    for label, rate in decoding.items():
+        print(f"  {label:42} {rate:9.0f}")
+    cached = decoding["ours greedy (KV cache)"]
+    print(f"  ours cached / Bart generate: {cached / decoding['Bart generate']:.2f}x, "
+          f"/ naive loop: {cached / decoding['ours greedy (no cache: naive re-decode)']:.2f}x")  # fmt: skip
+    report["tracing"] = tracing = measure_tracing(args.repeats * 3)
+    print("\nForward cost (inference, one batch)")
+    for label, value in tracing.items():
+        print(f"  {label:45} {value:.3f}")
+    if args.wall_times:
+        with_env = [
+            sys.executable,
+            "main.py",
+            "--version",
+            "both",
+            "--quiet",
+            "--output_dir",
+            "/tmp/speed_both",
+        ]
+        report["wall_time_both_s"] = wall_time(with_env)
+        report["wall_time_tests_s"] = wall_time([sys.executable, "-m", "pytest", "-q", "tests"])
+        print(f"\nmain.py --version both: {report['wall_time_both_s']:.0f}s; "
+              f"test suite: {report['wall_time_tests_s']:.0f}s")  # fmt: skip
+    out = ROOT / "benchmarks" / "results" / "speed.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwritten {out.relative_to(ROOT)}; machine: {os.cpu_count()} cores, torch {torch.__version__}")
+
+
+if __name__ == "__main__":
+    main()
