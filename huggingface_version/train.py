@@ -28,7 +28,7 @@ from huggingface_version.custom_trainer import InternalsCallback, MetricsLogCall
 from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
 from huggingface_version.tokenization import from_char_tokenizer
 from utils.config import RunConfig, UserError, resolve_device
-from utils.data import PairDataset, collate, load_task_data
+from utils.data import PairDataset, collate, first_example, load_task_data
 from utils.monitor import InternalsRecorder, write_analysis
 from utils.trace_printer import trace_example
 from utils.tracking import Tracker, add_file_log
@@ -55,11 +55,6 @@ def encode_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[dict]:
         {"input_ids": i, "attention_mask": m, "labels": y}
         for i, m, y in zip(enc["input_ids"], enc["attention_mask"], enc["labels"])
     ]
-
-
-def _unpadded_row(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Row 0 of a padded batch with its padding cut off: (1, length)."""
-    return ids[:1, : int((ids[0] != pad_id).sum())]
 
 
 def _check_precision(cfg: RunConfig, device: torch.device) -> dict:
@@ -159,10 +154,7 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
     callbacks = [MetricsLogCallback(tracker, cfg.stop_at_exact_match)]
     # the probe: the first held-out examples, batched exactly as pytorch_version.train does
     probe = collate([PairDataset(eval_pairs[:8], char_tokenizer)[i] for i in range(min(8, len(eval_pairs)))])
-    probe_src, probe_tgt = (
-        _unpadded_row(probe["src"], char_tokenizer.pad_id),
-        _unpadded_row(probe["tgt_in"], char_tokenizer.pad_id),
-    )
+    probe_src, probe_tgt = first_example(probe, char_tokenizer.pad_id)
     recorder = InternalsRecorder(probe_src, probe_tgt, cfg.track_every) if cfg.track_internals else None
     if recorder is not None:
         callbacks.append(InternalsCallback(recorder))
@@ -191,8 +183,8 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
     if cfg.debug:
         trace = trace_example(
             model,
-            probe["src"],
-            probe["tgt_in"],
+            probe_src,
+            probe_tgt,
             tokenizer.convert_ids_to_tokens,
             cfg.debug_layers,
             cfg.debug_heads,

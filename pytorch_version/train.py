@@ -19,7 +19,7 @@ from pytorch_version.checkpoint import save_checkpoint
 from pytorch_version.evaluate import evaluate
 from pytorch_version.model import Transformer
 from utils.config import RunConfig, resolve_device
-from utils.data import PairDataset, load_task_data, make_loader
+from utils.data import PairDataset, first_example, load_task_data, make_loader
 from utils.monitor import InternalsRecorder, write_analysis
 from utils.trace_printer import trace_example
 from utils.tracking import Tracker, add_file_log
@@ -64,12 +64,6 @@ def train_one_epoch(
     return total / max(batches, 1)
 
 
-def _unpadded(batch, src_key: str, tgt_key: str, pad_id: int):
-    """Row 0 of a batch with its padding cut off: (1, S) and (1, T)."""
-    src, tgt = batch[src_key][:1], batch[tgt_key][:1]
-    return src[:, : int((src[0] != pad_id).sum())], tgt[:, : int((tgt[0] != pad_id).sum())]
-
-
 def build_model(cfg: RunConfig, tokenizer) -> Transformer:
     ids = {"pad_id": tokenizer.pad_id, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
     return Transformer(cfg.model_config(tokenizer.vocab_size, tokenizer.vocab_size, **ids))
@@ -104,14 +98,14 @@ def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
 
     if cfg.debug:
         batch = next(iter(eval_loader))  # a fixed held-out example; the training order stays untouched
-        trace = trace_example(model, batch["src"].to(device), batch["tgt_in"].to(device), tokenizer.tokens,
-                              cfg.debug_layers, cfg.debug_heads)  # fmt: skip
+        src, tgt_in = (t.to(device) for t in first_example(batch, tokenizer.pad_id))
+        trace = trace_example(model, src, tgt_in, tokenizer.tokens, cfg.debug_layers, cfg.debug_heads)
         logger.info("--debug: forward pass of one example before training\n%s", trace)
 
     probe = next(iter(make_loader(PairDataset(eval_pairs[:8], tokenizer), 8, False)))
     recorder = None
     if cfg.track_internals:
-        recorder = InternalsRecorder(*_unpadded(probe, "src", "tgt_in", tokenizer.pad_id), cfg.track_every)
+        recorder = InternalsRecorder(*first_example(probe, tokenizer.pad_id), cfg.track_every)
 
     start, best, step = time.perf_counter(), -1.0, 0
     references = [t for _, t in eval_pairs]
@@ -154,7 +148,7 @@ def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
     if cfg.visualize or cfg.track_internals:
         if recorder is not None:
             recorder.record(model, scheduler.last_epoch)
-        src, tgt = _unpadded(probe, "src", "tgt_in", tokenizer.pad_id)
+        src, tgt = first_example(probe, tokenizer.pad_id)
         write_analysis(model, *(probe[k].to(device) for k in ("src", "tgt_in", "tgt_out")),
                        tokenizer.tokens(src[0]), tokenizer.tokens(tgt[0]), tokenizer.id_to_token, out,
                        recorder)  # fmt: skip

@@ -113,6 +113,16 @@ def collate(batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]
     return {"src": src, "tgt_in": tgt[:, :-1], "tgt_out": tgt[:, 1:]}
 
 
+def first_example(batch: dict[str, torch.Tensor], pad_id: int = PAD_ID) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row 0 of a batch without padding: src (1, S) and tgt_in (1, T) = BOS y1 .. yn.
+
+    tgt_in's real length is that of tgt_out (y1 .. yn EOS): a shorter row's tgt_in also
+    holds its EOS, which is a label, not an input the model is asked to continue.
+    """
+    src, tgt_in, tgt_out = batch["src"][:1], batch["tgt_in"][:1], batch["tgt_out"][:1]
+    return src[:, : int((src[0] != pad_id).sum())], tgt_in[:, : int((tgt_out[0] != pad_id).sum())]
+
+
 def make_loader(
     dataset: PairDataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0
 ) -> DataLoader:
