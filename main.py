@@ -13,7 +13,9 @@ import logging
 import sys
 from pathlib import Path
 
+from utils.compatibility import mismatched_flags
 from utils.config import RunConfig, UserError, resolve_device
+from utils.resilience import Terminated, TrainingStopped, ensure_offline, sigterm_raises
 
 logger = logging.getLogger("transformer_tutorial")
 
@@ -62,6 +64,8 @@ def load_yaml(path: str) -> dict:
             data = yaml.safe_load(f) or {}
     except OSError as err:
         raise UserError(f"cannot read --config {path}: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise UserError(f"--config {path} is not UTF-8 text: {_bad_byte(err)}") from err
     except yaml.YAMLError as err:
         raise UserError(f"--config {path} is not valid YAML: {str(err).splitlines()[0]}") from err
     if not isinstance(data, dict):
@@ -69,22 +73,56 @@ def load_yaml(path: str) -> dict:
     return data
 
 
-def parse_config(argv: list[str] | None = None) -> RunConfig:
+def parse_values(argv: list[str] | None = None) -> dict:
+    """The settings given explicitly, in the --config file or as flags (flags win)."""
     args = vars(build_parser().parse_args(argv))
     values = load_yaml(args.pop("config")) if "config" in args else {}
-    values.update(args)  # flags win over the file
-    return RunConfig.from_dict(values)
+    values.update(args)
+    return values
 
 
-def decode_with_checkpoint(cfg: RunConfig) -> int:
+def parse_config(argv: list[str] | None = None) -> RunConfig:
+    return RunConfig.from_dict(parse_values(argv))
+
+
+def _bad_byte(err: UnicodeError) -> str:
+    bad = err.object[err.start]
+    bad = bad if isinstance(bad, int) else ord(bad) - 0xDC00  # argv keeps bad bytes as U+DCxx
+    return f"byte 0x{bad:02x} at position {err.start}"
+
+
+def _utf8(text: str, what: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise UserError(f"{what} is not valid UTF-8 text: {_bad_byte(err)}") from err
+    return text
+
+
+def _input_lines():
+    """stdin line by line; a line that is not UTF-8 ends the session with one error line."""
+    stream = getattr(sys.stdin, "buffer", sys.stdin)
+    for number, line in enumerate(stream, 1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise UserError(f"input line {number} is not valid UTF-8 text: {_bad_byte(err)}") from err
+        yield line
+
+
+def decode_with_checkpoint(cfg: RunConfig, given: frozenset = frozenset()) -> int:
     """--checkpoint PATH with --source or --interactive: a .pt file (pytorch_version) or a
-    save_pretrained folder (huggingface_version)."""
+    save_pretrained folder (huggingface_version). Architecture flags given explicitly must
+    match the checkpoint's; the others are read from it."""
     if not cfg.source and not cfg.interactive:
         raise UserError("--checkpoint needs --source TEXT or --interactive")
+    _utf8(cfg.source, "--source")
     if Path(cfg.checkpoint).is_dir():
         from huggingface_version.inference import load_hf_for_inference, translate_hf
 
         model, tokenizer = load_hf_for_inference(cfg.checkpoint, resolve_device(cfg.device))
+        model_config = model.config.to_model_config()
         trace = None
         translate = translate_hf
         if cfg.debug:
@@ -93,7 +131,11 @@ def decode_with_checkpoint(cfg: RunConfig) -> int:
         from pytorch_version.inference import load_for_inference, trace_translation, translate
 
         model, tokenizer, _ = load_for_inference(cfg.checkpoint, resolve_device(cfg.device))
+        model_config = model.config
         trace = trace_translation if cfg.debug else None
+    differences = mismatched_flags(cfg, given, model_config)
+    if differences:
+        raise UserError(f"checkpoint {cfg.checkpoint} does not fit the flags: {differences}")
 
     def decode(text: str) -> str:
         output = translate(model, tokenizer, [text], cfg.beam_size, cfg.length_penalty, cfg.max_length)[0]
@@ -103,7 +145,7 @@ def decode_with_checkpoint(cfg: RunConfig) -> int:
 
     if cfg.interactive:
         print("Type an input and press Enter (Ctrl-D to quit).")
-        for line in sys.stdin:
+        for line in _input_lines():
             if line.strip():
                 print(decode(line.rstrip("\n")))
         return 0
@@ -111,11 +153,39 @@ def decode_with_checkpoint(cfg: RunConfig) -> int:
     return 0
 
 
+def evaluate_with_checkpoint(cfg: RunConfig) -> int:
+    """--evaluate: translate PREFIX.src_lang with the checkpoint (a .pt file or a results_huggingface
+    folder), score it against PREFIX.tgt_lang, write the hypotheses and test_metrics.json next to it."""
+    from functools import partial
+
+    from utils.translation_eval import evaluate_test_set, format_scores
+
+    if Path(cfg.checkpoint).is_dir():
+        from huggingface_version.inference import load_hf_for_inference
+        from huggingface_version.inference import translate_hf as translate
+
+        model, tokenizer = load_hf_for_inference(cfg.checkpoint, resolve_device(cfg.device))
+    else:
+        from pytorch_version.inference import load_for_inference, translate
+
+        model, tokenizer, _ = load_for_inference(cfg.checkpoint, resolve_device(cfg.device))
+    decoding = dict(beam_size=cfg.beam_size, alpha=cfg.length_penalty, max_length=cfg.max_length)
+    batch = partial(translate, model, tokenizer, **decoding)
+    metrics = evaluate_test_set(batch, cfg.checkpoint, cfg.test_prefix, cfg.src_lang, cfg.tgt_lang, decoding)
+    print(format_scores(metrics))
+    return 0
+
+
 def _done(name: str, summary: dict, folder: str, cfg: RunConfig) -> None:
-    print(
-        f"{name} done: exact match {summary['final']['eval_exact_match']:.2%} on {cfg.eval_size} "
-        f"held-out examples in {summary['wall_time_s']:.0f}s; results in {Path(cfg.output_dir) / folder}/"
-    )
+    if cfg.task == "translation":
+        final = summary.get("final_translation", {})
+        best = final.get("best")
+        beam = f", {best} with beam {final['beam_size']}: {final[best]['bleu']:.2f}" if best else ""
+        score = f"validation BLEU {summary['best_eval_bleu']:.2f} (best epoch, greedy{beam})"
+    else:
+        score = f"exact match {summary['final']['eval_exact_match']:.2%} on {cfg.eval_size} held-out examples"
+    folder = Path(cfg.output_dir) / folder
+    print(f"{name} done: {score} in {summary['wall_time_s']:.0f}s; results in {folder}/")
 
 
 def _hf_console() -> None:
@@ -125,11 +195,14 @@ def _hf_console() -> None:
     hf_logging.disable_progress_bar()
 
 
-def run(cfg: RunConfig) -> int:
+def run(cfg: RunConfig, given: frozenset = frozenset()) -> int:
+    """Dispatch on --version; `given` names the settings the user gave explicitly."""
     if cfg.version in ("huggingface", "both") or Path(cfg.checkpoint or "/nonexistent").is_dir():
         _hf_console()
+    if cfg.evaluate:
+        return evaluate_with_checkpoint(cfg)
     if cfg.checkpoint:
-        return decode_with_checkpoint(cfg)
+        return decode_with_checkpoint(cfg, given)
     if cfg.source or cfg.interactive:
         raise UserError("--source and --interactive need --checkpoint PATH")
     if cfg.version == "pytorch":
@@ -170,14 +243,22 @@ def run(cfg: RunConfig) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ensure_offline()  # before transformers is imported: nothing here needs the network
     try:
-        return run(parse_config(argv))
+        with sigterm_raises():  # training installs its own, graceful handler (utils.resilience)
+            values = parse_values(argv)
+            return run(RunConfig.from_dict(values), frozenset(values))
     except UserError as err:
         print(f"main.py: error: {err}", file=sys.stderr)
         return 2
+    except TrainingStopped as err:  # already logged, with the command that resumes
+        return err.exit_code
     except KeyboardInterrupt:
         print("main.py: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("main.py: terminated", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

@@ -22,11 +22,15 @@ The training side imports the Trainer and is loaded on demand:
 `from huggingface_version.train import train_huggingface`.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+from utils.resilience import ensure_offline
 
-from huggingface_version.configuration import MODEL_TYPE, TutorialTransformerConfig
-from huggingface_version.convert import KEY_TABLE, hf_to_pytorch, pytorch_to_hf
-from huggingface_version.modeling import (
+ensure_offline()  # before transformers reads HF_HUB_OFFLINE: nothing in this package downloads
+
+from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM  # noqa: E402
+
+from huggingface_version.configuration import MODEL_TYPE, TutorialTransformerConfig  # noqa: E402
+from huggingface_version.convert import KEY_TABLE, hf_to_pytorch, pytorch_to_hf  # noqa: E402
+from huggingface_version.modeling import (  # noqa: E402
     TutorialTransformerForConditionalGeneration,
     TutorialTransformerModel,
 )

@@ -6,9 +6,11 @@ What the subclass changes, each for parity with pytorch_version.train:
                         counts them); the plain mean in evaluation
   create_optimizer      Adam, betas (0.9, 0.98), eps 1e-9 (section 5.3)
   create_scheduler      the Noam warm-up schedule, pytorch_version.train.noam_schedule
-  get_train_dataloader  the same batches in the same order as utils.data.make_loader
+  get_train_dataloader  the same batches in the same order as utils.data.make_loader (also with
+                        --max_tokens: utils.batching.TokenBatchSampler)
   prediction_step       greedy decoding with source length + 10 new tokens, and teacher-forced
                         token accuracy, as pytorch_version.train.evaluate
+  compute_metrics       exact match, and for translation BLEU and chrF (utils.metrics)
 
 The callbacks write metrics.jsonl records with pytorch_version's keys, stop at
 --stop_at_exact_match, and (with --track_internals) drive a utils.monitor.InternalsRecorder,
@@ -24,7 +26,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler, Sampler
 from transformers import Seq2SeqTrainer, TrainerCallback
 
-from utils.metrics import exact_match
+from huggingface_version.resume import ResumableSampler
+from utils.batching import TokenBatchSampler
+from utils.metrics import exact_match, translation_scores
+from utils.resilience import NonFiniteGuard
 from utils.tracking import Tracker
 from utils.training import noam_schedule
 
@@ -54,6 +59,8 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
     # compute_loss divides by the tokens of the whole accumulation window (see get_batch_samples),
     # so the Trainer must not divide again by the number of batches
     loss_is_scaled_for_ga = True
+    guard = NonFiniteGuard(0)  # replaced in __init__: NaN/inf losses skip the step, K in a row stop training
+    _bad_step = -1  # the optimizer step whose window had a NaN/inf loss (its gradients are dropped)
 
     def __init__(
         self,
@@ -63,13 +70,19 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
         lr_factor: float = 1.0,
         max_new_tokens: int = 0,
         references: list[str] | None = None,
+        translation: bool = False,
+        max_tokens: int = 0,
+        max_nonfinite_steps: int = 5,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.guard = NonFiniteGuard(max_nonfinite_steps)
         self.label_smoothing = label_smoothing
         self.warmup_steps, self.lr_factor = warmup_steps, lr_factor
         self.max_new_tokens = max_new_tokens  # 0: source length + 10, as pytorch_version
         self.references = references
+        self.translation = translation  # score outputs with BLEU and chrF too
+        self.max_tokens = max_tokens  # > 0: batches of similar-length examples up to this many tokens
         self.last_predictions: list[str] = []
         self._token_counts = [0, 0]  # teacher-forced (correct, counted) over the current evaluation
         self._batch_losses: list[float] = []  # per-batch mean training losses since the last log
@@ -103,11 +116,25 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
                 label_smoothing=self.label_smoothing,
                 reduction="sum",
             )
-            self._batch_losses.append(loss_sum.item() / max(int((labels != -100).sum()), 1))
+            batch_loss = loss_sum.item() / max(int((labels != -100).sum()), 1)
+            state = getattr(self, "state", None)  # None outside trainer.train()
+            step, epoch = (state.global_step, int(state.epoch or 0)) if state else (0, 0)
+            if self.guard.check(batch_loss, f"optimizer step {step + 1} (epoch {epoch + 1})"):
+                self._batch_losses.append(batch_loss)
+            else:
+                self._bad_step = step
             loss = loss_sum / max(int(num_items_in_batch), 1)
         else:
             loss = F.cross_entropy(logits, labels.reshape(-1), ignore_index=-100)
         return (loss, outputs) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """The Trainer's step; a window with a NaN/inf loss leaves no gradients, so Adam skips it
+        (torch's Adam updates only parameters that have a gradient; the schedule still advances)."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self._bad_step == self.state.global_step:
+            model.zero_grad(set_to_none=True)
+        return loss
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         """Report the training loss as pytorch_version does: the mean of the per-batch means.
@@ -136,14 +163,33 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
     def get_train_dataloader(self) -> DataLoader:
         """Shuffled batches in utils.data.make_loader's order: same seed, same permutation each epoch."""
         generator = torch.Generator().manual_seed(self.args.seed)
+        if self.max_tokens:
+            lengths = [(len(x["input_ids"]), len(x["labels"])) for x in self.train_dataset]
+            sampler = TokenBatchSampler(*zip(*lengths), self.max_tokens, shuffle=True, generator=generator)
+            return DataLoader(
+                self.train_dataset,
+                batch_sampler=ResumableSampler(sampler, generator, lambda: self._epochs_done(len(sampler))),
+                generator=generator,
+                collate_fn=self.data_collator,
+                num_workers=self.args.dataloader_num_workers,
+            )
         return DataLoader(
             self.train_dataset,
             batch_size=self._train_batch_size,
-            sampler=ExhaustedRandomSampler(self.train_dataset, generator),
+            sampler=ResumableSampler(
+                ExhaustedRandomSampler(self.train_dataset, generator),
+                generator,
+                lambda: self._epochs_done(-(-len(self.train_dataset) // self._train_batch_size)),
+            ),
             generator=generator,  # the DataLoader draws its worker base seed from it, as make_loader's does
             collate_fn=self.data_collator,
             num_workers=self.args.dataloader_num_workers,
         )
+
+    def _epochs_done(self, batches: int) -> int:
+        """Whole epochs of `batches` batches behind a resumed run, counted as the Trainer counts them."""
+        accum = self.args.gradient_accumulation_steps
+        return self.state.global_step // max(batches // accum + bool(batches % accum), 1)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
         if self.args.predict_with_generate and not prediction_loss_only:
@@ -184,10 +230,14 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
         self.last_predictions = predictions
         correct, counted = self._token_counts
         self._token_counts = [0, 0]
-        return {
+        metrics = {
             "token_accuracy": correct / max(counted, 1),
             "exact_match": exact_match(predictions, self.references),
         }
+        if self.translation:
+            scores = translation_scores(predictions, self.references)
+            metrics |= {k: scores[k] for k in ("bleu", "lowercase_bleu", "chrf")}
+        return metrics
 
 
 class MetricsLogCallback(TrainerCallback):
@@ -204,7 +254,8 @@ class MetricsLogCallback(TrainerCallback):
         self._train: dict = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.start = time.perf_counter()
+        history = self.tracker.history  # a resumed run's elapsed_s goes on from its last record
+        self.start = time.perf_counter() - (history[-1].get("elapsed_s", 0.0) if history else 0.0)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:  # the epoch's mean training loss, logged just before evaluation
@@ -216,6 +267,9 @@ class MetricsLogCallback(TrainerCallback):
         record["train_loss"] = self._train.get("train_loss")
         for key in ("eval_loss", "eval_token_accuracy", "eval_exact_match"):
             record[key] = metrics.get(key)
+        for key in ("eval_bleu", "eval_lowercase_bleu", "eval_chrf"):  # translation
+            if key in metrics:
+                record[key] = metrics[key]
         # the rate for the next step, as pytorch_version logs it (the Trainer logs the last one used)
         lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else self._train.get("lr")
         record |= {"lr": lr, "elapsed_s": time.perf_counter() - self.start}

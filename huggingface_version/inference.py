@@ -11,6 +11,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import huggingface_version  # noqa: F401  (registers the model type with the Auto classes)
 from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
+from huggingface_version.resume import weights_refusal
 from utils.config import UserError
 from utils.trace_printer import trace_example
 
@@ -20,16 +21,29 @@ logger = logging.getLogger(__name__)
 def load_hf_for_inference(folder, device: str | torch.device = "cpu"):
     """A save_pretrained folder -> (model in eval mode, its tokenizer)."""
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise UserError(f"{folder} is not a saved Hugging Face model (no config.json in it)")
-    try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(folder)
+    if refusal := _not_a_model_folder(folder):
+        raise UserError(refusal)
+    try:  # safetensors only: pickled weights (pytorch_model.bin) can run code when loaded
+        model = AutoModelForSeq2SeqLM.from_pretrained(folder, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from err
     if not isinstance(model, TutorialTransformerForConditionalGeneration):
         raise UserError(f"{folder} holds a {type(model).__name__}, not a transformer-tutorial model")
     return model.to(device).eval(), tokenizer
+
+
+def _not_a_model_folder(folder: Path) -> str:
+    """Why `folder` is not a save_pretrained folder this toolkit loads ('' when it is)."""
+    pt_files = sorted(folder.glob("*.pt"))
+    if pt_files:
+        return f"{folder} holds pytorch_version checkpoints; pass one of its .pt files, e.g. {pt_files[0]}"
+    config = folder / "config.json"
+    if not config.is_file():
+        return f"{folder} is not a saved Hugging Face model (no config.json in it)"
+    if '"model_type"' not in config.read_text(encoding="utf-8", errors="replace"):
+        return f"{folder} is a pytorch_version results folder; pass {folder}/checkpoints/best_model.pt"
+    return weights_refusal(folder)
 
 
 @torch.no_grad()
@@ -43,6 +57,9 @@ def translate_hf(model, tokenizer, texts: list[str], beam_size: int = 1, alpha: 
     if any(not t.strip() for t in texts):
         raise UserError("empty --source: give some text to decode")
     limit = model.config.max_position - 1
+    longest = max(len(ids) for ids in tokenizer(texts)["input_ids"])
+    if longest > limit:
+        logger.warning("input of %d tokens truncated to the model's maximum of %d", longest, limit)
     batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=limit)
     batch = batch.to(model.device)
     new_tokens = min(max_length or batch["input_ids"].size(1) + 10, limit)

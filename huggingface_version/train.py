@@ -1,7 +1,9 @@
-"""Training the Hugging Face model on a toy task with the Trainer; writes results_huggingface/.
+"""Training the Hugging Face model with the Trainer on a toy task or translation; writes results_huggingface/.
 
-Same data (utils.data.make_toy_task, same seed), same model, same recipe and same metric
-as pytorch_version.train; what differs is who runs the loop (see custom_trainer.py).
+Same data (utils.data.load_task_data, same seed), same model, same recipe and same metrics
+(exact match; BLEU and chrF for translation) as pytorch_version.train; what differs is who
+runs the loop (see custom_trainer.py). The tokenizer is the run's own (characters or BPE) as
+a PreTrainedTokenizerFast (huggingface_version/tokenization.py).
 
 Writes under `<output_dir>/results_huggingface/`: model.safetensors, config.json,
 generation_config.json, tokenizer.json + tokenizer_config.json, training_args.bin,
@@ -13,7 +15,6 @@ or --track_internals, visualizations/, analysis_report.json [and internals.json]
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import time
@@ -26,10 +27,18 @@ from huggingface_version.configuration import TutorialTransformerConfig
 from huggingface_version.convert import pytorch_to_hf
 from huggingface_version.custom_trainer import InternalsCallback, MetricsLogCallback, TutorialSeq2SeqTrainer
 from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
-from huggingface_version.tokenization import from_char_tokenizer
-from utils.config import RunConfig, UserError, resolve_device
+from huggingface_version.resume import (
+    ResumeCallback,
+    disk_errors_in,
+    load_state,
+    resume_checkpoint,
+    save_model_atomically,
+)
+from huggingface_version.tokenization import to_fast_tokenizer
+from utils.config import RunConfig, UserError, check_precision, resolve_device
 from utils.data import PairDataset, collate, first_example, load_task_data
 from utils.monitor import InternalsRecorder, write_analysis
+from utils.resilience import atomic_write_json, ensure_writable
 from utils.trace_printer import trace_example
 from utils.tracking import Tracker, add_file_log
 from utils.visualization import plot_training_curves
@@ -58,12 +67,13 @@ def encode_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[dict]:
 
 
 def _check_precision(cfg: RunConfig, device: torch.device) -> dict:
-    """fp16/bf16 flags (once RunConfig has them): mixed precision needs a GPU here."""
-    fp16, bf16 = bool(getattr(cfg, "fp16", False)), bool(getattr(cfg, "bf16", False))
-    if (fp16 or bf16) and device.type == "cpu":
-        flag = "--fp16" if fp16 else "--bf16"
-        raise UserError(f"{flag} needs a CUDA GPU; this run is on the CPU (drop {flag} or use --device cuda)")
-    return {"fp16": fp16, "bf16": bf16}
+    """--fp16 needs CUDA (utils.config.check_precision); --bf16 also runs on a CPU torch supports it on."""
+    check_precision(cfg, device)
+    from transformers.utils import is_torch_bf16_available_on_device
+
+    if cfg.bf16 and not is_torch_bf16_available_on_device(device.type):
+        raise UserError(f"--bf16 is not supported on this {device.type} by this torch; drop --bf16")
+    return {"fp16": cfg.fp16, "bf16": cfg.bf16}
 
 
 def _report_to(cfg: RunConfig, out: Path, config: dict) -> str:
@@ -112,14 +122,16 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
     starting point, so both versions can start from the same initialisation (--version both).
     """
     out = Path(cfg.output_dir) / "results_huggingface"
-    (out / "logs").mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     precision = _check_precision(cfg, device)
+    resume_from = resume_checkpoint(cfg, out) if cfg.resume else None
+    saved = load_state(resume_from, cfg) if resume_from else None  # refused before anything is written
+    ensure_writable(out / "logs")
     log_handler = add_file_log(out / "logs" / "train.log")
     torch.manual_seed(cfg.seed)
 
-    train_pairs, eval_pairs, char_tokenizer = load_task_data(cfg)
-    tokenizer = from_char_tokenizer(char_tokenizer)  # same ids as char_tokenizer
+    train_pairs, eval_pairs, data_tokenizer = load_task_data(cfg)
+    tokenizer = to_fast_tokenizer(data_tokenizer)  # same ids as data_tokenizer (characters or BPE)
     model = build_hf_model(cfg, tokenizer)
     if init_from_pytorch is not None:
         expected = model.config.to_model_config()
@@ -143,18 +155,18 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
         max_grad_norm=cfg.clip_grad_norm,
         eval_strategy="epoch",
         logging_strategy="epoch",
-        save_strategy="no",  # one save at the end, below
+        save_strategy="epoch",  # checkpoint-N/ to resume from (huggingface_version/resume.py); safetensors
         predict_with_generate=True,
         report_to=report_to,
         run_name=f"huggingface-{cfg.task}",
         disable_tqdm=cfg.quiet,
         **precision,
     )
-    tracker = Tracker(out / "logs" / "metrics.jsonl")
+    tracker = Tracker(out / "logs" / "metrics.jsonl", history=saved["history"] if saved else None)
     callbacks = [MetricsLogCallback(tracker, cfg.stop_at_exact_match)]
     # the probe: the first held-out examples, batched exactly as pytorch_version.train does
-    probe = collate([PairDataset(eval_pairs[:8], char_tokenizer)[i] for i in range(min(8, len(eval_pairs)))])
-    probe_src, probe_tgt = first_example(probe, char_tokenizer.pad_id)
+    probe = collate([PairDataset(eval_pairs[:8], data_tokenizer)[i] for i in range(min(8, len(eval_pairs)))])
+    probe_src, probe_tgt = first_example(probe, data_tokenizer.pad_id)
     recorder = InternalsRecorder(probe_src, probe_tgt, cfg.track_every) if cfg.track_internals else None
     if recorder is not None:
         callbacks.append(InternalsCallback(recorder))
@@ -171,7 +183,12 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
         lr_factor=cfg.lr_factor,
         max_new_tokens=cfg.max_length,
         references=[t for _, t in eval_pairs],
+        translation=cfg.task == "translation",  # BLEU and chrF in compute_metrics
+        max_tokens=cfg.max_tokens,
+        max_nonfinite_steps=cfg.max_nonfinite_steps,
     )
+    resumer = ResumeCallback(cfg, trainer, tracker, recorder, saved)  # Ctrl-C / SIGTERM, tutorial_state.pt
+    trainer.add_callback(resumer)
     logger.info(
         "huggingface_version: task=%s, %d train / %d eval examples, %s parameters, device=%s",
         cfg.task, len(train_pairs), len(eval_pairs), f"{model.num_parameters():,}", device,
@@ -192,10 +209,13 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
         logger.info("--debug: forward pass of one example before training\n%s", trace)
     start = time.perf_counter()
     try:
-        trainer.train()
-        model.generation_config = generation_config
-        trainer.save_model(str(out))  # weights, config, generation config, tokenizer, training_args.bin
+        with disk_errors_in(out):  # a full disk in the Trainer's own saving: one line, not a traceback
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            resumer.raise_if_stopped(trainer.state)
+            model.generation_config = generation_config
+            save_model_atomically(trainer, out)  # weights, config, generation config, tokenizer files
     finally:
+        resumer.stop.uninstall()
         _finish_wandb(report_to)
         tracker.finish()
         logging.getLogger().removeHandler(log_handler)
@@ -204,11 +224,12 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
 
     plot_training_curves(tracker.history, out / "training_curves.png", f"huggingface_version: {cfg.task}")
     final = tracker.history[-1]
+    best_key = "eval_bleu" if cfg.task == "translation" else "eval_exact_match"
     summary = {
         "version": "huggingface",
         "task": cfg.task,
-        "final": {k: final[k] for k in ("eval_loss", "eval_token_accuracy", "eval_exact_match")},
-        "best_eval_exact_match": max(r["eval_exact_match"] for r in tracker.history),
+        "final": {k: v for k, v in final.items() if k.startswith("eval_")},
+        f"best_{best_key}": max(r[best_key] for r in tracker.history),
         "wall_time_s": wall_time,
         "parameters": model.num_parameters(),
         "report_to": report_to,
@@ -217,10 +238,10 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
     if cfg.visualize or cfg.track_internals:
         try:  # the trained model is saved already; a drawing failure must not lose the run
             write_analysis(model, probe["src"], probe["tgt_in"], probe["tgt_out"],
-                           char_tokenizer.tokens(probe_src[0]), char_tokenizer.tokens(probe_tgt[0]),
-                           char_tokenizer.id_to_token, out, recorder)  # fmt: skip
+                           data_tokenizer.tokens(probe_src[0]), data_tokenizer.tokens(probe_tgt[0]),
+                           data_tokenizer.id_to_token, out, recorder)  # fmt: skip
         except Exception as err:
             logger.warning("huggingface_version: figures failed: %s", err, exc_info=True)
             summary["figures_error"] = f"{type(err).__name__}: {err}"
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_json(out / "summary.json", summary)
     return summary

@@ -8,33 +8,23 @@ mid-save leaves the previous file intact.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from utils.config import ModelConfig, UserError
+from utils.resilience import atomic_write
 
 FORMAT = "transformer-tutorial/pytorch"
 TOOLKIT_VERSION = "0.1.0"
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through utils.resilience.atomic_write: temp file, fsync, rename; a full disk is a
+    one-line WriteError and leaves the previous file whole."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(path, model, tokenizer, **extra: Any) -> None:
@@ -59,6 +49,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise UserError(f"checkpoint is empty: {path}")
+    if path.suffix in (".safetensors", ".bin") or _in_hf_folder(path):
+        raise UserError(
+            f"{path} belongs to a Hugging Face model folder; pass the folder {path.parent} "
+            "(huggingface_version), or a pytorch_version .pt checkpoint"
+        )
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -75,6 +70,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise UserError(f"checkpoint {path} is incomplete: no {', '.join(missing)}")
     return data
+
+
+def _in_hf_folder(path: Path) -> bool:
+    """Next to a Hugging Face config.json (one with a model_type), as model.safetensors is."""
+    config = path.parent / "config.json"
+    try:
+        return config.is_file() and '"model_type"' in config.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
 
 
 def _unpickling_reason(err: Exception) -> str:

@@ -1,22 +1,60 @@
-"""Held-out evaluation of the from-scratch model: teacher-forced loss and accuracy, greedy exact match."""
+"""Held-out evaluation of the from-scratch model.
+
+Every epoch: teacher-forced loss and token accuracy, and greedy outputs scored by exact
+match (toy tasks) and by BLEU and chrF (translation). After training (translation only):
+the best checkpoint, and the average of the last epochs' checkpoints, decoded with
+--beam_size and scored on the validation set.
+"""
 
 from __future__ import annotations
 
+import logging
+from functools import partial
+from pathlib import Path
+
 import torch
 
+from pytorch_version.checkpoint import load_checkpoint, save_checkpoint
 from pytorch_version.decoding import generate
-from utils.config import RunConfig
-from utils.metrics import exact_match, token_accuracy
+from pytorch_version.inference import load_for_inference, translate
+from pytorch_version.model import Transformer
+from utils.config import ModelConfig, RunConfig
+from utils.metrics import exact_match, token_accuracy, translation_scores
+from utils.tokenizer import tokenizer_from_dict
 from utils.training import seq2seq_loss
+from utils.translation_eval import translate_sorted
+
+logger = logging.getLogger(__name__)
 
 
 def max_new_tokens(cfg: RunConfig, src: torch.Tensor) -> int:
     return cfg.max_length or src.size(1) + 10
 
 
+def selection_metric(cfg: RunConfig) -> str:
+    """The record key that picks best_model.pt: BLEU for translation, exact match for the toy tasks."""
+    return "eval_bleu" if cfg.task == "translation" else "eval_exact_match"
+
+
+def _dataset_order(loader, outputs: list) -> list:
+    """Outputs in dataset order, for a loader whose batches are not in that order (length-sorted).
+
+    An unshuffled loader yields the same batches every pass, so its batch sampler says which
+    example each output belongs to.
+    """
+    order = [i for batch in loader.batch_sampler for i in batch]
+    if order == list(range(len(outputs))):
+        return outputs
+    assert sorted(order) == list(range(len(outputs))), "evaluation loaders must cover each example once"
+    restored = [None] * len(outputs)
+    for position, i in enumerate(order):
+        restored[i] = outputs[position]
+    return restored
+
+
 @torch.no_grad()
 def evaluate(model, loader, tokenizer, references, cfg: RunConfig, device) -> dict[str, float]:
-    """Teacher-forced loss and token accuracy, and greedy exact match on the whole set."""
+    """Teacher-forced loss and token accuracy, and greedy outputs scored on the whole set."""
     model.eval()
     total_loss, correct, counted, predictions = 0.0, 0, 0, []
     for batch in loader:
@@ -27,9 +65,71 @@ def evaluate(model, loader, tokenizer, references, cfg: RunConfig, device) -> di
         correct, counted = correct + c, counted + n
         outputs = generate(model, src, max_new_tokens(cfg, src))
         predictions += [tokenizer.decode(row) for row in outputs.tolist()]
-    return {
+    predictions = _dataset_order(loader, predictions)
+    metrics = {
         "eval_loss": total_loss / len(references),
         "eval_token_accuracy": correct / max(counted, 1),
         "eval_exact_match": exact_match(predictions, references),
-        "eval_examples": predictions[:3],
+    }
+    if cfg.task == "translation":
+        scores = translation_scores(predictions, references)
+        metrics |= {f"eval_{k}": scores[k] for k in ("bleu", "lowercase_bleu", "chrf")}
+        logger.info("validation (greedy): %s, chrF %.2f", scores["bleu_details"], scores["chrf"])
+    return metrics | {"eval_examples": predictions[:3]}
+
+
+def average_checkpoints(paths: list[Path], target: Path) -> Path:
+    """One checkpoint whose weights are the mean of `paths`' weights (Vaswani et al. 2017, section 6.1:
+    "averaging the last 5 checkpoints"): a cheap ensemble of the end of training that smooths
+    the noise of the last updates. Config and tokenizer come from the last checkpoint."""
+    states = [load_checkpoint(p) for p in paths]
+    last = states[-1]
+    mean = {
+        name: torch.stack([s["model_state"][name].float() for s in states]).mean(0).to(tensor.dtype)
+        for name, tensor in last["model_state"].items()
+    }
+    model = Transformer(ModelConfig.from_dict(last["model_config"]))
+    model.load_state_dict(mean)
+    save_checkpoint(
+        target, model, tokenizer_from_dict(last["tokenizer"]), averaged_from=[Path(p).name for p in paths]
+    )
+    return target
+
+
+def final_evaluation(cfg: RunConfig, out: Path, eval_pairs, history: list[dict], device) -> dict:
+    """Translation: decode the validation set with --beam_size using best_model.pt and (with
+    --checkpoint_average N) the average of the last N epoch checkpoints; write each one's
+    outputs to val.{name}.hyp.txt and return their scores for summary.json."""
+    if cfg.task != "translation":
+        return {}
+    folder = out / "checkpoints"
+    candidates = {"best_model": folder / "best_model.pt"}
+    if cfg.checkpoint_average:
+        last = history[-1]["epoch"]  # the N epochs up to the last, also across a resumed run
+        epochs = [e for e in range(last - cfg.checkpoint_average + 1, last + 1)
+                  if e >= 1 and (folder / f"checkpoint_epoch_{e}.pt").is_file()]  # fmt: skip
+        paths = [folder / f"checkpoint_epoch_{e}.pt" for e in epochs]
+        candidates["averaged_model"] = average_checkpoints(paths, folder / "averaged_model.pt")
+        logger.info("averaged the checkpoints of epochs %s into %s", epochs, candidates["averaged_model"])
+    sources, references = [s for s, _ in eval_pairs], [t for _, t in eval_pairs]
+    results = {}
+    for name, path in candidates.items():
+        model, tokenizer, _ = load_for_inference(path, device)
+        decode = partial(translate, model, tokenizer, beam_size=cfg.beam_size, alpha=cfg.length_penalty,
+                         max_length=cfg.max_length)  # fmt: skip
+        hypotheses = translate_sorted(decode, sources, batch_sentences=max(16, 512 // cfg.beam_size))
+        (out / f"val.{name}.hyp.txt").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+        scores = translation_scores(hypotheses, references)
+        results[name] = {k: scores[k] for k in ("bleu", "lowercase_bleu", "chrf", "bleu_details")}
+        logger.info("validation, %s, beam %d: %s, chrF %.2f", name, cfg.beam_size, scores["bleu_details"],
+                    scores["chrf"])  # fmt: skip
+    best = max(results, key=lambda name: results[name]["bleu"])
+    return {
+        "final_translation": {
+            "beam_size": cfg.beam_size,
+            "length_penalty": cfg.length_penalty,
+            "signatures": scores["signatures"],
+            **results,
+            "best": best,
+        }
     }

@@ -53,8 +53,13 @@ def translate(model, tokenizer, texts: list[str], beam_size: int = 1, alpha: flo
 
 
 def trace_translation(model, tokenizer, text: str, output: str, layers="all", heads="0") -> str:
-    """`--debug` with `--source`: the forward pass that scores `output` for `text`."""
-    src = torch.tensor([tokenizer.encode(text)])
-    tgt_in = torch.tensor([[tokenizer.bos_id, *tokenizer.encode(output, add_eos=False)]])
+    """`--debug` with `--source`: the forward pass that scores `output` for `text`.
+
+    Each side is encoded and labelled with its own vocabulary (they differ with --separate_vocab).
+    """
+    source, target = tokenizer.source, tokenizer.target
+    src = torch.tensor([source.encode(text)])
+    tgt_in = torch.tensor([[tokenizer.bos_id, *target.encode(output, add_eos=False)]])
     device = next(model.parameters()).device
-    return trace_example(model, src.to(device), tgt_in.to(device), tokenizer.tokens, layers, heads)
+    to_tokens = (source.tokens, target.tokens)
+    return trace_example(model, src.to(device), tgt_in.to(device), to_tokens, layers, heads)

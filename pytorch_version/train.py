@@ -2,12 +2,12 @@
 
 Writes under `<output_dir>/results_pytorch/`: config.json, summary.json,
 checkpoints/{best_model,checkpoint_epoch_N}.pt, logs/{train.log,metrics.jsonl},
-training_curves.png.
+training_curves.png; for translation also visualizations/dataset_statistics.png, val.*.hyp.txt
+and, with --checkpoint_average, checkpoints/averaged_model.pt (pytorch_version/evaluate.py).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -15,82 +15,111 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from pytorch_version import resume
 from pytorch_version.checkpoint import save_checkpoint
-from pytorch_version.evaluate import evaluate
+from pytorch_version.evaluate import evaluate, final_evaluation, selection_metric
 from pytorch_version.model import Transformer
-from utils.config import RunConfig, resolve_device
+from pytorch_version.resume import INTERRUPTED, Progress, save_resumable
+from utils.config import RunConfig, check_precision, resolve_device
 from utils.data import PairDataset, first_example, load_task_data, make_loader
+from utils.dataset_stats import report_data
 from utils.monitor import InternalsRecorder, write_analysis
+from utils.resilience import GracefulStop, NonFiniteGuard, atomic_write_json, ensure_writable, resume_command
 from utils.trace_printer import trace_example
 from utils.tracking import Tracker, add_file_log
-from utils.training import noam_schedule, seq2seq_loss
+from utils.training import noam_schedule, out_of_time, seq2seq_loss
 from utils.visualization import plot_training_curves
 
 logger = logging.getLogger(__name__)
 
 
-def train_one_epoch(
-    model, loader, optimizer, scheduler, cfg: RunConfig, device, desc: str, recorder=None
-) -> float:
-    """One pass over the data; returns the mean training loss. `recorder` watches internals."""
+def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device, desc: str, recorder=None,
+                    progress: Progress | None = None, stop: GracefulStop | None = None,
+                    guard: NonFiniteGuard | None = None) -> float:  # fmt: skip
+    """One pass over the data; returns the mean training loss. `recorder` watches internals.
+
+    `progress` (pytorch_version.resume) says where the pass starts (a resumed run skips the
+    batches it trained on before) and is kept up to date. Once `stop` is requested the pass ends
+    after the current optimizer step. A batch with a NaN/inf loss is left out and its step skipped.
+    """
     model.train()
-    progress = tqdm(loader, desc=desc, disable=cfg.quiet, leave=False)
-    accum = cfg.gradient_accumulation_steps
-    total, batches, window_tokens = 0.0, 0, 0
+    progress, stop = progress or Progress(), stop or GracefulStop()
+    guard = guard or NonFiniteGuard(cfg.max_nonfinite_steps)
+    bar = tqdm(loader, desc=desc, disable=cfg.quiet, leave=False)
+    accum, autocast = cfg.gradient_accumulation_steps, torch.device(device).type
+    window_tokens, window_ok = 0, True
     optimizer.zero_grad(set_to_none=True)
-    for i, batch in enumerate(progress):
+    for i, batch in enumerate(bar):
+        if i < progress.batches_done:
+            continue  # trained on before the run was interrupted: the same batches, in the same order
         src, tgt_in, tgt_out = (batch[k].to(device) for k in ("src", "tgt_in", "tgt_out"))
         tokens = int((tgt_out != model.config.pad_id).sum())
-        loss_sum = seq2seq_loss(model(src, tgt_in), tgt_out, model.config.pad_id, cfg.label_smoothing, "sum")
-        loss_sum.backward()  # gradients of the window's batches add up...
-        window_tokens += tokens
-        loss = loss_sum.detach() / max(tokens, 1)
+        with torch.autocast(autocast, dtype=torch.bfloat16, enabled=cfg.bf16):  # --bf16: mixed precision
+            logits = model(src, tgt_in)
+        loss_sum = seq2seq_loss(logits.float(), tgt_out, model.config.pad_id, cfg.label_smoothing, "sum")
+        loss = loss_sum.item() / max(tokens, 1)
+        if guard.check(loss, f"epoch {progress.epoch}, batch {i}"):
+            loss_sum.backward()  # gradients of the window's batches add up...
+            window_tokens += tokens
+            progress.add_loss(loss)
+        else:
+            window_ok = False  # a NaN/inf batch: this whole optimizer step is skipped
+        progress.batches_done, progress.step = i + 1, progress.step + 1
         if (i + 1) % accum == 0 or i + 1 == len(loader):
             # ...and are divided by the window's token count: the mean over its tokens, so `accum`
             # batches of B make the same step as one batch of accum * B, whatever their lengths
             for p in model.parameters():
                 if p.grad is not None:
                     p.grad.div_(max(window_tokens, 1))
-            window_tokens = 0
-            if cfg.clip_grad_norm > 0:
+            if cfg.clip_grad_norm > 0 and window_ok:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-            optimizer.step()
-            scheduler.step()
+            if window_ok:
+                optimizer.step()
+                scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            window_tokens, window_ok = 0, True
             if recorder is not None:
                 recorder.maybe_record(model, scheduler.last_epoch)  # last_epoch counts optimizer steps
-        total, batches = total + loss.item(), batches + 1
-        progress.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-    return total / max(batches, 1)
+            stop.step_done(progress.step)
+            if stop.requested:
+                break  # a whole step is done: the caller saves a checkpoint to resume from
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+    return progress.train_loss()
 
 
 def build_model(cfg: RunConfig, tokenizer) -> Transformer:
     ids = {"pad_id": tokenizer.pad_id, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
-    return Transformer(cfg.model_config(tokenizer.vocab_size, tokenizer.vocab_size, **ids))
+    return Transformer(cfg.model_config(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, **ids))
 
 
 def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
     """Train on the configured toy task and write the results folder; returns the summary."""
     # settings that can fail are checked before anything is written or a log handler is attached
     device = resolve_device(cfg.device)
+    check_precision(cfg, device)
     train_pairs, eval_pairs, tokenizer = load_task_data(cfg)
     out = Path(cfg.output_dir) / results_name
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    checkpoints = ensure_writable(out / "checkpoints")
     log_handler = add_file_log(out / "logs" / "train.log")
     torch.manual_seed(cfg.seed)
 
-    train_loader = make_loader(
-        PairDataset(train_pairs, tokenizer), cfg.batch_size, True, cfg.seed, cfg.dataloader_num_workers
-    )
-    eval_loader = make_loader(PairDataset(eval_pairs, tokenizer), 256, False)
+    train_loader = make_loader(PairDataset(train_pairs, tokenizer), cfg.batch_size, True, cfg.seed,
+                               cfg.dataloader_num_workers, cfg.max_tokens)  # fmt: skip
+    eval_loader = make_loader(PairDataset(eval_pairs, tokenizer), 256, False, max_tokens=cfg.max_tokens)
+    data_report = report_data(cfg, out, train_loader)  # padding ratio; translation: dataset figure
     model = build_model(cfg, tokenizer).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, noam_schedule(cfg.hidden_size, cfg.warmup_steps, cfg.lr_factor)
     )
+    progress, saved = Progress(), None
+    resume_from = resume.resume_path(cfg, checkpoints) if cfg.resume else None
+    if resume_from is not None:  # before metrics.jsonl is rewritten: a refused resume changes nothing
+        progress, saved = resume.restore(resume_from, cfg, model, optimizer, scheduler, train_loader)
     config_record = {"run": cfg.to_dict(), "model": model.config.to_dict()}
-    (out / "config.json").write_text(json.dumps(config_record, indent=2))
-    tracker = Tracker(out / "logs" / "metrics.jsonl", cfg.wandb, cfg.wandb_project, "pytorch", config_record)
+    atomic_write_json(out / "config.json", config_record)
+    tracker = Tracker(out / "logs" / "metrics.jsonl", cfg.wandb, cfg.wandb_project, "pytorch", config_record,
+                      history=progress.history)  # fmt: skip
     logger.info(
         "pytorch_version: task=%s, %d train / %d eval examples, %s parameters, device=%s",
         cfg.task, len(train_pairs), len(eval_pairs), f"{model.num_parameters():,}", device,
@@ -106,25 +135,35 @@ def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
     recorder = None
     if cfg.track_internals:
         recorder = InternalsRecorder(*first_example(probe, tokenizer.pad_id), cfg.track_every)
+        resume.restore_recorder(recorder, saved)  # a resumed run keeps the snapshots taken before
 
-    start, best, step = time.perf_counter(), -1.0, 0
+    start = time.perf_counter() - progress.elapsed_s  # elapsed_s continues over a resume
+    guard = NonFiniteGuard(cfg.max_nonfinite_steps, progress.nonfinite_in_a_row)
     references = [t for _, t in eval_pairs]
+
+    def save(path: Path, **extra) -> None:
+        progress.elapsed_s, progress.nonfinite_in_a_row = time.perf_counter() - start, guard.in_a_row
+        progress.history = tracker.history
+        save_resumable(path, model, tokenizer, optimizer, scheduler, cfg, progress, recorder, **extra)
+        guard.last_good = str(path)
+
+    stop = GracefulStop().install()  # Ctrl-C / SIGTERM: finish the step, save, exit (utils.resilience)
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        resume.restore_rng(saved)  # dropout goes on with the numbers it would have drawn
+        for epoch in range(progress.epoch, cfg.epochs + 1):
+            progress.begin_epoch(train_loader)
+            desc = f"epoch {epoch}/{cfg.epochs}"
             train_loss = train_one_epoch(
-                model,
-                train_loader,
-                optimizer,
-                scheduler,
-                cfg,
-                device,
-                f"epoch {epoch}/{cfg.epochs}",
-                recorder,
+                model, train_loader, optimizer, scheduler, cfg, device, desc, recorder, progress, stop, guard
             )
-            step += len(train_loader)
+            if progress.batches_done < len(train_loader):  # Ctrl-C / SIGTERM mid-epoch
+                save(checkpoints / INTERRUPTED)
+                where = f"epoch {epoch}, batch {progress.batches_done}/{len(train_loader)}"
+                raise stop.interrupted(where, checkpoints / INTERRUPTED,
+                                       resume_command(cfg, checkpoints / INTERRUPTED))  # fmt: skip
             metrics = evaluate(model, eval_loader, tokenizer, references, cfg, device)
             examples = metrics.pop("eval_examples")
-            record = {"epoch": epoch, "step": step, "train_loss": train_loss, **metrics,
+            record = {"epoch": epoch, "step": progress.step, "train_loss": train_loss, **metrics,
                       "lr": scheduler.get_last_lr()[0], "elapsed_s": time.perf_counter() - start}  # fmt: skip
             tracker.log(record)
             logger.info(
@@ -132,15 +171,26 @@ def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
                 epoch, train_loss, record["eval_loss"], record["eval_token_accuracy"],
                 record["eval_exact_match"], record["elapsed_s"], examples[:2],
             )  # fmt: skip
+            improved = record[selection_metric(cfg)] > progress.best
+            progress.best = max(progress.best, record[selection_metric(cfg)])
+            progress.end_epoch(train_loader)
             extra = {"epoch": epoch, "metrics": record}
-            save_checkpoint(out / "checkpoints" / f"checkpoint_epoch_{epoch}.pt", model, tokenizer, **extra)
-            if record["eval_exact_match"] > best:
-                best = record["eval_exact_match"]
-                save_checkpoint(out / "checkpoints" / "best_model.pt", model, tokenizer, **extra)
+            save(checkpoints / f"checkpoint_epoch_{epoch}.pt", **extra)
+            (checkpoints / INTERRUPTED).unlink(missing_ok=True)  # superseded
+            if improved:
+                save_checkpoint(checkpoints / "best_model.pt", model, tokenizer, **extra)
+            if stop.requested:  # the signal came during evaluation or saving
+                path = checkpoints / f"checkpoint_epoch_{epoch}.pt"
+                raise stop.interrupted(f"the end of epoch {epoch}", path, resume_command(cfg, path))
+            best = progress.best
             if cfg.stop_at_exact_match and best >= cfg.stop_at_exact_match:
                 logger.info("exact match %.4f >= %.4f: stopping early", best, cfg.stop_at_exact_match)
                 break
+            if out_of_time(cfg.time_budget_minutes, record["elapsed_s"], epoch):
+                logger.info("another epoch would overrun --time_budget_minutes: stopping")
+                break
     finally:
+        stop.uninstall()
         tracker.finish()
         logging.getLogger().removeHandler(log_handler)
 
@@ -156,11 +206,13 @@ def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
     summary = {
         "version": "pytorch",
         "task": cfg.task,
-        "final": {k: final[k] for k in ("eval_loss", "eval_token_accuracy", "eval_exact_match")},
-        "best_eval_exact_match": best,
+        "final": {k: v for k, v in final.items() if k.startswith("eval_")},
+        f"best_{selection_metric(cfg)}": progress.best,
         "wall_time_s": time.perf_counter() - start,
+        **data_report,
+        **final_evaluation(cfg, out, eval_pairs, tracker.history, device),
         "parameters": model.num_parameters(),
         "config": config_record,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_json(out / "summary.json", summary)
     return summary

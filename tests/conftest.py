@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -14,8 +15,24 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
+# No network for the whole session, in this process and in every Python process a test starts:
+# tests/no_network/sitecustomize.py refuses connections that leave the machine; putting its folder
+# first on PYTHONPATH makes each child interpreter load it at start-up (`python main.py ...`).
+NO_NETWORK = ROOT / "tests" / "no_network"
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(NO_NETWORK), os.environ.get("PYTHONPATH")) if p)
+_spec = importlib.util.spec_from_file_location("tests_no_network", NO_NETWORK / "sitecustomize.py")
+no_network = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(no_network)  # blocks on import, before any test module is collected
+
 from pytorch_version.model import Transformer
 from utils.config import ModelConfig
+
+
+@pytest.fixture(scope="session", autouse=True)
+def network_blocked():
+    """Every test runs with non-loopback sockets refused (see NO_NETWORK above)."""
+    no_network.block_network()
+    yield
 
 
 def tiny_config(**overrides) -> ModelConfig:

@@ -15,7 +15,8 @@ import torch
 
 from utils.trace_printer import parse_selection
 
-TASKS = ("copy", "reversal", "addition")
+TOY_TASKS = ("copy", "reversal", "addition")
+TASKS = (*TOY_TASKS, "translation")
 VERSIONS = ("pytorch", "huggingface", "both", "analysis", "test")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -93,6 +94,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_precision(cfg: RunConfig, device: torch.device) -> None:
+    """--fp16 needs CUDA (float16 training needs loss scaling, which only the Trainer does here)."""
+    if cfg.fp16 and device.type != "cuda":
+        raise UserError(f"--fp16 needs a CUDA GPU; this run is on the {device.type} (drop it, or try --bf16)")
+    if cfg.fp16 and cfg.version != "huggingface":
+        raise UserError("--fp16 is for --version huggingface; pytorch_version has --bf16 (no loss scaling)")
+
+
 def _require_positive(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise UserError(f"{name} must be a positive integer, got {value!r}")
@@ -108,15 +117,22 @@ class RunConfig:
 
     # what to run
     version: str = _opt("pytorch", "which implementation to run", choices=VERSIONS)
-    task: str = _opt("reversal", "toy task to learn", choices=TASKS)
+    task: str = _opt("reversal", "what to learn: a toy task, or translation of --data_dir", choices=TASKS)
     seed: int = _opt(42, "random seed for data generation, initialisation and batching")
     device: str = _opt("auto", "where to compute; auto picks cuda, then mps, then cpu", choices=DEVICES)
     output_dir: str = _opt(".", "parent folder of results_pytorch/ and results_huggingface/")
     # data
-    train_size: int = _opt(20000, "number of training examples generated for the toy task")
-    eval_size: int = _opt(500, "number of held-out examples (no source string is also in train)")
+    train_size: int = _opt(20000, "training examples of a toy task (translation: the files decide)")
+    eval_size: int = _opt(500, "held-out toy examples, no source also in train (translation: val files)")
     min_len: int = _opt(3, "shortest toy string (copy, reversal)")
     max_len: int = _opt(16, "longest toy string (copy, reversal)")
+    data_dir: str = _opt("", "translation: folder with train.SRC/.TGT and val.SRC/.TGT, a sentence a line")
+    src_lang: str = _opt("de", "translation: source language, the suffix of the source files")
+    tgt_lang: str = _opt("en", "translation: target language, the suffix of the target files")
+    max_train_lines: int = _opt(0, "translation: use only the first N training pairs (0: all)")
+    vocab_size: int = _opt(8000, "translation: BPE vocabulary size (per language with --separate_vocab)")
+    separate_vocab: bool = _opt(False, "translation: one BPE vocabulary per language instead of a shared one")
+    max_tokens: int = _opt(0, "batch by length: up to N padded tokens per batch, e.g. 4096 (0: --batch_size)")
     # model
     hidden_size: int = _opt(128, "d_model, the width of every token vector")
     num_layers: int = _opt(2, "encoder layers and decoder layers (N in the paper)")
@@ -136,13 +152,21 @@ class RunConfig:
     clip_grad_norm: float = _opt(1.0, "clip the gradient norm to this value; 0 turns clipping off")
     dataloader_num_workers: int = _opt(0, "worker processes for the DataLoader")
     stop_at_exact_match: float = _opt(0.0, "stop once held-out exact match reaches this (0: run all epochs)")
+    time_budget_minutes: float = _opt(0.0, "don't start an epoch that would end past N minutes (0: no limit)")
+    checkpoint_average: int = _opt(0, "translation: average the last N epoch checkpoints at the end (0: off)")
+    max_nonfinite_steps: int = _opt(5, "a NaN/inf loss skips its step; this many in a row stop (0: never)")
+    fp16: bool = _opt(False, "float16 mixed precision (needs a CUDA GPU; --version huggingface)")
+    bf16: bool = _opt(False, "bfloat16 mixed precision (a recent GPU, or the CPU where torch supports it)")
+    resume: str = _opt("", "go on with a stopped run: a .pt checkpoint (HF: checkpoint-N/) or 'auto'")
     # decoding and inference
-    checkpoint: str = _opt("", "a saved .pt checkpoint to decode with (with --source or --interactive)")
+    checkpoint: str = _opt("", "a .pt file or HF results folder, for --source, --interactive or --evaluate")
     source: str = _opt("", "one input to decode with --checkpoint")
     interactive: bool = _opt(False, "read inputs line by line from stdin and decode each")
     beam_size: int = _opt(1, "1: greedy decoding; >1: beam search with this many beams")
     length_penalty: float = _opt(0.6, "beam search length penalty alpha (Wu et al. 2016)")
     max_length: int = _opt(0, "longest output in tokens when decoding; 0: source length + 10")
+    evaluate: bool = _opt(False, "translate --test_prefix with --checkpoint and score it (BLEU, chrF)")
+    test_prefix: str = _opt("", "--evaluate: PREFIX.SRC is translated and scored against PREFIX.TGT")
     # watching it work
     debug: bool = _opt(False, "print a step-by-step trace of the forward pass (first batch, --source)")
     debug_layers: str = _opt("all", "layers shown by --debug: 'all' or a list such as '0,1'")
@@ -181,6 +205,63 @@ class RunConfig:
             raise UserError(str(err)) from err
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.max_nonfinite_steps < 0:
+            raise UserError(f"max_nonfinite_steps must be >= 0, got {self.max_nonfinite_steps}")
+        for name in ("dropout", "attention_dropout"):  # checked here too, before any data is made
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.fp16 and self.bf16:
+            raise UserError("--fp16 and --bf16 exclude each other; choose one")
+        if self.resume and (self.checkpoint or self.version not in ("pytorch", "huggingface")):
+            raise UserError("--resume continues training: use it with --version pytorch or huggingface, "
+                            "without --checkpoint")  # fmt: skip
+        self._check_translation()
+
+    def _check_translation(self) -> None:
+        """The translation flags: what is missing, and which flags do not go together."""
+        for name in ("max_train_lines", "max_tokens", "checkpoint_average"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.time_budget_minutes < 0:
+            raise UserError(f"time_budget_minutes must be >= 0, got {self.time_budget_minutes}")
+        if self.vocab_size < 50:
+            raise UserError(f"vocab_size must be at least 50 (specials + an alphabet), got {self.vocab_size}")
+        for name in ("src_lang", "tgt_lang"):
+            lang = getattr(self, name)
+            if not lang or any(c in lang for c in "/\\. "):
+                raise UserError(f"{name} must be a file suffix such as 'de', got {lang!r}")
+        if self.src_lang == self.tgt_lang:
+            raise UserError(f"src_lang and tgt_lang must differ, both are {self.src_lang!r}")
+        if self.evaluate and not (self.checkpoint and self.test_prefix):
+            raise UserError(
+                "--evaluate needs --checkpoint PATH and --test_prefix PREFIX "
+                f"(PREFIX.{self.src_lang} is translated, PREFIX.{self.tgt_lang} the reference)"
+            )
+        if self.test_prefix and not self.evaluate:
+            raise UserError("--test_prefix is used by --evaluate; add --evaluate --checkpoint PATH")
+        if self.evaluate and (self.source or self.interactive):
+            raise UserError("--evaluate scores a test set; --source and --interactive decode single inputs")
+        if self.task != "translation":
+            for name in ("data_dir", "separate_vocab", "max_train_lines", "checkpoint_average"):
+                if getattr(self, name):
+                    raise UserError(f"--{name} applies to --task translation only")
+            return
+        if not self.data_dir and not self.checkpoint:
+            raise UserError(
+                f"--task translation needs --data_dir DIR, a folder with train.{self.src_lang}, "
+                f"train.{self.tgt_lang}, val.{self.src_lang} and val.{self.tgt_lang}"
+            )
+        if self.version not in ("pytorch", "huggingface", "test"):
+            raise UserError(f"translation needs --version pytorch or huggingface, not {self.version}")
+        if self.separate_vocab and self.version == "huggingface":
+            raise UserError("--separate_vocab needs --version pytorch: the HF version has one tokenizer")
+        if self.stop_at_exact_match:
+            raise UserError("--stop_at_exact_match is for the toy tasks; translation keeps the best BLEU")
+
+    @property
+    def share_embeddings(self) -> bool:
+        """Translation with one vocabulary shares the source and target embeddings (section 3.4)."""
+        return self.task == "translation" and not self.separate_vocab
 
     def model_config(self, src_vocab_size: int, tgt_vocab_size: int, **ids: int) -> ModelConfig:
         return ModelConfig(
@@ -194,6 +275,7 @@ class RunConfig:
             attention_dropout=self.attention_dropout,
             norm_first=self.norm_first,
             tie_output=self.tie_output,
+            share_embeddings=self.share_embeddings,
             **ids,
         )
 

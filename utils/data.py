@@ -1,23 +1,32 @@
-"""Toy tasks generated from a seed, and batching for sequence-to-sequence training.
+"""The data of a run (toy tasks generated from a seed, or a parallel corpus) and its batching.
 
 Each example is a (source, target) pair of strings. A batch holds
     src      (B, S)  source ids + EOS, right-padded with PAD
     tgt_in   (B, T)  BOS + target ids          (decoder input, "shifted right")
     tgt_out  (B, T)  target ids + EOS          (what each position must predict)
+
+Batches hold `batch_size` examples in random order, or, with `max_tokens`, examples of
+similar length up to that many padded tokens (utils.batching.TokenBatchSampler).
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import string
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from utils.config import TASKS, UserError
+from utils.batching import TokenBatchSampler
+from utils.config import TOY_TASKS, ModelConfig, UserError
+from utils.corpus import Pair, load_parallel
 from utils.tokenizer import BOS_ID, PAD_ID, CharTokenizer
 
-Pair = tuple[str, str]
+logger = logging.getLogger(__name__)
+
+# the longest sequence the model's position table covers (ModelConfig.max_position's default)
+MAX_SEQUENCE_TOKENS = ModelConfig.__dataclass_fields__["max_position"].default
 
 ALPHABETS = {
     "copy": string.ascii_lowercase,
@@ -48,8 +57,8 @@ def make_toy_task(
 
     Sources are unique over both sets, so no eval source is ever seen in training.
     """
-    if task not in TASKS:
-        raise UserError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    if task not in TOY_TASKS:
+        raise UserError(f"unknown task {task!r}; expected a toy task: {', '.join(TOY_TASKS)}")
     needed = train_size + eval_size
     if task == "addition" and needed > 1000 * 1000:
         raise UserError(f"addition has 1,000,000 distinct problems; asked for {needed}")
@@ -76,21 +85,78 @@ def tokenizer_for_task(task: str) -> CharTokenizer:
 
 
 def load_task_data(cfg) -> tuple[list[Pair], list[Pair], CharTokenizer]:
-    """(train pairs, eval pairs, tokenizer) of the run's task: the one place both versions get data."""
+    """(train pairs, eval pairs, tokenizer) of the run's task: the one place both versions get data.
+
+    Toy tasks are generated (--train_size, --eval_size); translation reads --data_dir's
+    train and val files and trains the BPE tokenizer on the training pairs.
+    """
+    if cfg.task == "translation":
+        return load_translation_data(cfg)
     train, held_out = make_toy_task(
         cfg.task, cfg.train_size, cfg.eval_size, cfg.seed, cfg.min_len, cfg.max_len
     )
     return train, held_out, tokenizer_for_task(cfg.task)
 
 
+def load_translation_data(cfg):
+    """DIR/train.{src,tgt} (the first --max_train_lines) and DIR/val.{src,tgt}, and a BPE tokenizer
+    (--vocab_size, shared unless --separate_vocab) learnt from the training pairs only."""
+    from utils.bpe import train_bpe  # needs the `tokenizers` package, toy tasks do not
+
+    train = load_parallel(cfg.data_dir, "train", cfg.src_lang, cfg.tgt_lang, cfg.max_train_lines)
+    val = load_parallel(cfg.data_dir, "val", cfg.src_lang, cfg.tgt_lang)
+    tokenizer = train_bpe(train, cfg.vocab_size, cfg.separate_vocab)
+    train, val = (_drop_too_long(pairs, tokenizer, name) for pairs, name in ((train, "train"), (val, "val")))
+    logger.info(
+        "translation %s->%s from %s: %d train / %d val pairs; BPE vocabulary %s",
+        cfg.src_lang, cfg.tgt_lang, cfg.data_dir, len(train), len(val),
+        f"{tokenizer.src_vocab_size} + {tokenizer.tgt_vocab_size} (separate)" if cfg.separate_vocab
+        else f"{tokenizer.vocab_size} (shared)",
+    )  # fmt: skip
+    return train, val, tokenizer
+
+
+def _drop_too_long(pairs: list[Pair], tokenizer, name: str) -> list[Pair]:
+    """Pairs whose source or target fits the model's position table (MAX_SEQUENCE_TOKENS)."""
+    src = tokenizer.source.encode_batch([s for s, _ in pairs])
+    tgt = tokenizer.target.encode_batch([t for _, t in pairs])
+    kept = [p for p, s, t in zip(pairs, src, tgt) if max(len(s), len(t)) <= MAX_SEQUENCE_TOKENS]
+    if len(kept) < len(pairs):
+        logger.warning(
+            "%s: dropped %d pairs longer than %d tokens", name, len(pairs) - len(kept), MAX_SEQUENCE_TOKENS
+        )
+    if not kept:
+        raise UserError(f"every {name} pair is longer than {MAX_SEQUENCE_TOKENS} tokens")
+    return kept
+
+
+def _encode_all(tokenizer, texts: list[str]) -> list[list[int]]:
+    if hasattr(tokenizer, "encode_batch"):  # BPE: many at once, in Rust
+        return tokenizer.encode_batch(texts)
+    return [tokenizer.encode(t) for t in texts]
+
+
 class PairDataset(Dataset):
-    """Source and target strings encoded once, up front."""
+    """Source and target strings encoded once, up front (sources + EOS, targets + EOS).
+
+    `src_tokenizer` alone encodes both sides with their own vocabulary (`.source`, `.target`);
+    a `tgt_tokenizer` overrides the target side.
+    """
 
     def __init__(self, pairs: list[Pair], src_tokenizer, tgt_tokenizer=None) -> None:
-        tgt_tokenizer = tgt_tokenizer or src_tokenizer
+        tgt_tokenizer = tgt_tokenizer or getattr(src_tokenizer, "target", src_tokenizer)
+        src_tokenizer = getattr(src_tokenizer, "source", src_tokenizer)
         self.pairs = pairs
-        self.src = [src_tokenizer.encode(s) for s, _ in pairs]
-        self.tgt = [tgt_tokenizer.encode(t) for _, t in pairs]
+        self.src = _encode_all(src_tokenizer, [s for s, _ in pairs])
+        self.tgt = _encode_all(tgt_tokenizer, [t for _, t in pairs])
+
+    @property
+    def src_lengths(self) -> list[int]:
+        return [len(s) for s in self.src]
+
+    @property
+    def tgt_lengths(self) -> list[int]:
+        return [len(t) for t in self.tgt]
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -124,9 +190,21 @@ def first_example(batch: dict[str, torch.Tensor], pad_id: int = PAD_ID) -> tuple
 
 
 def make_loader(
-    dataset: PairDataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0
+    dataset: PairDataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    num_workers: int = 0,
+    max_tokens: int = 0,
 ) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)  # same seed, same batch order
+    """Batches of `batch_size` examples, or with `max_tokens` > 0 of similar-length examples up to
+    that many padded tokens each (then `batch_size` is not used). Same seed, same batch order."""
+    generator = torch.Generator().manual_seed(seed)
+    if max_tokens > 0:
+        sampler = TokenBatchSampler(dataset.src_lengths, dataset.tgt_lengths, max_tokens, shuffle, generator)
+        return DataLoader(
+            dataset, batch_sampler=sampler, collate_fn=collate, generator=generator, num_workers=num_workers
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -48,7 +48,10 @@ READING_GUIDE = {
     "probability from the true token to all the others.",
     "embedding_analysis*": "Token-embedding norms and cosine similarities: similar tokens show as red "
     "cells off the diagonal, opposite ones as blue.",
-    "training_curves": "Loss and held-out scores per epoch.",
+    "training_curves": "Loss and held-out scores per epoch (translation: BLEU and chrF on the right axis).",
+    "dataset_statistics": "The training corpus as the model sees it: tokens per sentence on each side, "
+    "source against target length, sentences per batch, and the share of each batch that is <pad> "
+    "(length-bucketed batches against random ones).",
 }
 
 

@@ -1,4 +1,8 @@
-"""A character tokenizer for the toy tasks: one id per character plus four specials."""
+"""A character tokenizer for the toy tasks: one id per character plus four specials.
+
+Real text uses subwords instead (utils/bpe.py); `tokenizer_from_dict` rebuilds either kind
+from the description a checkpoint stores.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ class CharTokenizer:
     """Maps each character of a fixed alphabet to an id; unknown characters map to UNK."""
 
     pad_id, bos_id, eos_id, unk_id = PAD_ID, BOS_ID, EOS_ID, UNK_ID
+    shared = True  # one alphabet for sources and targets
 
     def __init__(self, alphabet: str) -> None:
         chars = sorted(set(alphabet))
@@ -25,6 +30,17 @@ class CharTokenizer:
     @property
     def vocab_size(self) -> int:
         return len(self.id_to_token)
+
+    src_vocab_size = tgt_vocab_size = vocab_size
+
+    # the side that encodes sources and the one that encodes targets (utils.bpe has two kinds)
+    @property
+    def source(self) -> CharTokenizer:
+        return self
+
+    @property
+    def target(self) -> CharTokenizer:
+        return self
 
     def __len__(self) -> int:
         return self.vocab_size
@@ -76,4 +92,8 @@ def tokenizer_from_dict(data: dict):
     kind = data.get("type") if isinstance(data, dict) else None
     if kind == "char":
         return CharTokenizer.from_dict(data)
+    if kind in ("bpe", "bpe_pair"):
+        from utils.bpe import BPETokenizer, SeparateVocabTokenizer  # needs `tokenizers`; only here
+
+        return (BPETokenizer if kind == "bpe" else SeparateVocabTokenizer).from_dict(data)
     raise UserError(f"unknown tokenizer type {kind!r} in checkpoint")

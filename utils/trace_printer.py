@@ -186,8 +186,10 @@ def trace_example(model, src: torch.Tensor, tgt_in: torch.Tensor, to_tokens, lay
     """The trace of row 0 of a batch, padding cut off, in eval mode, for either implementation.
 
     `model` needs `run_with_cache` and a config with pad_id, num_layers and num_heads;
-    `to_tokens` turns a sequence of ids into token strings (the figure and trace labels).
+    `to_tokens` turns a sequence of ids into token strings (the figure and trace labels); a pair
+    (source_fn, target_fn) labels each side with its own vocabulary.
     """
+    src_tokens, tgt_tokens = to_tokens if isinstance(to_tokens, tuple) else (to_tokens, to_tokens)
     cfg = model.config
     src = src[:1, : int((src[0] != cfg.pad_id).sum())]
     tgt = tgt_in[:1, : int((tgt_in[0] != cfg.pad_id).sum())]
@@ -199,10 +201,10 @@ def trace_example(model, src: torch.Tensor, tgt_in: torch.Tensor, to_tokens, lay
         model.train(was_training)
     return format_trace(
         cache,
-        to_tokens(src[0].tolist()),
-        to_tokens(tgt[0].tolist()),
+        src_tokens(src[0].tolist()),
+        tgt_tokens(tgt[0].tolist()),
         cfg.num_layers,
         layers=parse_selection(layers, cfg.num_layers, "layers"),
         heads=parse_selection(heads, cfg.num_heads, "heads"),
-        predicted=to_tokens(logits[0].argmax(-1).tolist()),
+        predicted=tgt_tokens(logits[0].argmax(-1).tolist()),
     )

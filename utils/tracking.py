@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from utils.resilience import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,11 +47,12 @@ class Tracker:
         run_name: str | None = None,
         config: dict[str, Any] | None = None,
         wandb_dir: Path | None = None,
+        history: list[dict[str, Any]] | None = None,
     ) -> None:
+        """`history`: the records of the run so far, when it is resumed; metrics.jsonl starts with them."""
         self.path = Path(jsonl_path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("", encoding="utf-8")
-        self.history: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = list(history or [])
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.history))
         self.wandb_run = None
         if use_wandb:
             self.wandb_run = _start_wandb(project, run_name, config, wandb_dir or self.path.parent)
@@ -58,6 +61,8 @@ class Tracker:
         self.history.append(record)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # a line appended whole: a crash loses at most the record being written
         if self.wandb_run is not None:
             step = record.get("step")
             self.wandb_run.log({k: v for k, v in record.items() if k != "step"}, step=step)

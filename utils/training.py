@@ -31,3 +31,10 @@ def seq2seq_loss(
         label_smoothing=smoothing,
         reduction=reduction,
     )
+
+
+def out_of_time(budget_minutes: float, elapsed_s: float, epochs_done: int) -> bool:
+    """True when another epoch, as long as the mean one so far, would end past the budget (0: none)."""
+    if budget_minutes <= 0 or epochs_done <= 0:
+        return False
+    return elapsed_s + elapsed_s / epochs_done > 60 * budget_minutes

@@ -40,11 +40,19 @@ def plot_training_curves(history: list[dict], path: str | Path, title: str = "Tr
             ax_loss.plot(epochs, [r[key] for r in history], marker="o", label=key)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy (label-smoothed)", title="Loss")
     ax_loss.legend()
-    for key in sorted({k for r in history for k in r}):
-        if key.endswith(("accuracy", "exact_match", "bleu")) and all(key in r for r in history):
+    keys = sorted({k for r in history for k in r if all(k in rec for rec in history)})
+    for key in keys:
+        if key.endswith(("accuracy", "exact_match")):
             ax_acc.plot(epochs, [r[key] for r in history], marker="o", label=key)
     ax_acc.set(xlabel="epoch", ylabel="score", title="Held-out scores")
-    ax_acc.legend()
+    ax_acc.legend(loc="upper left")
+    text_scores = [k for k in keys if k.endswith(("bleu", "chrf"))]
+    if text_scores:  # BLEU and chrF run from 0 to 100: a second axis, so accuracies stay readable
+        ax_text = ax_acc.twinx()
+        for n, key in enumerate(text_scores):
+            ax_text.plot(epochs, [r[key] for r in history], marker="s", ls="--", color=f"C{n + 3}", label=key)
+        ax_text.set(ylabel="BLEU / chrF (0-100)")
+        ax_text.legend(loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)

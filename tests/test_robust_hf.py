@@ -1,0 +1,169 @@
+"""huggingface_version: nothing lost, nothing unsafe. A SIGTERM makes the Trainer save checkpoint-N and
+stop; `--resume` (resume_from_checkpoint) continues to bitwise the same weights and metrics; a NaN loss
+skips its step; weights are only read from safetensors."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.robust_helpers import TINY, metrics_without_time
+from utils.config import RunConfig, UserError
+from utils.resilience import SIGTERM_AT_STEP_ENV, TrainingStopped
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _run(folder: Path, **overrides) -> dict:
+    from huggingface_version.train import train_huggingface
+
+    return train_huggingface(
+        RunConfig(version="huggingface", output_dir=str(folder), **{**TINY, **overrides})
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, single_thread) -> Path:
+    folder = tmp_path_factory.mktemp("hf_whole")
+    _run(folder)
+    return folder / "results_huggingface"
+
+
+def test_sigterm_saves_a_trainer_checkpoint_and_resume_ends_bitwise_equal(
+    tmp_path, uninterrupted, monkeypatch
+):
+    monkeypatch.setenv(SIGTERM_AT_STEP_ENV, "13")  # epoch 2, step 3 of 10
+    with pytest.raises(TrainingStopped) as info:
+        _run(tmp_path)
+    assert info.value.exit_code == 143
+    out = tmp_path / "results_huggingface"
+    assert "resume with: python main.py --version huggingface" in str(info.value)
+    assert str(out / "checkpoint-13") in str(info.value)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-13"]
+    saved = {p.name for p in (out / "checkpoint-13").iterdir()}
+    assert {
+        "model.safetensors",
+        "optimizer.pt",
+        "rng_state.pth",
+        "trainer_state.json",
+        "tutorial_state.pt",
+    } <= saved
+    assert "pytorch_model.bin" not in saved
+    assert len(metrics_without_time(out)) == 1, "half an epoch was evaluated"
+    assert not (out / "model.safetensors").exists(), "an interrupted run wrote its final model"
+
+    monkeypatch.delenv(SIGTERM_AT_STEP_ENV)
+    summary = _run(tmp_path, resume="auto")
+    final, expected = load_file(out / "model.safetensors"), load_file(uninterrupted / "model.safetensors")
+    assert final.keys() == expected.keys()
+    assert all(torch.equal(final[k], expected[k]) for k in final)
+    assert metrics_without_time(out) == metrics_without_time(uninterrupted)
+    assert summary["final"] == {
+        k: v for k, v in metrics_without_time(uninterrupted)[-1].items() if "eval" in k
+    }
+
+
+def test_resume_from_an_epoch_checkpoint_equals_the_uninterrupted_run(tmp_path, uninterrupted):
+    out = tmp_path / "results_huggingface"
+    shutil.copytree(uninterrupted / "checkpoint-10", out / "checkpoint-10")
+    _run(tmp_path, resume="auto")
+    final, expected = load_file(out / "model.safetensors"), load_file(uninterrupted / "model.safetensors")
+    assert all(torch.equal(final[k], expected[k]) for k in expected)
+    assert metrics_without_time(out) == metrics_without_time(uninterrupted)
+
+
+def test_resume_refuses_other_settings_and_foreign_or_pickled_checkpoints(tmp_path, uninterrupted):
+    from huggingface_version.resume import load_state, resume_checkpoint
+
+    checkpoint = uninterrupted / "checkpoint-20"
+    cfg = RunConfig(version="huggingface", output_dir=str(tmp_path), **{**TINY, "hidden_size": 64})
+    with pytest.raises(UserError, match="other settings \\(hidden_size: checkpoint 32, flags 64\\)"):
+        load_state(checkpoint, cfg)
+    for path, fragment in [(tmp_path / "x.pt", "is a file"), (tmp_path / "nope", "not found"),
+                           (uninterrupted, "not a Trainer checkpoint")]:  # fmt: skip
+        if path.suffix == ".pt":
+            path.write_bytes(b"x")
+        with pytest.raises(UserError, match=fragment):
+            resume_checkpoint(RunConfig(version="huggingface", resume=str(path)), uninterrupted)
+    pickled = tmp_path / "checkpoint-20"
+    pickled.mkdir()
+    for name in ("trainer_state.json", "tutorial_state.pt"):
+        (pickled / name).write_bytes((checkpoint / name).read_bytes())
+    torch.save(load_file(checkpoint / "model.safetensors"), pickled / "pytorch_model.bin")
+    with pytest.raises(UserError, match=r"refusing .*no model.safetensors .*pickled pytorch_model.bin"):
+        resume_checkpoint(RunConfig(version="huggingface", resume=str(pickled)), tmp_path)
+    # --resume auto passes over a checkpoint it must not load, and over one cut short
+    (tmp_path / "checkpoint-30").mkdir()
+    assert resume_checkpoint(RunConfig(version="huggingface", resume="auto"), tmp_path) is None
+
+
+def test_inference_refuses_pickled_weights(tmp_path, uninterrupted):
+    from huggingface_version.inference import load_hf_for_inference
+
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes((uninterrupted / name).read_bytes())
+    torch.save(load_file(uninterrupted / "model.safetensors"), tmp_path / "pytorch_model.bin")
+    with pytest.raises(UserError, match=r"refusing .*pickled pytorch_model.bin"):
+        load_hf_for_inference(tmp_path)
+
+
+def test_nan_losses_skip_steps_then_k_in_a_row_stop(tmp_path, monkeypatch, caplog):
+    import huggingface_version.train as hf_train
+
+    calls = {"n": 0, "bad": lambda n: n in (2, 3)}
+    build = hf_train.build_hf_model
+
+    def build_with_nan(*args):
+        model = build(*args)
+
+        def poison(module, inputs, output):  # NaN logits on the chosen training batches
+            if not module.training:
+                return output
+            calls["n"] += 1
+            return output * float("nan") if calls["bad"](calls["n"] - 1) else output
+
+        model.lm_head.register_forward_hook(poison)
+        return model
+
+    monkeypatch.setattr(hf_train, "build_hf_model", build_with_nan)
+    _run(tmp_path / "skip", epochs=1)
+    weights = load_file(tmp_path / "skip" / "results_huggingface" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert "non-finite loss (nan) at optimizer step 3 (epoch 1)" in caplog.text
+    optimizer = torch.load(tmp_path / "skip" / "results_huggingface" / "checkpoint-10" / "optimizer.pt",
+                           weights_only=True)  # fmt: skip
+    assert {int(s["step"]) for s in optimizer["state"].values()} == {10 - 2}, "Adam stepped on a NaN batch"
+
+    calls.update(n=0, bad=lambda n: n >= 12)
+    with pytest.raises(TrainingStopped, match=r"3 batches in a row .*last good checkpoint is .*-10"):
+        _run(tmp_path / "stop", max_nonfinite_steps=3)
+    out = tmp_path / "stop" / "results_huggingface"
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-10"]
+    assert not (out / "model.safetensors").exists()
+
+
+def test_disk_full_in_the_trainers_saving_is_one_line_and_the_earlier_checkpoint_resumes(
+    tmp_path, monkeypatch, capsys
+):
+    from huggingface_version.resume import resume_checkpoint
+    from tests.robust_helpers import assert_one_error_line, flags, main_in_process
+
+    real_save = torch.save
+
+    def full_at_epoch_2(obj, f, *args, **kwargs):  # the Trainer's optimizer.pt of checkpoint-20
+        if str(f).endswith("checkpoint-20/optimizer.pt"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_at_epoch_2)
+    argv = ["--version", "huggingface", *flags(**TINY), "--output_dir", str(tmp_path)]
+    line = assert_one_error_line(*main_in_process(argv, capsys), "No space left on device")
+    assert "results_huggingface" in line
+    out = tmp_path / "results_huggingface"
+    assert resume_checkpoint(RunConfig(version="huggingface", resume="auto"), out) == out / "checkpoint-10"

@@ -1,0 +1,38 @@
+"""Does a checkpoint fit the flags? The settings a resumed run must share with the run it continues,
+the architecture flags a loaded checkpoint must not contradict, and one-line descriptions of what differs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from utils.config import TOY_TASKS, ModelConfig, RunConfig
+
+# What a resumed run must share with the run it continues: these shape the data, the model or the
+# recipe (epochs may grow; where and how verbosely it runs may change).
+RESUME_FIELDS = ("task", "seed", "train_size", "eval_size", "min_len", "max_len", "data_dir", "src_lang",
+                 "tgt_lang", "max_train_lines", "vocab_size", "separate_vocab", "max_tokens", "hidden_size",
+                 "num_layers", "num_heads", "ffn_size", "dropout", "attention_dropout", "norm_first",
+                 "tie_output", "batch_size", "gradient_accumulation_steps", "lr_factor", "warmup_steps",
+                 "label_smoothing", "clip_grad_norm", "fp16", "bf16")  # fmt: skip
+ARCHITECTURE_FIELDS = ("hidden_size", "num_layers", "num_heads", "ffn_size", "norm_first", "tie_output")
+
+
+def describe_differences(saved: dict[str, Any], wanted: dict[str, Any], names=None) -> str:
+    """'hidden_size: checkpoint 32, flags 64; ...' for each name whose values differ ('' if none)."""
+    names = wanted.keys() if names is None else names
+    return "; ".join(
+        f"{n}: checkpoint {saved.get(n)!r}, flags {wanted.get(n)!r}"
+        for n in names
+        if n in wanted and saved.get(n) != wanted[n]
+    )
+
+
+def mismatched_flags(cfg: RunConfig, given, model_config: ModelConfig) -> str:
+    """Architecture flags the user gave explicitly (`given`) that a loaded checkpoint contradicts."""
+    wanted = {n: getattr(cfg, n) for n in ARCHITECTURE_FIELDS if n in given}
+    if "task" in given and cfg.task in TOY_TASKS:
+        from utils.data import tokenizer_for_task  # toy tasks only: translation vocabularies are learnt
+
+        wanted["src_vocab_size"] = tokenizer_for_task(cfg.task).vocab_size
+    return describe_differences(model_config.to_dict(), wanted)
