@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -197,6 +198,11 @@ def _hf_console() -> None:
 
 def run(cfg: RunConfig, given: frozenset = frozenset()) -> int:
     """Dispatch on --version; `given` names the settings the user gave explicitly."""
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # > 1: started by torchrun
+    if processes > 1 and (cfg.version not in ("pytorch", "huggingface") or cfg.checkpoint or cfg.evaluate):
+        what = "--checkpoint" if cfg.checkpoint or cfg.evaluate else f"--version {cfg.version}"
+        raise UserError(f"under torchrun only --version pytorch or huggingface trains; run {what} "
+                        f"as a single process: python main.py ...")  # fmt: skip
     if cfg.version in ("huggingface", "both") or Path(cfg.checkpoint or "/nonexistent").is_dir():
         _hf_console()
     if cfg.evaluate:
@@ -208,11 +214,15 @@ def run(cfg: RunConfig, given: frozenset = frozenset()) -> int:
     if cfg.version == "pytorch":
         from pytorch_version.train import train
 
-        _done("pytorch_version", train(cfg), "results_pytorch", cfg)
+        summary = train(cfg)  # under torchrun only rank 0 has a summary
+        if summary:
+            _done("pytorch_version", summary, "results_pytorch", cfg)
     elif cfg.version == "huggingface":
         from huggingface_version.train import train_huggingface
 
-        _done("huggingface_version", train_huggingface(cfg), "results_huggingface", cfg)
+        summary = train_huggingface(cfg)
+        if summary:
+            _done("huggingface_version", summary, "results_huggingface", cfg)
     elif cfg.version == "both":
         from huggingface_version.compare import run_comparison
 
@@ -249,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             values = parse_values(argv)
             return run(RunConfig.from_dict(values), frozenset(values))
     except UserError as err:
-        print(f"main.py: error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every process has it: one says it
+            print(f"main.py: error: {err}", file=sys.stderr)
         return 2
     except TrainingStopped as err:  # already logged, with the command that resumes
         return err.exit_code

@@ -6,8 +6,9 @@ What the subclass changes, each for parity with pytorch_version.train:
                         counts them); the plain mean in evaluation
   create_optimizer      Adam, betas (0.9, 0.98), eps 1e-9 (section 5.3)
   create_scheduler      the Noam warm-up schedule, pytorch_version.train.noam_schedule
-  get_train_dataloader  the same batches in the same order as utils.data.make_loader (also with
-                        --max_tokens: utils.batching.TokenBatchSampler)
+  get_train_dataloader  the same batches in the same order as pytorch_version.train (a
+                        DistributedSampler, also under torchrun; with --max_tokens:
+                        utils.batching.TokenBatchSampler)
   prediction_step       greedy decoding with source length + 10 new tokens, and teacher-forced
                         token accuracy, as pytorch_version.train.evaluate
   compute_metrics       exact match, and for translation BLEU and chrF (utils.metrics)
@@ -23,34 +24,16 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, RandomSampler, Sampler
+from torch.utils.data import DataLoader
 from transformers import Seq2SeqTrainer, TrainerCallback
 
 from huggingface_version.resume import ResumableSampler
+from pytorch_version.distributed import EpochSampler, World, sampler
 from utils.batching import TokenBatchSampler
 from utils.metrics import exact_match, translation_scores
 from utils.resilience import NonFiniteGuard
 from utils.tracking import Tracker
 from utils.training import noam_schedule
-
-
-class ExhaustedRandomSampler(Sampler):
-    """torch's RandomSampler, run to its end at the start of each pass.
-
-    RandomSampler draws one more (empty) permutation when asked for the element after the
-    last. pytorch_version's `for batch in loader` asks, the Trainer (which counts its steps)
-    does not; running the sampler out keeps the shared generator, and so every later epoch's
-    order, the same in both.
-    """
-
-    def __init__(self, data_source, generator: torch.Generator) -> None:
-        self.inner = RandomSampler(data_source, generator=generator)
-
-    def __iter__(self):
-        return iter(list(self.inner))
-
-    def __len__(self) -> int:
-        return len(self.inner)
 
 
 class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
@@ -161,30 +144,38 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
         return self.lr_scheduler
 
     def get_train_dataloader(self) -> DataLoader:
-        """Shuffled batches in utils.data.make_loader's order: same seed, same permutation each epoch."""
+        """Shuffled batches in pytorch_version.train's order: same seed, same permutation each epoch.
+
+        Under torchrun process r of N reads perm[r::N] (a DistributedSampler, as pytorch_version
+        does), so N processes with batch B see the batches one process with batch N x B sees.
+        """
         generator = torch.Generator().manual_seed(self.args.seed)
         if self.max_tokens:
             lengths = [(len(x["input_ids"]), len(x["labels"])) for x in self.train_dataset]
-            sampler = TokenBatchSampler(*zip(*lengths), self.max_tokens, shuffle=True, generator=generator)
-            return DataLoader(
+            batches = TokenBatchSampler(*zip(*lengths), self.max_tokens, shuffle=True, generator=generator)
+            loader = DataLoader(
                 self.train_dataset,
-                batch_sampler=ResumableSampler(sampler, generator, lambda: self._epochs_done(len(sampler))),
+                batch_sampler=ResumableSampler(batches, generator, lambda: self._epochs_done(len(batches))),
                 generator=generator,
                 collate_fn=self.data_collator,
                 num_workers=self.args.dataloader_num_workers,
             )
-        return DataLoader(
-            self.train_dataset,
-            batch_size=self._train_batch_size,
-            sampler=ResumableSampler(
-                ExhaustedRandomSampler(self.train_dataset, generator),
-                generator,
-                lambda: self._epochs_done(-(-len(self.train_dataset) // self._train_batch_size)),
-            ),
-            generator=generator,  # the DataLoader draws its worker base seed from it, as make_loader's does
-            collate_fn=self.data_collator,
-            num_workers=self.args.dataloader_num_workers,
-        )
+        else:
+            world = World(self.args.process_index, self.args.world_size)
+            order = EpochSampler(sampler(self.train_dataset, world, self.args.seed))  # set by (seed, epoch)
+            loader = DataLoader(
+                self.train_dataset,
+                batch_size=self._train_batch_size,
+                sampler=ResumableSampler(
+                    order,
+                    generator,
+                    lambda: self._epochs_done(-(-len(self.train_dataset) // self._train_batch_size)),
+                ),
+                generator=generator,  # the DataLoader draws its worker base seed from it, as pytorch's does
+                collate_fn=self.data_collator,
+                num_workers=self.args.dataloader_num_workers,
+            )
+        return loader
 
     def _epochs_done(self, batches: int) -> int:
         """Whole epochs of `batches` batches behind a resumed run, counted as the Trainer counts them."""
@@ -225,10 +216,17 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
         """Exact match of the greedy outputs against the reference strings, and token accuracy."""
         ids = eval_pred.predictions
         ids = ids[0] if isinstance(ids, tuple) else ids
+        # under torchrun accelerate gives every process equally many batches, repeating examples at
+        # the end; gathered in order, the first len(references) rows are the evaluation set
+        ids = ids[: len(self.references)] if self.references is not None else ids
         # rows are padded with -100 where batches of different lengths were joined
         predictions = [self.processing_class.decode(row[row >= 0], skip_special_tokens=True) for row in ids]
         self.last_predictions = predictions
         correct, counted = self._token_counts
+        if torch.distributed.is_initialized():  # under torchrun each process counted its share
+            counts = torch.tensor([correct, counted], dtype=torch.float64)
+            torch.distributed.all_reduce(counts)
+            correct, counted = int(counts[0]), int(counts[1])
         self._token_counts = [0, 0]
         metrics = {
             "token_accuracy": correct / max(counted, 1),
@@ -273,7 +271,7 @@ class MetricsLogCallback(TrainerCallback):
         # the rate for the next step, as pytorch_version logs it (the Trainer logs the last one used)
         lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else self._train.get("lr")
         record |= {"lr": lr, "elapsed_s": time.perf_counter() - self.start}
-        self.tracker.log(record)
+        self.tracker.log(record)  # (only rank 0's tracker writes a file under torchrun)
         if self.stop_at_exact_match and (record["eval_exact_match"] or 0.0) >= self.stop_at_exact_match:
             control.should_training_stop = True
 

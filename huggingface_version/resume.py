@@ -200,11 +200,13 @@ class ResumeCallback(TrainerCallback):
             "batch_losses": list(self.trainer._batch_losses),
             "nonfinite_in_a_row": self.trainer.guard.in_a_row,
         }
+        self.last_saved = self.trainer.guard.last_good = folder
+        if not state.is_world_process_zero:  # under torchrun rank 0 writes
+            return
         if self.recorder is not None:
             saved["recorder"] = {n: getattr(self.recorder, n) for n in ("qkv_history", "attention_snapshots",
                                                                         "attention_maps")}  # fmt: skip
         atomic_save(saved, folder / STATE_FILE)
-        self.last_saved = self.trainer.guard.last_good = folder
 
     def on_train_end(self, args, state, control, **kwargs):
         self.stop.uninstall()

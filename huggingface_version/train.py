@@ -35,6 +35,7 @@ from huggingface_version.resume import (
     save_model_atomically,
 )
 from huggingface_version.tokenization import to_fast_tokenizer
+from pytorch_version.distributed import World, check_supported, shutdown
 from utils.config import RunConfig, UserError, check_precision, resolve_device
 from utils.data import PairDataset, collate, first_example, load_task_data
 from utils.monitor import InternalsRecorder, write_analysis
@@ -126,8 +127,23 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
     precision = _check_precision(cfg, device)
     resume_from = resume_checkpoint(cfg, out) if cfg.resume else None
     saved = load_state(resume_from, cfg) if resume_from else None  # refused before anything is written
-    ensure_writable(out / "logs")
-    log_handler = add_file_log(out / "logs" / "train.log")
+    # under torchrun the Trainer (accelerate) joins the process group; rank 0 alone writes and logs
+    world = World(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
+    check_supported(cfg, world)  # --max_tokens: one process only
+    main = world.is_main
+    if not main:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        return _train(cfg, init_from_pytorch, out, device, precision, resume_from, saved, world)
+    finally:
+        shutdown(world)
+
+
+def _train(cfg, init_from_pytorch, out, device, precision, resume_from, saved, world: World) -> dict:
+    main = world.is_main
+    if main:
+        ensure_writable(out / "logs")
+    log_handler = add_file_log(out / "logs" / "train.log") if main else None
     torch.manual_seed(cfg.seed)
 
     train_pairs, eval_pairs, data_tokenizer = load_task_data(cfg)
@@ -139,7 +155,7 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
             raise UserError(f"init_from_pytorch has config {init_from_pytorch.config}, expected {expected}")
         model = pytorch_to_hf(init_from_pytorch).train()
     config_record = {"run": cfg.to_dict(), "model": model.config.to_model_config().to_dict()}
-    report_to = _report_to(cfg, out, config_record)
+    report_to = _report_to(cfg, out, config_record) if main else "none"
 
     args = Seq2SeqTrainingArguments(
         output_dir=str(out),
@@ -160,14 +176,19 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
         report_to=report_to,
         run_name=f"huggingface-{cfg.task}",
         disable_tqdm=cfg.quiet,
+        ddp_backend=("nccl" if device.type == "cuda" else "gloo") if world.distributed else None,
+        ddp_timeout=cfg.dist_timeout,
         **precision,
     )
-    tracker = Tracker(out / "logs" / "metrics.jsonl", history=saved["history"] if saved else None)
+    metrics_file = out / "logs" / "metrics.jsonl" if main else None  # other ranks: in memory only
+    tracker = Tracker(metrics_file, history=saved["history"] if saved else None)
     callbacks = [MetricsLogCallback(tracker, cfg.stop_at_exact_match)]
     # the probe: the first held-out examples, batched exactly as pytorch_version.train does
     probe = collate([PairDataset(eval_pairs[:8], data_tokenizer)[i] for i in range(min(8, len(eval_pairs)))])
     probe_src, probe_tgt = first_example(probe, data_tokenizer.pad_id)
-    recorder = InternalsRecorder(probe_src, probe_tgt, cfg.track_every) if cfg.track_internals else None
+    recorder = (
+        InternalsRecorder(probe_src, probe_tgt, cfg.track_every) if cfg.track_internals and main else None
+    )
     if recorder is not None:
         callbacks.append(InternalsCallback(recorder))
     trainer = TutorialSeq2SeqTrainer(
@@ -197,7 +218,7 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
     if cfg.quiet:
         trainer.remove_callback(PrinterCallback)  # no progress bar, and no log dicts either
     generation_config = copy.deepcopy(model.generation_config)  # evaluation adds its defaults to it
-    if cfg.debug:
+    if cfg.debug and main:
         trace = trace_example(
             model,
             probe_src,
@@ -218,7 +239,10 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
         resumer.stop.uninstall()
         _finish_wandb(report_to)
         tracker.finish()
-        logging.getLogger().removeHandler(log_handler)
+        if log_handler is not None:
+            logging.getLogger().removeHandler(log_handler)
+    if not main:
+        return {}
     wall_time = time.perf_counter() - start
     logger.info("huggingface_version: examples %r", trainer.last_predictions[:2])
 

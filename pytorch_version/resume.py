@@ -54,6 +54,7 @@ class Progress:
     elapsed_s: float = 0.0  # training time before this process started (wall clock)
     history: list[dict[str, Any]] = field(default_factory=list)  # the metrics.jsonl records so far
     epoch_data_state: torch.Tensor | None = None  # the shuffling generator at the start of `epoch`
+    world_size: int = 1  # processes of the run (torchrun); batches_done counts global batches
 
     @property
     def position(self) -> tuple[int, int]:
@@ -121,8 +122,12 @@ def _epoch_number(path: Path) -> int:
     return int(match[1]) if match else -1
 
 
-def restore(path: Path, cfg: RunConfig, model, optimizer, scheduler, loader) -> tuple[Progress, dict]:
+def restore(path: Path, cfg: RunConfig, model, optimizer, scheduler, loader,
+            world_size: int = 1) -> tuple[Progress, dict]:  # fmt: skip
     """Load a resumable checkpoint into the freshly built run; refuses other settings, by name.
+
+    A run on N processes with --batch_size B resumes on M processes with --batch_size N*B/M: what
+    must match is the global batch (pytorch_version.distributed), whose count is `batches_done`.
 
     Returns the progress and the saved training state, whose "rng" the caller restores right
     before the first batch (nothing else may draw random numbers after it).
@@ -135,6 +140,16 @@ def restore(path: Path, cfg: RunConfig, model, optimizer, scheduler, loader) -> 
             "resume from checkpoint_epoch_N.pt or interrupted.pt"
         )
     saved, wanted = data["run_config"], cfg.to_dict()
+    progress_state = state.get("progress")
+    saved_world = progress_state.get("world_size", 1) if isinstance(progress_state, dict) else 1
+    if (saved_world, world_size) != (1, 1) and isinstance(saved.get("batch_size"), int):
+        # what must match is the global batch: per process x processes
+        got, want = saved["batch_size"] * saved_world, cfg.batch_size * world_size
+        if got == want:
+            saved, wanted = {**saved, "batch_size": got}, {**wanted, "batch_size": want}
+        else:
+            saved = {**saved, "batch_size": f"{saved['batch_size']} x {saved_world} processes"}
+            wanted = {**wanted, "batch_size": f"{cfg.batch_size} x {world_size} processes"}
     names = [n for n in RESUME_FIELDS if n in saved and n in wanted]
     differences = describe_differences(saved, wanted, names)
     differences = differences or describe_differences(data["model_config"], model.config.to_dict())

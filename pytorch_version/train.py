@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -17,6 +18,21 @@ from tqdm import tqdm
 
 from pytorch_version import resume
 from pytorch_version.checkpoint import save_checkpoint
+from pytorch_version.distributed import (
+    World,
+    agree_to_stop,
+    check_supported,
+    device_for,
+    fail_if_asked,
+    from_rank0,
+    init_world,
+    make_train_loader,
+    shutdown,
+    sum_across,
+    tokens_per_replica,
+    unwrap,
+    wrap,
+)
 from pytorch_version.evaluate import evaluate, final_evaluation, selection_metric
 from pytorch_version.model import Transformer
 from pytorch_version.resume import INTERRUPTED, Progress, save_resumable
@@ -35,14 +51,16 @@ logger = logging.getLogger(__name__)
 
 def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device, desc: str, recorder=None,
                     progress: Progress | None = None, stop: GracefulStop | None = None,
-                    guard: NonFiniteGuard | None = None) -> float:  # fmt: skip
+                    guard: NonFiniteGuard | None = None, world: World | None = None) -> float:  # fmt: skip
     """One pass over the data; returns the mean training loss. `recorder` watches internals.
 
     `progress` (pytorch_version.resume) says where the pass starts (a resumed run skips the
     batches it trained on before) and is kept up to date. Once `stop` is requested the pass ends
     after the current optimizer step. A batch with a NaN/inf loss is left out and its step skipped.
+    Under torchrun `model` is a DistributedDataParallel and `world` says which process this is.
     """
     model.train()
+    world, bare = world or World(), unwrap(model)
     progress, stop = progress or Progress(), stop or GracefulStop()
     guard = guard or NonFiniteGuard(cfg.max_nonfinite_steps)
     bar = tqdm(loader, desc=desc, disable=cfg.quiet, leave=False)
@@ -53,24 +71,31 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device,
         if i < progress.batches_done:
             continue  # trained on before the run was interrupted: the same batches, in the same order
         src, tgt_in, tgt_out = (batch[k].to(device) for k in ("src", "tgt_in", "tgt_out"))
-        tokens = int((tgt_out != model.config.pad_id).sum())
-        with torch.autocast(autocast, dtype=torch.bfloat16, enabled=cfg.bf16):  # --bf16: mixed precision
-            logits = model(src, tgt_in)
-        loss_sum = seq2seq_loss(logits.float(), tgt_out, model.config.pad_id, cfg.label_smoothing, "sum")
-        loss = loss_sum.item() / max(tokens, 1)
-        if guard.check(loss, f"epoch {progress.epoch}, batch {i}"):
-            loss_sum.backward()  # gradients of the window's batches add up...
-            window_tokens += tokens
-            progress.add_loss(loss)
-        else:
-            window_ok = False  # a NaN/inf batch: this whole optimizer step is skipped
+        tokens = int((tgt_out != bare.config.pad_id).sum())
+        last = (i + 1) % accum == 0 or i + 1 == len(loader)  # the window's last batch: a step follows
+        # DDP all-reduces gradients during backward; the window's earlier batches add up locally first
+        with model.no_sync() if world.distributed and not last else nullcontext():
+            with torch.autocast(autocast, dtype=torch.bfloat16, enabled=cfg.bf16):  # --bf16: mixed precision
+                logits = model(src, tgt_in)
+            loss_sum = seq2seq_loss(logits.float(), tgt_out, bare.config.pad_id, cfg.label_smoothing, "sum")
+            loss = loss_sum.item() / max(tokens, 1)
+            if guard.check(loss, f"epoch {progress.epoch}, batch {i}"):
+                loss_sum.backward()  # gradients of the window's batches add up...
+                window_tokens += tokens
+                progress.add_loss(loss)
+            else:
+                window_ok = False  # a NaN/inf batch: this whole optimizer step is skipped
+                if world.distributed:  # the others wait in backward's all-reduce: join it with zeros
+                    (sum(p.sum() for p in model.parameters()) * 0.0).backward()
         progress.batches_done, progress.step = i + 1, progress.step + 1
-        if (i + 1) % accum == 0 or i + 1 == len(loader):
+        if last:
             # ...and are divided by the window's token count: the mean over its tokens, so `accum`
-            # batches of B make the same step as one batch of accum * B, whatever their lengths
+            # batches of B make the same step as one batch of accum * B, whatever their lengths.
+            # Under DDP: by global tokens / N, as DDP averages (pytorch_version.distributed)
+            divisor, window_ok = tokens_per_replica(world, window_tokens, window_ok)
             for p in model.parameters():
                 if p.grad is not None:
-                    p.grad.div_(max(window_tokens, 1))
+                    p.grad.div_(divisor)
             if cfg.clip_grad_norm > 0 and window_ok:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
             if window_ok:
@@ -79,9 +104,10 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device,
             optimizer.zero_grad(set_to_none=True)
             window_tokens, window_ok = 0, True
             if recorder is not None:
-                recorder.maybe_record(model, scheduler.last_epoch)  # last_epoch counts optimizer steps
+                recorder.maybe_record(bare, scheduler.last_epoch)  # last_epoch counts optimizer steps
             stop.step_done(progress.step)
-            if stop.requested:
+            fail_if_asked(world, scheduler.last_epoch)
+            if agree_to_stop(world, stop):  # under torchrun all processes stop after the same step
                 break  # a whole step is done: the caller saves a checkpoint to resume from
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
     return progress.train_loss()
@@ -93,20 +119,38 @@ def build_model(cfg: RunConfig, tokenizer) -> Transformer:
 
 
 def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
-    """Train on the configured toy task and write the results folder; returns the summary."""
+    """Train on the configured task and write the results folder; returns the summary.
+
+    Under torchrun (pytorch_version.distributed) every process trains its share of each global
+    batch; rank 0 alone evaluates, writes and returns the summary (the others return {}).
+    """
     # settings that can fail are checked before anything is written or a log handler is attached
     device = resolve_device(cfg.device)
     check_precision(cfg, device)
+    world = init_world(device, cfg.dist_timeout)  # one process of one unless started by torchrun
+    try:  # leave the process group on every way out, so no other process waits for this one
+        check_supported(cfg, world)
+        return _train(cfg, results_name, world, device_for(world, device))
+    finally:
+        shutdown(world)
+
+
+def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device) -> dict:
     train_pairs, eval_pairs, tokenizer = load_task_data(cfg)
     out = Path(cfg.output_dir) / results_name
-    checkpoints = ensure_writable(out / "checkpoints")
-    log_handler = add_file_log(out / "logs" / "train.log")
+    main = world.is_main  # only rank 0 writes files, logs metrics and draws figures
+    checkpoints = ensure_writable(out / "checkpoints") if main else out / "checkpoints"
+    log_handler = add_file_log(out / "logs" / "train.log") if main else None
     torch.manual_seed(cfg.seed)
 
-    train_loader = make_loader(PairDataset(train_pairs, tokenizer), cfg.batch_size, True, cfg.seed,
-                               cfg.dataloader_num_workers, cfg.max_tokens)  # fmt: skip
+    dataset = PairDataset(train_pairs, tokenizer)
+    if cfg.max_tokens:  # batches by length, one process only (distributed.check_supported)
+        train_loader = make_loader(dataset, cfg.batch_size, True, cfg.seed, cfg.dataloader_num_workers,
+                                   cfg.max_tokens)  # fmt: skip
+    else:  # rank r of N reads perm[r::N] of one permutation per (seed, epoch); one process reads it all
+        train_loader = make_train_loader(dataset, cfg.batch_size, world, cfg.seed, cfg.dataloader_num_workers)
     eval_loader = make_loader(PairDataset(eval_pairs, tokenizer), 256, False, max_tokens=cfg.max_tokens)
-    data_report = report_data(cfg, out, train_loader)  # padding ratio; translation: dataset figure
+    data_report = report_data(cfg, out, train_loader) if main else {}  # padding; translation: a figure
     model = build_model(cfg, tokenizer).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -115,17 +159,22 @@ def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
     progress, saved = Progress(), None
     resume_from = resume.resume_path(cfg, checkpoints) if cfg.resume else None
     if resume_from is not None:  # before metrics.jsonl is rewritten: a refused resume changes nothing
-        progress, saved = resume.restore(resume_from, cfg, model, optimizer, scheduler, train_loader)
-    config_record = {"run": cfg.to_dict(), "model": model.config.to_dict()}
-    atomic_write_json(out / "config.json", config_record)
-    tracker = Tracker(out / "logs" / "metrics.jsonl", cfg.wandb, cfg.wandb_project, "pytorch", config_record,
-                      history=progress.history)  # fmt: skip
+        progress, saved = resume.restore(
+            resume_from, cfg, model, optimizer, scheduler, train_loader, world.size
+        )
+    ddp_model = wrap(model, world, device)  # `model` stays the bare module: saving, decoding, tracing
+    config_record = {"run": cfg.to_dict(), "model": model.config.to_dict(), "processes": world.size}
+    tracker = None
+    if main:
+        atomic_write_json(out / "config.json", config_record)
+        tracker = Tracker(out / "logs" / "metrics.jsonl", cfg.wandb, cfg.wandb_project, "pytorch",
+                          config_record, history=progress.history)  # fmt: skip
     logger.info(
         "pytorch_version: task=%s, %d train / %d eval examples, %s parameters, device=%s",
         cfg.task, len(train_pairs), len(eval_pairs), f"{model.num_parameters():,}", device,
     )  # fmt: skip
 
-    if cfg.debug:
+    if cfg.debug and main:
         batch = next(iter(eval_loader))  # a fixed held-out example; the training order stays untouched
         src, tgt_in = (t.to(device) for t in first_example(batch, tokenizer.pad_id))
         trace = trace_example(model, src, tgt_in, tokenizer.tokens, cfg.debug_layers, cfg.debug_heads)
@@ -133,7 +182,7 @@ def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
 
     probe = next(iter(make_loader(PairDataset(eval_pairs[:8], tokenizer), 8, False)))
     recorder = None
-    if cfg.track_internals:
+    if cfg.track_internals and main:
         recorder = InternalsRecorder(*first_example(probe, tokenizer.pad_id), cfg.track_every)
         resume.restore_recorder(recorder, saved)  # a resumed run keeps the snapshots taken before
 
@@ -143,7 +192,7 @@ def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
 
     def save(path: Path, **extra) -> None:
         progress.elapsed_s, progress.nonfinite_in_a_row = time.perf_counter() - start, guard.in_a_row
-        progress.history = tracker.history
+        progress.history, progress.world_size = tracker.history, world.size
         save_resumable(path, model, tokenizer, optimizer, scheduler, cfg, progress, recorder, **extra)
         guard.last_good = str(path)
 
@@ -152,34 +201,43 @@ def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
         resume.restore_rng(saved)  # dropout goes on with the numbers it would have drawn
         for epoch in range(progress.epoch, cfg.epochs + 1):
             progress.begin_epoch(train_loader)
+            if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler: this epoch's permutation
+                train_loader.sampler.set_epoch(epoch)
             desc = f"epoch {epoch}/{cfg.epochs}"
-            train_loss = train_one_epoch(
-                model, train_loader, optimizer, scheduler, cfg, device, desc, recorder, progress, stop, guard
-            )
+            train_one_epoch(ddp_model, train_loader, optimizer, scheduler, cfg, device, desc, recorder,
+                            progress, stop, guard, world)  # fmt: skip
+            loss_total, loss_batches = sum_across(world, progress.loss_total, progress.loss_batches)
+            train_loss = loss_total / max(loss_batches, 1)  # the mean over every process's batches
             if progress.batches_done < len(train_loader):  # Ctrl-C / SIGTERM mid-epoch
-                save(checkpoints / INTERRUPTED)
+                if main:
+                    save(checkpoints / INTERRUPTED)
                 where = f"epoch {epoch}, batch {progress.batches_done}/{len(train_loader)}"
                 raise stop.interrupted(where, checkpoints / INTERRUPTED,
                                        resume_command(cfg, checkpoints / INTERRUPTED))  # fmt: skip
-            metrics = evaluate(model, eval_loader, tokenizer, references, cfg, device)
-            examples = metrics.pop("eval_examples")
-            record = {"epoch": epoch, "step": progress.step, "train_loss": train_loss, **metrics,
-                      "lr": scheduler.get_last_lr()[0], "elapsed_s": time.perf_counter() - start}  # fmt: skip
-            tracker.log(record)
-            logger.info(
-                "epoch %d: train loss %.4f | eval loss %.4f, token acc %.4f, exact match %.4f (%.0fs) %r",
-                epoch, train_loss, record["eval_loss"], record["eval_token_accuracy"],
-                record["eval_exact_match"], record["elapsed_s"], examples[:2],
-            )  # fmt: skip
+            record = None
+            if main:  # evaluation on rank 0 with the bare model; the others wait for its record
+                metrics = evaluate(model, eval_loader, tokenizer, references, cfg, device)
+                examples = metrics.pop("eval_examples")
+                lr, elapsed = scheduler.get_last_lr()[0], time.perf_counter() - start
+                record = {"epoch": epoch, "step": progress.step, "train_loss": train_loss, **metrics,
+                          "lr": lr, "elapsed_s": elapsed}  # fmt: skip
+                tracker.log(record)
+                logger.info(
+                    "epoch %d: train loss %.4f | eval loss %.4f, token acc %.4f, exact match %.4f (%.0fs) %r",
+                    epoch, train_loss, record["eval_loss"], record["eval_token_accuracy"],
+                    record["eval_exact_match"], record["elapsed_s"], examples[:2],
+                )  # fmt: skip
+            record = from_rank0(world, record)  # every process takes the same decisions below
             improved = record[selection_metric(cfg)] > progress.best
             progress.best = max(progress.best, record[selection_metric(cfg)])
             progress.end_epoch(train_loader)
             extra = {"epoch": epoch, "metrics": record}
-            save(checkpoints / f"checkpoint_epoch_{epoch}.pt", **extra)
-            (checkpoints / INTERRUPTED).unlink(missing_ok=True)  # superseded
-            if improved:
-                save_checkpoint(checkpoints / "best_model.pt", model, tokenizer, **extra)
-            if stop.requested:  # the signal came during evaluation or saving
+            if main:
+                save(checkpoints / f"checkpoint_epoch_{epoch}.pt", **extra)
+                (checkpoints / INTERRUPTED).unlink(missing_ok=True)  # superseded
+                if improved:
+                    save_checkpoint(checkpoints / "best_model.pt", model, tokenizer, **extra)
+            if agree_to_stop(world, stop):  # the signal came during evaluation or saving
                 path = checkpoints / f"checkpoint_epoch_{epoch}.pt"
                 raise stop.interrupted(f"the end of epoch {epoch}", path, resume_command(cfg, path))
             best = progress.best
@@ -191,8 +249,11 @@ def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
                 break
     finally:
         stop.uninstall()
-        tracker.finish()
-        logging.getLogger().removeHandler(log_handler)
+        if main:
+            tracker.finish()
+            logging.getLogger().removeHandler(log_handler)
+    if not main:
+        return {}
 
     plot_training_curves(tracker.history, out / "training_curves.png", f"pytorch_version: {cfg.task}")
     if cfg.visualize or cfg.track_internals:

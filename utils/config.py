@@ -158,6 +158,7 @@ class RunConfig:
     fp16: bool = _opt(False, "float16 mixed precision (needs a CUDA GPU; --version huggingface)")
     bf16: bool = _opt(False, "bfloat16 mixed precision (a recent GPU, or the CPU where torch supports it)")
     resume: str = _opt("", "go on with a stopped run: a .pt checkpoint (HF: checkpoint-N/) or 'auto'")
+    dist_timeout: int = _opt(1800, "torchrun: seconds a process waits for the others before failing")
     # decoding and inference
     checkpoint: str = _opt("", "a .pt file or HF results folder, for --source, --interactive or --evaluate")
     source: str = _opt("", "one input to decode with --checkpoint")
@@ -184,7 +185,8 @@ class RunConfig:
             value = getattr(self, f.name)
             if choices and value not in choices:
                 raise UserError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
-        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "train_size", "eval_size"):
+        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "train_size", "eval_size",
+                     "dist_timeout"):  # fmt: skip
             _require_positive(name, getattr(self, name))
         for name in ("hidden_size", "num_layers", "num_heads", "ffn_size", "beam_size", "warmup_steps",
                      "track_every"):  # fmt: skip
@@ -215,48 +217,9 @@ class RunConfig:
         if self.resume and (self.checkpoint or self.version not in ("pytorch", "huggingface")):
             raise UserError("--resume continues training: use it with --version pytorch or huggingface, "
                             "without --checkpoint")  # fmt: skip
-        self._check_translation()
+        from utils.validation import check_translation_flags  # imports UserError from here
 
-    def _check_translation(self) -> None:
-        """The translation flags: what is missing, and which flags do not go together."""
-        for name in ("max_train_lines", "max_tokens", "checkpoint_average"):
-            if getattr(self, name) < 0:
-                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.time_budget_minutes < 0:
-            raise UserError(f"time_budget_minutes must be >= 0, got {self.time_budget_minutes}")
-        if self.vocab_size < 50:
-            raise UserError(f"vocab_size must be at least 50 (specials + an alphabet), got {self.vocab_size}")
-        for name in ("src_lang", "tgt_lang"):
-            lang = getattr(self, name)
-            if not lang or any(c in lang for c in "/\\. "):
-                raise UserError(f"{name} must be a file suffix such as 'de', got {lang!r}")
-        if self.src_lang == self.tgt_lang:
-            raise UserError(f"src_lang and tgt_lang must differ, both are {self.src_lang!r}")
-        if self.evaluate and not (self.checkpoint and self.test_prefix):
-            raise UserError(
-                "--evaluate needs --checkpoint PATH and --test_prefix PREFIX "
-                f"(PREFIX.{self.src_lang} is translated, PREFIX.{self.tgt_lang} the reference)"
-            )
-        if self.test_prefix and not self.evaluate:
-            raise UserError("--test_prefix is used by --evaluate; add --evaluate --checkpoint PATH")
-        if self.evaluate and (self.source or self.interactive):
-            raise UserError("--evaluate scores a test set; --source and --interactive decode single inputs")
-        if self.task != "translation":
-            for name in ("data_dir", "separate_vocab", "max_train_lines", "checkpoint_average"):
-                if getattr(self, name):
-                    raise UserError(f"--{name} applies to --task translation only")
-            return
-        if not self.data_dir and not self.checkpoint:
-            raise UserError(
-                f"--task translation needs --data_dir DIR, a folder with train.{self.src_lang}, "
-                f"train.{self.tgt_lang}, val.{self.src_lang} and val.{self.tgt_lang}"
-            )
-        if self.version not in ("pytorch", "huggingface", "test"):
-            raise UserError(f"translation needs --version pytorch or huggingface, not {self.version}")
-        if self.separate_vocab and self.version == "huggingface":
-            raise UserError("--separate_vocab needs --version pytorch: the HF version has one tokenizer")
-        if self.stop_at_exact_match:
-            raise UserError("--stop_at_exact_match is for the toy tasks; translation keeps the best BLEU")
+        check_translation_flags(self)
 
     @property
     def share_embeddings(self) -> bool:

@@ -41,7 +41,7 @@ class Tracker:
 
     def __init__(
         self,
-        jsonl_path: Path,
+        jsonl_path: Path | None,
         use_wandb: bool = False,
         project: str = "transformer-tutorial",
         run_name: str | None = None,
@@ -49,16 +49,20 @@ class Tracker:
         wandb_dir: Path | None = None,
         history: list[dict[str, Any]] | None = None,
     ) -> None:
-        """`history`: the records of the run so far, when it is resumed; metrics.jsonl starts with them."""
-        self.path = Path(jsonl_path)
+        """`history`: the records of the run so far, when it is resumed; metrics.jsonl starts with them.
+        `jsonl_path` None: records are kept in memory only (torchrun's ranks other than 0)."""
+        self.path = Path(jsonl_path) if jsonl_path is not None else None
         self.history: list[dict[str, Any]] = list(history or [])
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.history))
+        if self.path is not None:
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.history))
         self.wandb_run = None
         if use_wandb:
             self.wandb_run = _start_wandb(project, run_name, config, wandb_dir or self.path.parent)
 
     def log(self, record: dict[str, Any]) -> None:
         self.history.append(record)
+        if self.path is None:
+            return
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
