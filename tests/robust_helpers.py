@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
-
-from tests.test_core_cli import error_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 # one thread per process, so a run gives the same floats in-process and in a subprocess
@@ -39,6 +38,25 @@ def run_main(*args: str, env: dict | None = None, timeout: float = 120) -> subpr
         [sys.executable, str(ROOT / "main.py"), *args],
         cwd=ROOT, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
+
+
+WARNING_LINE = re.compile(r"^\S.*:\d+: \w*Warning: ")
+
+
+def error_lines(stderr: str) -> list[str]:
+    """Non-empty stderr lines, without Python warnings (the warning line and its source line)."""
+    lines, skip_source = [], False
+    for line in stderr.splitlines():
+        if WARNING_LINE.match(line):
+            skip_source = True
+            continue
+        if skip_source and line.startswith(" "):
+            skip_source = False
+            continue
+        skip_source = False
+        if line.strip():
+            lines.append(line)
+    return lines
 
 
 def assert_one_error_line(code: int, stdout: str, stderr: str, fragment: str, exit_code: int = 2) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import random
-import re
 import subprocess
 import sys
 import warnings
@@ -19,12 +18,12 @@ import torch
 from pytorch_version.checkpoint import save_checkpoint
 from pytorch_version.model import Transformer
 from tests.conftest import tiny_config
+from tests.robust_helpers import error_lines, main_in_process
 from utils.data import tokenizer_for_task
 
 ROOT = Path(__file__).resolve().parents[1]
 # one thread per process: several of these run at once on a small machine
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-WARNING_LINE = re.compile(r"^\S.*:\d+: \w*Warning: ")
 
 
 def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -32,22 +31,6 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.Co
         [sys.executable, str(ROOT / "main.py"), *args],
         cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
-
-
-def error_lines(stderr: str) -> list[str]:
-    """Non-empty stderr lines, without Python warnings (the warning line and its source line)."""
-    lines, skip_source = [], False
-    for line in stderr.splitlines():
-        if WARNING_LINE.match(line):
-            skip_source = True
-            continue
-        if skip_source and line.startswith(" "):
-            skip_source = False
-            continue
-        skip_source = False
-        if line.strip():
-            lines.append(line)
-    return lines
 
 
 def test_error_lines_ignores_warnings():
@@ -149,25 +132,13 @@ def test_bad_input_ends_with_one_line_and_no_traceback(error_runs, case_id, args
     _assert_one_error_line(result.returncode, result.stdout, result.stderr, fragment)
 
 
-def _main_in_process(argv: list[str], capsys) -> tuple[int, str, str]:
-    import main
-
-    capsys.readouterr()
-    try:
-        code = main.main(argv)
-    except SystemExit as exit_:  # argparse leaves this way
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.parametrize(
     "case_id, args, fragment", IN_PROCESS_ERROR_CASES, ids=[c[0] for c in IN_PROCESS_ERROR_CASES]
 )
 def test_more_bad_input_in_process(files, capsys, case_id, args, fragment):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch may warn about an unusual pickle before refusing it
-        code, out, err = _main_in_process(_fill(args, files), capsys)
+        code, out, err = main_in_process(_fill(args, files), capsys)
     _assert_one_error_line(code, out, err, fragment)
 
 
@@ -175,7 +146,7 @@ def test_failed_runs_leave_nothing_behind(error_runs, files, capsys):
     if not torch.cuda.is_available():
         assert error_runs["cuda_without_gpu"].returncode != 0
         assert not (files["dir"] / "cuda_run").exists(), "--device cuda made a results folder, then failed"
-    _main_in_process(["--checkpoint", str(files["evil"]), "--source", "hi"], capsys)
+    main_in_process(["--checkpoint", str(files["evil"]), "--source", "hi"], capsys)
     assert not (files["dir"] / "PWNED").exists(), "the malicious checkpoint's code ran"
 
 
@@ -217,7 +188,7 @@ def test_beam_decoding_in_process(trained_checkpoint, capsys):
         "--max_length",
         "5",
     ]
-    code, out, err = _main_in_process(argv, capsys)
+    code, out, err = main_in_process(argv, capsys)
     assert code == 0, err
     output = [line for line in out.splitlines() if line.startswith("output: ")]
     assert len(output) == 1 and len(output[0].removeprefix("output: ")) <= 5
@@ -225,13 +196,13 @@ def test_beam_decoding_in_process(trained_checkpoint, capsys):
 
 def test_interactive_decoding_reads_stdin(trained_checkpoint, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("abc\n\nxy\n"))
-    code, out, err = _main_in_process(["--checkpoint", str(trained_checkpoint), "--interactive"], capsys)
+    code, out, err = main_in_process(["--checkpoint", str(trained_checkpoint), "--interactive"], capsys)
     assert code == 0, err
     assert len(out.splitlines()) == 3  # the prompt, then one output per non-empty line
 
 
 def test_help_lists_the_documented_flags(capsys):
-    code, out, _ = _main_in_process(["--help"], capsys)
+    code, out, _ = main_in_process(["--help"], capsys)
     assert code == 0
     for flag in ("--version", "--epochs", "--batch_size", "--hidden_size", "--num_layers", "--num_heads",
                  "--train_size", "--eval_size", "--debug", "--track_internals", "--visualize", "--wandb",
