@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import statistics
@@ -27,84 +26,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
-D, LAYERS, HEADS, FFN, VOCAB, BATCH, LEN = 256, 3, 8, 512, 8000, 64, 24
-PAD, BOS, EOS = 0, 1, 2
-
-
-def make_batch(seed: int = 0):
-    """Random ids with random lengths 12..24: right padding on both sides."""
-    g = torch.Generator().manual_seed(seed)
-    src = torch.randint(4, VOCAB, (BATCH, LEN), generator=g)
-    tgt = torch.randint(4, VOCAB, (BATCH, LEN + 1), generator=g)
-    tgt[:, 0] = BOS
-    for row in range(BATCH):
-        src[row, int(torch.randint(12, LEN + 1, (1,), generator=g)) :] = PAD
-        tgt[row, int(torch.randint(13, LEN + 2, (1,), generator=g)) :] = PAD
-    return src, tgt[:, :-1], tgt[:, 1:]
-
-
-def ours(dropout=0.1):
-    from pytorch_version.model import Transformer
-    from utils.config import ModelConfig
-
-    cfg = ModelConfig(VOCAB, VOCAB, D, LAYERS, HEADS, FFN, dropout, max_position=64)
-    return Transformer(cfg)
-
-
-class TorchTransformer(nn.Module):
-    """torch.nn.Transformer with embeddings x sqrt(d), sinusoidal positions and an output layer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        from pytorch_version.layers import PositionalEncoding
-
-        self.src_embed, self.tgt_embed = nn.Embedding(VOCAB, D), nn.Embedding(VOCAB, D)
-        self.positions = PositionalEncoding(D, 64)
-        self.core = nn.Transformer(D, HEADS, LAYERS, LAYERS, FFN, 0.1, batch_first=True)
-        self.out = nn.Linear(D, VOCAB, bias=False)
-
-    def forward(self, src, tgt):
-        scale = math.sqrt(D)
-        causal = nn.Transformer.generate_square_subsequent_mask(tgt.size(1), dtype=torch.bool)
-        h = self.core(
-            self.positions(self.src_embed(src) * scale),
-            self.positions(self.tgt_embed(tgt) * scale),
-            tgt_mask=causal,
-            src_key_padding_mask=src == PAD,
-            tgt_key_padding_mask=tgt == PAD,
-            memory_key_padding_mask=src == PAD,
-        )
-        return self.out(h)
-
-
-def bart():
-    from transformers import BartConfig, BartForConditionalGeneration
-
-    cfg = BartConfig(vocab_size=VOCAB, d_model=D, encoder_layers=LAYERS, decoder_layers=LAYERS,
-                     encoder_attention_heads=HEADS, decoder_attention_heads=HEADS,
-                     encoder_ffn_dim=FFN, decoder_ffn_dim=FFN, dropout=0.1, attention_dropout=0.0,
-                     activation_dropout=0.0, activation_function="relu", max_position_embeddings=64,
-                     scale_embedding=True, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS,
-                     decoder_start_token_id=BOS, forced_eos_token_id=None)  # fmt: skip
-    return BartForConditionalGeneration(cfg)
-
-
-def hf_ours():
-    from huggingface_version.convert import pytorch_to_hf
-
-    return pytorch_to_hf(ours())
-
-
-def logits_of(name, model, src, tgt):
-    if name in ("ours", "torch.nn.Transformer"):
-        return model(src, tgt)
-    return model(input_ids=src, attention_mask=(src != PAD).long(), decoder_input_ids=tgt,
-                 decoder_attention_mask=(tgt != PAD).long(), use_cache=False).logits  # fmt: skip
-
-
-BUILDERS = {"ours": ours, "ours (HF)": hf_ours, "torch.nn.Transformer": TorchTransformer, "Bart": bart}
+from benchmarks.speed_models import (  # noqa: E402
+    BATCH,
+    BUILDERS,
+    LEN,
+    PAD,
+    VOCAB,
+    bart,
+    hf_ours,
+    logits_of,
+    make_batch,
+    ours,
+    strip_capture_points,
+)
 
 
 def measure_training(name: str, steps: int, repeats: int) -> dict:
@@ -142,7 +77,7 @@ def in_subprocess(kind: str, name: str, args) -> dict:
 
 
 def measure_decoding(repeats: int) -> dict:
-    """Greedy tokens/s for 64 sources and exactly 32 new tokens (EOS never ends a row early)."""
+    """Tokens/s for 64 sources and exactly 32 new tokens (EOS never ends a row early), greedy and beam 4."""
     import dataclasses
 
     from pytorch_version.decoding import beam_search, greedy_decode
@@ -154,6 +89,8 @@ def measure_decoding(repeats: int) -> dict:
     src, _, _ = make_batch(99)
     mask = (src != PAD).long()
     new = 32
+    beam4 = dict(input_ids=src, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, num_beams=4,
+                 do_sample=False)  # fmt: skip
     runs = {
         "ours greedy (KV cache)": lambda: greedy_decode(model, src, new),
         "ours greedy (no cache: naive re-decode)": lambda: greedy_decode(model, src, new, use_cache=False),
@@ -162,6 +99,8 @@ def measure_decoding(repeats: int) -> dict:
         "Bart generate": lambda: peer.generate(input_ids=src, attention_mask=mask, max_new_tokens=new,
                                                min_new_tokens=new, num_beams=1, do_sample=False),
         "ours beam 4 (KV cache)": lambda: beam_search(model, src, 4, new),
+        "ours (HF) generate beam 4": lambda: hf.generate(**beam4),
+        "Bart generate beam 4": lambda: peer.generate(**beam4),
     }  # fmt: skip
     result = {}
     with torch.no_grad():
@@ -174,27 +113,6 @@ def measure_decoding(repeats: int) -> dict:
                 times.append(time.perf_counter() - start)
             result[label] = BATCH * new / statistics.median(times)
     return result
-
-
-class _Identity:
-    """A plain callable, not a module: what a model without capture points would do."""
-
-    active = False
-
-    def __call__(self, x):
-        return x
-
-
-def strip_capture_points(model):
-    """The same model with every HookPoint replaced by a plain identity: no module call at all."""
-    from utils.tracing import HookPoint
-
-    for module in list(model.modules()):
-        for name, child in list(module._modules.items()):
-            if isinstance(child, HookPoint):
-                del module._modules[name]
-                object.__setattr__(module, name, _Identity())
-    return model
 
 
 def measure_tracing(repeats: int) -> dict:
@@ -276,6 +194,8 @@ def main() -> None:
     cached = decoding["ours greedy (KV cache)"]
     print(f"  ours cached / Bart generate: {cached / decoding['Bart generate']:.2f}x, "
           f"/ naive loop: {cached / decoding['ours greedy (no cache: naive re-decode)']:.2f}x")  # fmt: skip
+    print(f"  ours beam 4 / Bart generate beam 4: "
+          f"{decoding['ours beam 4 (KV cache)'] / decoding['Bart generate beam 4']:.2f}x")  # fmt: skip
     report["tracing"] = tracing = measure_tracing(args.repeats * 3)
     print("\nForward cost (inference, one batch)")
     for label, value in tracing.items():

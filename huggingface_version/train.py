@@ -42,7 +42,7 @@ from utils.monitor import InternalsRecorder, write_analysis
 from utils.resilience import atomic_write_json, ensure_writable
 from utils.trace_printer import trace_example
 from utils.tracking import Tracker, add_file_log
-from utils.visualization import plot_training_curves
+from utils.training_curves import plot_training_curves
 
 logger = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ from utils.resilience import GracefulStop, NonFiniteGuard, atomic_write_json, en
 from utils.trace_printer import trace_example
 from utils.tracking import Tracker, add_file_log
 from utils.training import noam_schedule, out_of_time, seq2seq_loss
-from utils.visualization import plot_training_curves
+from utils.training_curves import plot_training_curves
 
 logger = logging.getLogger(__name__)
 

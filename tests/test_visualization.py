@@ -12,8 +12,10 @@ from pytorch_version.model import Transformer
 from tests.conftest import tiny_config
 from utils import paper_figures as pf
 from utils.analysis import TransformerAnalyzer
+from utils.attention_maps import attention_weights
 from utils.training import noam_schedule
-from utils.visualization import TransformerVisualizer, attention_weights, plot_training_curves
+from utils.training_curves import plot_training_curves
+from utils.visualization import TransformerVisualizer
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 VOCAB = ["<pad>", "<s>", "</s>", "<unk>"] + [chr(ord("a") + i) for i in range(26)]

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from utils.analysis import TransformerAnalyzer
-from utils.visualization import TransformerVisualizer, attention_weights
+from utils.attention_maps import attention_weights
+from utils.visualization import TransformerVisualizer
 
 logger = logging.getLogger(__name__)
 

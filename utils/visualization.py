@@ -15,96 +15,23 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from utils import paper_figures as pf
+from utils.attention_maps import (
+    ATTENTION_KINDS,
+    attention_layers,
+    attention_weights,
+    axes_tokens,
+    canonical_kind,
+    layer_index,
+    stack_and_module,
+    trim,
+)
 from utils.paper_figures import heatmap, new_figure, save_figure
 
-# kind -> (stack, attention module) in cache names, e.g. decoder.1.cross_attn.weights
-ATTENTION_KINDS = {
-    "encoder_self": ("encoder", "self_attn"),
-    "decoder_self": ("decoder", "self_attn"),
-    "decoder_cross": ("decoder", "cross_attn"),
-}
 SUBLAYER_COLORS = {"self_attn": "tab:blue", "cross_attn": "tab:orange", "ffn": "tab:green", "norm": "grey"}
-
-
-def plot_training_curves(history: list[dict], path: str | Path, title: str = "Training") -> Path:
-    """Loss per epoch (train and eval) and every accuracy-like metric in the records."""
-    epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("train_loss", "eval_loss"):
-        if all(key in r for r in history):
-            ax_loss.plot(epochs, [r[key] for r in history], marker="o", label=key)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy (label-smoothed)", title="Loss")
-    ax_loss.legend()
-    keys = sorted({k for r in history for k in r if all(k in rec for rec in history)})
-    for key in keys:
-        if key.endswith(("accuracy", "exact_match")):
-            ax_acc.plot(epochs, [r[key] for r in history], marker="o", label=key)
-    ax_acc.set(xlabel="epoch", ylabel="score", title="Held-out scores")
-    ax_acc.legend(loc="upper left")
-    text_scores = [k for k in keys if k.endswith(("bleu", "chrf"))]
-    if text_scores:  # BLEU and chrF run from 0 to 100: a second axis, so accuracies stay readable
-        ax_text = ax_acc.twinx()
-        for n, key in enumerate(text_scores):
-            ax_text.plot(epochs, [r[key] for r in history], marker="s", ls="--", color=f"C{n + 3}", label=key)
-        ax_text.set(ylabel="BLEU / chrF (0-100)")
-        ax_text.legend(loc="lower right")
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _canonical(kind: str) -> str:
-    """'cross' -> 'decoder_cross', 'encoder' -> 'encoder_self', 'decoder' -> 'decoder_self'."""
-    kind = {"cross": "decoder_cross", "encoder": "encoder_self", "decoder": "decoder_self"}.get(kind, kind)
-    if kind not in ATTENTION_KINDS:
-        raise ValueError(f"attention kind must be one of {', '.join(ATTENTION_KINDS)}, got {kind!r}")
-    return kind
-
-
-def _kind(kind: str) -> tuple[str, str]:
-    return ATTENTION_KINDS[_canonical(kind)]
-
-
-def _layers(cache: dict, stack: str, module: str) -> list[int]:
-    """Layer indices whose attention weights the cache holds, e.g. [0, 1]."""
-    return sorted(int(m[1]) for n in cache if (m := re.match(rf"{stack}\.(\d+)\.{module}\.weights$", n)))
-
-
-def _layer_index(cache: dict, stack: str, module: str, layer: int) -> int:
-    found = _layers(cache, stack, module)
-    if not found:
-        raise KeyError(f"no {stack} {module} weights in the cache; capture '*.weights' with run_with_cache")
-    return found[layer]  # negative layers count from the top
-
-
-def attention_weights(cache: dict, kind: str = "decoder_cross", layer: int = -1, head=0, example=0):
-    """One (T, S) attention matrix as numpy; `head=None` averages the heads."""
-    stack, module = _kind(kind)
-    w = cache[f"{stack}.{_layer_index(cache, stack, module, layer)}.{module}.weights"][example]  # (H, T, S)
-    w = torch.as_tensor(w).float().cpu()
-    return (w.mean(0) if head is None else w[head]).numpy()
-
-
-def _axes_tokens(kind: str, src_tokens, tgt_tokens):
-    """(query labels, key labels) of an attention kind."""
-    stack, module = _kind(kind)
-    if stack == "encoder":
-        return src_tokens, src_tokens
-    return tgt_tokens, (tgt_tokens if module == "self_attn" else src_tokens)
-
-
-def _trim(w: np.ndarray, rows, cols) -> np.ndarray:
-    """Drop padded rows/columns: keep as many as there are tokens (all when tokens are None)."""
-    return w[: len(rows) if rows is not None else None, : len(cols) if cols is not None else None]
 
 
 def _section(report: dict, key: str) -> dict:
@@ -136,9 +63,9 @@ class TransformerVisualizer:
 
         Pass the example's tokens without padding to crop the padded positions away.
         """
-        kind = _canonical(kind)
-        rows, cols = _axes_tokens(kind, src_tokens, tgt_tokens)
-        w = _trim(attention_weights(cache, kind, layer, head, example), rows, cols)
+        kind = canonical_kind(kind)
+        rows, cols = axes_tokens(kind, src_tokens, tgt_tokens)
+        w = trim(attention_weights(cache, kind, layer, head, example), rows, cols)
         name = f"{kind}_layer{layer}" + ("" if head is None else f"_head{head}")
         which = "mean of heads" if head is None else f"head {head}"
         title = f"{kind.replace('_', ' ')} attention, layer {layer}, {which}"
@@ -155,11 +82,11 @@ class TransformerVisualizer:
         name="multihead_comparison",
     ) -> Path:
         """All heads of one layer in a grid, on one colour scale."""
-        kind = _canonical(kind)
-        stack, module = _kind(kind)
-        index = _layer_index(cache, stack, module, layer)
+        kind = canonical_kind(kind)
+        stack, module = stack_and_module(kind)
+        index = layer_index(cache, stack, module, layer)
         heads = torch.as_tensor(cache[f"{stack}.{index}.{module}.weights"][example]).float().cpu().numpy()
-        rows, cols = _axes_tokens(kind, src_tokens, tgt_tokens)
+        rows, cols = axes_tokens(kind, src_tokens, tgt_tokens)
         H = heads.shape[0]
         ncols = min(H, 4)
         nrows = -(-H // ncols)
@@ -170,7 +97,7 @@ class TransformerVisualizer:
                 ax.axis("off")
                 continue
             last = h == H - 1  # one colour bar serves the shared scale
-            heatmap(ax, _trim(heads[h], rows, cols), rows, cols, annotate=False, vmin=0, vmax=vmax, cbar=last)
+            heatmap(ax, trim(heads[h], rows, cols), rows, cols, annotate=False, vmin=0, vmax=vmax, cbar=last)
             ax.set(title=f"head {h}", xlabel="key", ylabel="query")
         fig.suptitle(f"{kind.replace('_', ' ')} attention, layer {index}: all heads")
         return save_figure(fig, self.attention_dir / f"{name}.png")
@@ -178,7 +105,7 @@ class TransformerVisualizer:
     def plot_attention_step(self, weights, row_tokens, step: int, col_tokens=None) -> Path:
         """attention_step_{step}.png: the tracked head at one training step."""
         cols = col_tokens if col_tokens is not None else row_tokens
-        w = _trim(np.asarray(weights, dtype=float), row_tokens, cols)
+        w = trim(np.asarray(weights, dtype=float), row_tokens, cols)
         path = self.attention_dir / f"attention_step_{step}.png"
         return self.plot_attention_heatmap(w, row_tokens, cols, f"Attention at step {step}", path)
 
@@ -193,7 +120,7 @@ class TransformerVisualizer:
         fig, axes = new_figure(1, len(picks), figsize=(4.2 * len(picks), 4), squeeze=False)
         for ax, i in zip(axes.flat, picks):
             step, w = snapshots[i]
-            w = _trim(np.asarray(w, dtype=float), row_tokens, cols)
+            w = trim(np.asarray(w, dtype=float), row_tokens, cols)
             heatmap(ax, w, row_tokens, cols, annotate=False, vmin=0, vmax=1, cbar=False)
             ax.set(title=f"step {step}", xlabel="key", ylabel="query")
         return save_figure(fig, self.attention_dir / "attention_evolution.png")
@@ -302,7 +229,7 @@ class TransformerVisualizer:
         """
         paths = []
         for kind, (stack, module) in ATTENTION_KINDS.items():
-            for layer in _layers(cache, stack, module):
+            for layer in attention_layers(cache, stack, module):
                 paths.append(self.plot_attention_for_example(cache, src_tokens, tgt_tokens, layer, kind))
                 name = f"multihead_comparison_{kind}_layer{layer}"
                 paths.append(
