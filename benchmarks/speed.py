@@ -6,8 +6,10 @@
 Same dimensions for every model: d_model 256, 3+3 layers, 8 heads, FFN 512, vocab 8000,
 batch 64, source/target lengths up to 24 with padding masks, dropout 0.1, fixed threads
 and seeds, warm-up steps, median of repeats. Each training measurement runs in its own
-process, so its peak resident memory is its own. Ratios (ours / peer) are the headline:
-absolute numbers depend on the machine. Writes benchmarks/results/speed.json.
+process, so its peak resident memory is its own. Each model trains as its toolkit does: ours
+and its HF version compute logits only where there is a label (`logits_mask`), the peers
+compute them at every position and let the loss ignore the padding. Ratios (ours / peer) are
+the headline: absolute numbers depend on the machine. Writes benchmarks/results/speed.json.
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ from benchmarks.speed_models import (  # noqa: E402
     VOCAB,
     bart,
     hf_ours,
-    logits_of,
     make_batch,
     ours,
     strip_capture_points,
+    training_logits,
 )
 
 
@@ -52,7 +54,7 @@ def measure_training(name: str, steps: int, repeats: int) -> dict:
     batches = [make_batch(i) for i in range(steps)]
 
     def step(src, tgt_in, tgt_out):
-        loss = seq2seq_loss(logits_of(name, model, src, tgt_in), tgt_out, PAD, 0.1)
+        loss = seq2seq_loss(*training_logits(name, model, src, tgt_in, tgt_out), PAD, 0.1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

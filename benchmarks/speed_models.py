@@ -88,6 +88,19 @@ def logits_of(name, model, src, tgt):
                  decoder_attention_mask=(tgt != PAD).long(), use_cache=False).logits  # fmt: skip
 
 
+def training_logits(name, model, src, tgt_in, tgt_out):
+    """(logits, targets) as each toolkit's training step computes them: ours and its HF version
+    only at positions with a label (`logits_mask`, as both trainers do), the peers everywhere."""
+    if name not in ("ours", "ours (HF)"):
+        return logits_of(name, model, src, tgt_in), tgt_out
+    keep = tgt_out != PAD
+    if name == "ours":
+        return model(src, tgt_in, logits_mask=keep), tgt_out[keep]
+    return model(input_ids=src, attention_mask=(src != PAD).long(), decoder_input_ids=tgt_in,
+                 decoder_attention_mask=(tgt_in != PAD).long(), use_cache=False,
+                 logits_mask=keep).logits, tgt_out[keep]  # fmt: skip
+
+
 BUILDERS = {"ours": ours, "ours (HF)": hf_ours, "torch.nn.Transformer": TorchTransformer, "Bart": bart}
 
 

@@ -8,7 +8,7 @@ What the subclass changes, each for parity with pytorch_version.train:
   create_scheduler      the Noam warm-up schedule, pytorch_version.train.noam_schedule
   get_train_dataloader  the same batches in the same order as pytorch_version.train (a
                         DistributedSampler, also under torchrun; with --max_tokens:
-                        utils.batching.TokenBatchSampler)
+                        utils.batching.TokenBatchSampler, its share of them under torchrun)
   prediction_step       greedy decoding with source length + 10 new tokens, and teacher-forced
                         token accuracy, as pytorch_version.train.evaluate
   compute_metrics       exact match, and for translation BLEU and chrF (utils.metrics)
@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from transformers import Seq2SeqTrainer, TrainerCallback
 
 from huggingface_version.resume import ResumableSampler
-from pytorch_version.distributed import EpochSampler, World, sampler
+from pytorch_version.distributed import EpochSampler, World, sampler, token_batches
 from utils.batching import TokenBatchSampler
 from utils.metrics import exact_match, translation_scores
 from utils.resilience import NonFiniteGuard
@@ -89,17 +89,18 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
         if "decoder_input_ids" not in inputs:
             unwrapped = self.accelerator.unwrap_model(model)
             inputs["decoder_input_ids"] = unwrapped.prepare_decoder_input_ids_from_labels(labels)
-        outputs = model(**inputs, use_cache=False)
-        logits = outputs.logits.reshape(-1, outputs.logits.size(-1))  # (B*T, V)
         if model.training and num_items_in_batch:
+            labelled = labels != -100  # the loss needs logits only where there is a label
+            outputs = model(**inputs, use_cache=False, logits_mask=labelled)
+            logits = outputs.logits  # (N, V)
             loss_sum = F.cross_entropy(
                 logits,
-                labels.reshape(-1),
+                labels[labelled],
                 ignore_index=-100,
                 label_smoothing=self.label_smoothing,
                 reduction="sum",
             )
-            batch_loss = loss_sum.item() / max(int((labels != -100).sum()), 1)
+            batch_loss = loss_sum.item() / max(int(labelled.sum()), 1)
             state = getattr(self, "state", None)  # None outside trainer.train()
             step, epoch = (state.global_step, int(state.epoch or 0)) if state else (0, 0)
             if self.guard.check(batch_loss, f"optimizer step {step + 1} (epoch {epoch + 1})"):
@@ -108,6 +109,8 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
                 self._bad_step = step
             loss = loss_sum / max(int(num_items_in_batch), 1)
         else:
+            outputs = model(**inputs, use_cache=False)
+            logits = outputs.logits.reshape(-1, outputs.logits.size(-1))  # (B*T, V)
             loss = F.cross_entropy(logits, labels.reshape(-1), ignore_index=-100)
         return (loss, outputs) if return_outputs else loss
 
@@ -150,8 +153,18 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
         does), so N processes with batch B see the batches one process with batch N x B sees.
         """
         generator = torch.Generator().manual_seed(self.args.seed)
-        if self.max_tokens:
-            lengths = [(len(x["input_ids"]), len(x["labels"])) for x in self.train_dataset]
+        world = World(self.args.process_index, self.args.world_size)
+        lengths = [(len(x["input_ids"]), len(x["labels"])) for x in self.train_dataset if self.max_tokens]
+        if self.max_tokens and world.distributed:  # this process's share of (seed, epoch)'s batches
+            batches = EpochSampler(token_batches(*zip(*lengths), self.max_tokens, world, self.args.seed))
+            loader = DataLoader(
+                self.train_dataset,
+                batch_sampler=ResumableSampler(batches, generator, lambda: self._epochs_done(len(batches))),
+                generator=generator,
+                collate_fn=self.data_collator,
+                num_workers=self.args.dataloader_num_workers,
+            )
+        elif self.max_tokens:
             batches = TokenBatchSampler(*zip(*lengths), self.max_tokens, shuffle=True, generator=generator)
             loader = DataLoader(
                 self.train_dataset,
@@ -161,7 +174,6 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
                 num_workers=self.args.dataloader_num_workers,
             )
         else:
-            world = World(self.args.process_index, self.args.world_size)
             order = EpochSampler(sampler(self.train_dataset, world, self.args.seed))  # set by (seed, epoch)
             loader = DataLoader(
                 self.train_dataset,

@@ -203,12 +203,15 @@ class TutorialTransformerForConditionalGeneration(TutorialPreTrainedModel, Gener
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        logits_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> Seq2SeqLMOutput | tuple:
         """Teacher forcing with `decoder_input_ids` (BOS y1 y2 ...), or built from `labels` (y1 y2 ... EOS).
 
         `labels` use -100 for positions that carry no loss; the loss here is plain
         cross-entropy (label smoothing is the trainer's business, see custom_trainer.py).
+        With a (B, T) boolean `logits_mask` the logits are only those positions', (N, V), as in
+        pytorch_version.model.Transformer.decode: the output layer skips the padding.
         """
         if labels is not None and decoder_input_ids is None:
             decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
@@ -225,7 +228,10 @@ class TutorialTransformerForConditionalGeneration(TutorialPreTrainedModel, Gener
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        logits = self.lm_head(outputs.last_hidden_state)  # (B, T, V)
+        hidden = outputs.last_hidden_state
+        if logits_mask is not None:
+            hidden, labels = hidden[logits_mask], None if labels is None else labels[logits_mask]
+        logits = self.lm_head(hidden)  # (B, T, V), or (N, V) with a logits_mask
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)

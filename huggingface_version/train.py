@@ -35,7 +35,7 @@ from huggingface_version.resume import (
     save_model_atomically,
 )
 from huggingface_version.tokenization import to_fast_tokenizer
-from pytorch_version.distributed import World, check_supported, shutdown
+from pytorch_version.distributed import World, shutdown
 from utils.config import RunConfig, UserError, check_precision, resolve_device
 from utils.data import PairDataset, collate, first_example, load_task_data
 from utils.monitor import InternalsRecorder, write_analysis
@@ -129,7 +129,6 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
     saved = load_state(resume_from, cfg) if resume_from else None  # refused before anything is written
     # under torchrun the Trainer (accelerate) joins the process group; rank 0 alone writes and logs
     world = World(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
-    check_supported(cfg, world)  # --max_tokens: one process only
     main = world.is_main
     if not main:
         logging.getLogger().setLevel(logging.WARNING)

@@ -8,8 +8,10 @@ of every global batch (DistributedSampler), and DDP averages the gradients acros
 during backward, so every copy takes the same optimizer step and stays identical.
 
 `--batch_size` is per process: the global batch is batch_size x N x gradient_accumulation_steps
-examples. The sampler is the same with one process (a world of size 1), so a run on N
-processes with batch B sees exactly the batches a single process with batch N x B sees.
+examples. `--max_tokens` is per process too: each step takes N of the epoch's length-bucketed
+batches, one per process (DistributedTokenBatchSampler). The DistributedSampler is the same
+with one process (a world of size 1), so a run on N processes with batch B sees exactly the
+batches a single process with batch N x B sees.
 Only rank 0 writes files, logs and draws figures.
 """
 
@@ -154,16 +156,23 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "no_sync") else model
 
 
-def make_train_loader(dataset: Dataset, batch_size: int, world: World, seed: int, num_workers: int = 0):
-    """Shuffled batches of `batch_size` from `sampler` (call loader.sampler.set_epoch(epoch) each epoch).
+def make_train_loader(dataset: Dataset, batch_size: int, world: World, seed: int, num_workers: int = 0,
+                      max_tokens: int = 0) -> DataLoader:  # fmt: skip
+    """Shuffled batches of `batch_size` from `sampler`, or under torchrun with `max_tokens` from
+    `token_batches` (call set_epoch(loader, epoch) each epoch).
 
     The generator only seeds the DataLoader's workers; the order comes from (seed, epoch).
     """
     from utils.data import collate
 
+    generator = torch.Generator().manual_seed(seed)
+    if max_tokens:
+        share = token_batches(dataset.src_lengths, dataset.tgt_lengths, max_tokens, world, seed)
+        return DataLoader(dataset, batch_sampler=share, collate_fn=collate, generator=generator,
+                          num_workers=num_workers)  # fmt: skip
     order = sampler(dataset, world, seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=order, collate_fn=collate,
-                      generator=torch.Generator().manual_seed(seed), num_workers=num_workers)  # fmt: skip
+                      generator=generator, num_workers=num_workers)  # fmt: skip
 
 
 class EpochSampler(Sampler):
@@ -182,10 +191,48 @@ class EpochSampler(Sampler):
         return len(self.inner)
 
 
-def check_supported(cfg, world: World) -> None:
-    """What this toolkit does not do with several processes, refused before any work."""
-    if world.distributed and cfg.max_tokens:
-        raise UserError("--max_tokens batches by length in one process only; under torchrun use --batch_size")
+class DistributedTokenBatchSampler(Sampler[list[int]]):
+    """--max_tokens under torchrun: every process builds the same length-bucketed batches of the
+    epoch (utils.batching.TokenBatchSampler, drawn from seed + epoch: call set_epoch) and
+    takes every N-th one, starting at its rank. Like DistributedSampler, the list is padded by
+    wrapping around to a multiple of N, so every process takes the same number of steps.
+
+    An optimizer step then covers N batches of up to max_tokens tokens each: --max_tokens is per
+    process, as --batch_size is, and the loss is still the mean over the global batch's tokens.
+    """
+
+    def __init__(self, batches, world: World, seed: int) -> None:
+        self.inner, self.world, self.seed, self.epoch = batches, world, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        batches = self.inner.batches(torch.Generator().manual_seed(self.seed + self.epoch))
+        batches += batches[: -len(batches) % self.world.size]
+        return iter(batches[self.world.rank :: self.world.size])
+
+    def __len__(self) -> int:
+        return -(-len(self.inner) // self.world.size)
+
+    def padding_ratio(self) -> float:
+        return self.inner.padding_ratio()
+
+
+def token_batches(src_lengths, tgt_lengths, max_tokens: int, world: World, seed: int) -> Sampler:
+    """This process's share of each epoch's --max_tokens batches of examples with these lengths."""
+    from utils.batching import TokenBatchSampler
+
+    inner = TokenBatchSampler(src_lengths, tgt_lengths, max_tokens, shuffle=True)
+    return DistributedTokenBatchSampler(inner, world, seed)
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Tell a loader's DistributedSampler or DistributedTokenBatchSampler which epoch comes next;
+    a single process's own samplers draw from the loader's generator instead and need nothing."""
+    for order in (loader.sampler, loader.batch_sampler):
+        if hasattr(order, "set_epoch"):
+            order.set_epoch(epoch)
 
 
 def fail_if_asked(world: World, step: int) -> None:

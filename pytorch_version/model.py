@@ -96,10 +96,14 @@ class Transformer(nn.Module):
         memory: torch.Tensor,
         src_mask: torch.Tensor,
         cache: KVCache | None = None,
+        logits_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, T) target ids -> (B, T, V) logits.
 
         With a `cache`, `tgt` holds only the new positions; the ones before are in the cache.
+        With a (B, T) boolean `logits_mask`, only the logits of those positions, (N, V): training
+        needs them only where there is a label, and the output layer, the largest matmul of the
+        model (D x V per position), then skips the padding.
         """
         start = len(cache) if cache is not None else 0
         # a decoding step's single query may see every cached key; no mask needed
@@ -107,12 +111,15 @@ class Transformer(nn.Module):
         x = self.hook_tgt_embed(self.tgt_embed(tgt))
         x = self.dropout(self.hook_tgt_pos(self.positions(x, start)))
         x = self.decoder(x, memory, src_mask, tgt_mask, cache)
+        if logits_mask is not None:
+            x = x[logits_mask]  # (N, D): the positions that carry a label
         return self.hook_logits(self.lm_head(x))
 
-    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: `tgt` is the shifted-right target (BOS y1 y2 ...)."""
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor, logits_mask: torch.Tensor | None = None):
+        """Teacher forcing: `tgt` is the shifted-right target (BOS y1 y2 ...); (B, T, V) logits, or
+        with `logits_mask` only those positions' (N, V) (see `decode`)."""
         src_mask = self.src_mask(src)
-        return self.decode(tgt, self.encode(src, src_mask), src_mask)
+        return self.decode(tgt, self.encode(src, src_mask), src_mask, logits_mask=logits_mask)
 
     def run_with_cache(self, src: torch.Tensor, tgt: torch.Tensor, names: NameFilter = None, detach=True):
         """Teacher-forced forward that also returns the activation cache {name: tensor}.

@@ -142,6 +142,10 @@ def restore(path: Path, cfg: RunConfig, model, optimizer, scheduler, loader,
     saved, wanted = data["run_config"], cfg.to_dict()
     progress_state = state.get("progress")
     saved_world = progress_state.get("world_size", 1) if isinstance(progress_state, dict) else 1
+    if saved_world != world_size and saved.get("max_tokens"):  # each process took every N-th batch
+        raise UserError(f"cannot resume from {path} with {world_size} process(es): its --max_tokens "
+                        f"batches were shared by {saved_world}; resume with torchrun "
+                        f"--nproc_per_node={saved_world}")  # fmt: skip
     if (saved_world, world_size) != (1, 1) and isinstance(saved.get("batch_size"), int):
         # what must match is the global batch: per process x processes
         got, want = saved["batch_size"] * saved_world, cfg.batch_size * world_size

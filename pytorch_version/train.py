@@ -21,12 +21,12 @@ from pytorch_version.checkpoint import save_checkpoint
 from pytorch_version.distributed import (
     World,
     agree_to_stop,
-    check_supported,
     device_for,
     fail_if_asked,
     from_rank0,
     init_world,
     make_train_loader,
+    set_epoch,
     shutdown,
     sum_across,
     tokens_per_replica,
@@ -71,13 +71,15 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device,
         if i < progress.batches_done:
             continue  # trained on before the run was interrupted: the same batches, in the same order
         src, tgt_in, tgt_out = (batch[k].to(device) for k in ("src", "tgt_in", "tgt_out"))
-        tokens = int((tgt_out != bare.config.pad_id).sum())
+        labelled = tgt_out != bare.config.pad_id  # the loss needs logits only where there is a label
+        tokens = int(labelled.sum())
         last = (i + 1) % accum == 0 or i + 1 == len(loader)  # the window's last batch: a step follows
         # DDP all-reduces gradients during backward; the window's earlier batches add up locally first
         with model.no_sync() if world.distributed and not last else nullcontext():
             with torch.autocast(autocast, dtype=torch.bfloat16, enabled=cfg.bf16):  # --bf16: mixed precision
-                logits = model(src, tgt_in)
-            loss_sum = seq2seq_loss(logits.float(), tgt_out, bare.config.pad_id, cfg.label_smoothing, "sum")
+                logits = model(src, tgt_in, logits_mask=labelled)  # (N, V): no logits for padding
+            labels, pad = tgt_out[labelled], bare.config.pad_id
+            loss_sum = seq2seq_loss(logits.float(), labels, pad, cfg.label_smoothing, "sum")
             loss = loss_sum.item() / max(tokens, 1)
             if guard.check(loss, f"epoch {progress.epoch}, batch {i}"):
                 loss_sum.backward()  # gradients of the window's batches add up...
@@ -129,7 +131,6 @@ def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
     check_precision(cfg, device)
     world = init_world(device, cfg.dist_timeout)  # one process of one unless started by torchrun
     try:  # leave the process group on every way out, so no other process waits for this one
-        check_supported(cfg, world)
         return _train(cfg, results_name, world, device_for(world, device))
     finally:
         shutdown(world)
@@ -144,11 +145,12 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
     torch.manual_seed(cfg.seed)
 
     dataset = PairDataset(train_pairs, tokenizer)
-    if cfg.max_tokens:  # batches by length, one process only (distributed.check_supported)
+    if cfg.max_tokens and not world.distributed:  # batches by length, drawn from the loader's generator
         train_loader = make_loader(dataset, cfg.batch_size, True, cfg.seed, cfg.dataloader_num_workers,
                                    cfg.max_tokens)  # fmt: skip
-    else:  # rank r of N reads perm[r::N] of one permutation per (seed, epoch); one process reads it all
-        train_loader = make_train_loader(dataset, cfg.batch_size, world, cfg.seed, cfg.dataloader_num_workers)
+    else:  # rank r of N reads its share of one order per (seed, epoch); one process reads it all
+        train_loader = make_train_loader(dataset, cfg.batch_size, world, cfg.seed, cfg.dataloader_num_workers,
+                                         cfg.max_tokens)  # fmt: skip
     eval_loader = make_loader(PairDataset(eval_pairs, tokenizer), 256, False, max_tokens=cfg.max_tokens)
     data_report = report_data(cfg, out, train_loader) if main else {}  # padding; translation: a figure
     model = build_model(cfg, tokenizer).to(device)
@@ -201,8 +203,7 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
         resume.restore_rng(saved)  # dropout goes on with the numbers it would have drawn
         for epoch in range(progress.epoch, cfg.epochs + 1):
             progress.begin_epoch(train_loader)
-            if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler: this epoch's permutation
-                train_loader.sampler.set_epoch(epoch)
+            set_epoch(train_loader, epoch)  # under torchrun: this epoch's order, the same on every process
             desc = f"epoch {epoch}/{cfg.epochs}"
             train_one_epoch(ddp_model, train_loader, optimizer, scheduler, cfg, device, desc, recorder,
                             progress, stop, guard, world)  # fmt: skip

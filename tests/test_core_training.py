@@ -161,3 +161,37 @@ def test_a_run_that_cannot_start_writes_nothing(tmp_path):
         train(RunConfig(**impossible))
     assert list(tmp_path.iterdir()) == [], "a results folder was created for a run that never started"
     assert logging.getLogger().handlers == handlers, "train.log's handler was left on the root logger"
+
+
+def test_logits_only_where_there_are_labels_give_the_same_loss_and_gradients(batch):
+    """The training step projects only labelled positions (logits_mask): same loss, same gradients
+    as full (B, T, V) logits with the padding ignored by the loss."""
+    from huggingface_version.convert import pytorch_to_hf
+    from pytorch_version.model import Transformer
+    from tests.conftest import tiny_config
+
+    src, tgt = batch
+    tgt_out = torch.cat([tgt[:, 1:], torch.full_like(tgt[:, :1], 2)], dim=1)
+    tgt_out[1, 3:] = 0  # padding in one row
+    labelled = tgt_out != 0
+
+    def loss_and_grads(model, masked: bool):
+        model.zero_grad()
+        if masked:
+            loss = seq2seq_loss(model(src, tgt, logits_mask=labelled), tgt_out[labelled], 0, 0.1, "sum")
+        else:
+            loss = seq2seq_loss(model(src, tgt), tgt_out, 0, 0.1, "sum")
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    torch.manual_seed(0)
+    model = Transformer(tiny_config())
+    full, masked = loss_and_grads(model, False), loss_and_grads(model, True)
+    torch.testing.assert_close(masked[0], full[0])
+    for a, b in zip(masked[1], full[1]):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    hf = pytorch_to_hf(model).eval()
+    with torch.no_grad():
+        inputs = dict(input_ids=src, attention_mask=(src != 0).long(), decoder_input_ids=tgt)
+        all_logits, some = hf(**inputs).logits, hf(**inputs, logits_mask=labelled).logits
+    torch.testing.assert_close(some, all_logits[labelled])

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pytest
 import torch
 
 from tests.robust_helpers import ENV, ROOT, TINY, flags, run_main
@@ -25,11 +29,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def torchrun_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+            f"--master_port={free_port()}", str(ROOT / "main.py"), *args]  # fmt: skip
+
+
 def torchrun(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-               f"--master_port={free_port()}", str(ROOT / "main.py"), *args]  # fmt: skip
-    return subprocess.run(command, cwd=ROOT, env={**ENV, **(env or {})}, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(torchrun_command(*args), cwd=ROOT, env={**ENV, **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
 
 
 def weights(path) -> dict[str, torch.Tensor]:
@@ -72,8 +79,9 @@ def test_two_processes_equal_one_process_with_the_global_batch(tmp_path):
     assert refused.returncode == 2 and "16 x 2 processes" in refused.stderr, refused.stderr
 
 
-def test_huggingface_under_torchrun_finishes(tmp_path):
-    run = torchrun("--version", "huggingface", *flags(**SETTINGS | dict(batch_size=16, epochs=1)),
+@pytest.mark.parametrize("batching", [dict(batch_size=16), dict(max_tokens=96)], ids=["batch", "tokens"])
+def test_huggingface_under_torchrun_finishes(tmp_path, batching):
+    run = torchrun("--version", "huggingface", *flags(**SETTINGS | batching | dict(epochs=1)),
                    "--output_dir", str(tmp_path), "--dist_timeout", "30")  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("huggingface_version done") == 1, run.stdout
@@ -96,3 +104,81 @@ def test_version_both_is_refused_under_torchrun(tmp_path):
     run = torchrun("--version", "both", *flags(**SETTINGS), "--output_dir", str(tmp_path))
     assert run.returncode != 0
     assert run.stderr.count("main.py: error: under torchrun only --version pytorch or huggingface") == 1
+
+
+def test_max_tokens_batches_are_shared_out_by_rank():
+    """Every process gets as many batches; together they cover the epoch's batches (padded by
+    wrapping around), the same on every process for an epoch and new for the next one."""
+    from pytorch_version.distributed import World, token_batches
+
+    lengths = [3 + i % 17 for i in range(500)]
+
+    def share(rank: int, size: int, epoch: int) -> list:
+        order = token_batches(lengths, lengths, 64, World(rank, size), seed=5)
+        order.set_epoch(epoch)
+        assert len(list(order)) == len(order)
+        return list(order)
+
+    shares = {epoch: [share(r, 5, epoch) for r in range(5)] for epoch in (1, 2)}  # 96 batches: 4 reused
+    for epoch, ranks in shares.items():
+        assert len({len(r) for r in ranks}) == 1
+        together = [b for i in range(len(ranks[0])) for b in (r[i] for r in ranks)]
+        epoch_batches = share(0, 1, epoch)
+        assert len(together) == 100 and together[: len(epoch_batches)] == epoch_batches
+        assert together[len(epoch_batches) :] == epoch_batches[: len(together) - len(epoch_batches)]
+    assert shares[1] != shares[2]
+
+
+def test_max_tokens_under_torchrun(tmp_path):
+    """Two processes share each epoch's --max_tokens batches: half the optimizer steps of one process."""
+    settings = flags(**SETTINGS | dict(max_tokens=96, epochs=2))
+    two = torchrun("--version", "pytorch", *settings, "--output_dir", str(tmp_path / "two"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run_main("--version", "pytorch", *settings, "--output_dir", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr
+    steps_one, steps_two = (
+        [json.loads(line)["step"] for line in (tmp_path / run / "results_pytorch/logs/metrics.jsonl").open()]
+        for run in ("one", "two")
+    )
+    assert steps_two == [-(-s // 2) for s in steps_one], (steps_one, steps_two)
+    # its checkpoint goes on only with as many processes: which batch is whose depends on it
+    epoch_1 = str(tmp_path / "two" / "results_pytorch" / "checkpoints" / "checkpoint_epoch_1.pt")
+    refused = run_main("--version", "pytorch", *settings, "--output_dir", str(tmp_path), "--resume", epoch_1)
+    assert refused.returncode == 2 and "--nproc_per_node=2" in refused.stderr, refused.stderr
+
+
+def test_sigterm_to_one_rank_stops_every_rank_and_resumes(tmp_path):
+    """A signal reaches one process only (a scheduler, a user's kill): all stop after the same step,
+    rank 0 saves interrupted.pt, and the run goes on from it under torchrun."""
+    import signal
+
+    settings = SETTINGS | dict(batch_size=16)
+    command = torchrun_command("--version", "pytorch", *flags(**settings | dict(epochs=400)),
+                               "--output_dir", str(tmp_path), "--dist_timeout", "30")  # fmt: skip
+    job = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)  # fmt: skip
+    checkpoints = tmp_path / "results_pytorch" / "checkpoints"
+    deadline = time.monotonic() + 60
+    while not (checkpoints / "checkpoint_epoch_1.pt").exists():  # training is under way
+        assert job.poll() is None and time.monotonic() < deadline, "no epoch finished"
+        time.sleep(0.05)
+    os.kill(_worker_pid(job.pid, rank=1), signal.SIGTERM)
+    _, stderr = job.communicate(timeout=60)
+    assert job.returncode != 0
+    assert (checkpoints / "interrupted.pt").is_file(), stderr[-3000:]
+    state = torch.load(checkpoints / "interrupted.pt", weights_only=True)["training_state"]["progress"]
+    assert state["world_size"] == 2 and state["epoch"] < 400
+
+    resumed = torchrun("--version", "pytorch", *flags(**settings | dict(epochs=state["epoch"] + 1)),
+                       "--output_dir", str(tmp_path), "--dist_timeout", "30", "--resume", "auto")  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {checkpoints / 'interrupted.pt'}" in resumed.stderr + resumed.stdout
+
+
+def _worker_pid(agent_pid: int, rank: int) -> int:
+    """The pid of the torchrun worker with this RANK (read from /proc/<pid>/environ)."""
+    for child in Path(f"/proc/{agent_pid}/task/{agent_pid}/children").read_text().split():
+        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        if f"RANK={rank}".encode() in environ:
+            return int(child)
+    raise AssertionError(f"no worker with RANK={rank} under pid {agent_pid}")

@@ -29,6 +29,8 @@ def batch_statistics(loader) -> dict:
     dataset = loader.dataset
     src, tgt = dataset.src_lengths, dataset.tgt_lengths
     sampler = loader.batch_sampler
+    while hasattr(sampler, "inner"):  # a wrapper (torchrun's share, a resumable pass): the whole epoch
+        sampler = sampler.inner
     if isinstance(sampler, TokenBatchSampler):
         batches, batching = sampler.preview(), f"max_tokens={sampler.max_tokens}"
     else:
