@@ -8,7 +8,8 @@ batch 64, source/target lengths up to 24 with padding masks, dropout 0.1, fixed 
 and seeds, warm-up steps, median of repeats. Each training measurement runs in its own
 process, so its peak resident memory is its own. Each model trains as its toolkit does: ours
 and its HF version compute logits only where there is a label (`logits_mask`), the peers
-compute them at every position and let the loss ignore the padding. Ratios (ours / peer) are
+compute them at every position and let the loss ignore the padding; every model gets the same
+fused Adam (transformers' Trainer defaults to fused AdamW too). Ratios (ours / peer) are
 the headline: absolute numbers depend on the machine. Writes benchmarks/results/speed.json.
 """
 
@@ -50,7 +51,7 @@ def measure_training(name: str, steps: int, repeats: int) -> dict:
 
     torch.manual_seed(0)
     model = BUILDERS[name]().train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)  # as our trainers and HF's default
     batches = [make_batch(i) for i in range(steps)]
 
     def step(src, tgt_in, tgt_out):

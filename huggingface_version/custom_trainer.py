@@ -33,7 +33,7 @@ from utils.batching import TokenBatchSampler
 from utils.metrics import exact_match, translation_scores
 from utils.resilience import NonFiniteGuard
 from utils.tracking import Tracker
-from utils.training import noam_schedule
+from utils.training import noam_schedule, paper_adam
 
 
 class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
@@ -134,9 +134,7 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
-            params = (model or self.model).parameters()
-            # lr 1: the scheduler's multiplier *is* the learning rate (section 5.3)
-            self.optimizer = torch.optim.Adam(params, lr=1.0, betas=(0.9, 0.98), eps=1e-9)
+            self.optimizer = paper_adam((model or self.model).parameters())
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):

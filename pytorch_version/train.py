@@ -43,7 +43,7 @@ from utils.monitor import InternalsRecorder, write_analysis
 from utils.resilience import GracefulStop, NonFiniteGuard, atomic_write_json, ensure_writable, resume_command
 from utils.trace_printer import trace_example
 from utils.tracking import Tracker, add_file_log
-from utils.training import noam_schedule, out_of_time, seq2seq_loss
+from utils.training import noam_schedule, out_of_time, paper_adam, seq2seq_loss
 from utils.training_curves import plot_training_curves
 
 logger = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
     eval_loader = make_loader(PairDataset(eval_pairs, tokenizer), 256, False, max_tokens=cfg.max_tokens)
     data_report = report_data(cfg, out, train_loader) if main else {}  # padding; translation: a figure
     model = build_model(cfg, tokenizer).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
+    optimizer = paper_adam(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, noam_schedule(cfg.hidden_size, cfg.warmup_steps, cfg.lr_factor)
     )

@@ -109,9 +109,9 @@ def test_trainer_loss_matches_pytorch_per_accumulation_window():
     tokens = sum(int((t != 0).sum()) for t in targets)
     expected = sum(seq2seq_loss(lg, t, 0, 0.1, "sum") for lg, t in zip(logits, targets)) / tokens
 
-    class Stub(torch.nn.Module):  # hands back the prepared logits
-        def forward(self, **inputs):
-            return type("Out", (), {"logits": self.next})()
+    class Stub(torch.nn.Module):  # hands back the prepared logits, only the asked positions' as a model does
+        def forward(self, logits_mask=None, **inputs):
+            return type("Out", (), {"logits": self.next if logits_mask is None else self.next[logits_mask]})()
 
     trainer = TutorialSeq2SeqTrainer.__new__(TutorialSeq2SeqTrainer)
     trainer.label_smoothing, trainer._batch_losses = 0.1, []

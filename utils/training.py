@@ -1,9 +1,19 @@
-"""The training recipe both implementations share: the Noam schedule and the smoothed loss."""
+"""The training recipe both implementations share: Adam, the Noam schedule and the smoothed loss."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+
+def paper_adam(parameters) -> torch.optim.Adam:
+    """Adam with beta1 0.9, beta2 0.98, eps 1e-9 (section 5.3) and lr 1: the Noam schedule's
+    multiplier *is* the learning rate.
+
+    `fused=True` updates every parameter in one kernel instead of about ten small tensor
+    operations per parameter (torch's default on the CPU), the same arithmetic in fewer passes.
+    """
+    return torch.optim.Adam(parameters, lr=1.0, betas=(0.9, 0.98), eps=1e-9, fused=True)
 
 
 def noam_schedule(d_model: int, warmup_steps: int, factor: float = 1.0):
