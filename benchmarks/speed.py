@@ -6,9 +6,10 @@
 Same dimensions for every model: d_model 256, 3+3 layers, 8 heads, FFN 512, vocab 8000,
 batch 64, source/target lengths up to 24 with padding masks, dropout 0.1, fixed threads
 and seeds, warm-up steps, median of repeats. Each training measurement runs in its own
-process, so its peak resident memory is its own. Each model trains as its toolkit does: ours
-and its HF version compute logits only where there is a label (`logits_mask`), the peers
-compute them at every position and let the loss ignore the padding; every model gets the same
+process, so its peak resident memory is its own. Each model trains as its toolkit does
+(speed_models.training_loss): ours and its HF version compute logits only where there is a
+label and use the loss's written-down gradient, the peers compute logits at every position
+and let F.cross_entropy ignore the padding; every model gets the same
 fused Adam (transformers' Trainer defaults to fused AdamW too). Ratios (ours / peer) are
 the headline: absolute numbers depend on the machine. Writes benchmarks/results/speed.json.
 """
@@ -41,21 +42,19 @@ from benchmarks.speed_models import (  # noqa: E402
     make_batch,
     ours,
     strip_capture_points,
-    training_logits,
+    training_loss,
 )
 
 
 def measure_training(name: str, steps: int, repeats: int) -> dict:
     """Forward + backward + Adam step; padded target tokens per second (median of repeats)."""
-    from utils.training import seq2seq_loss
-
     torch.manual_seed(0)
     model = BUILDERS[name]().train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)  # as our trainers and HF's default
     batches = [make_batch(i) for i in range(steps)]
 
     def step(src, tgt_in, tgt_out):
-        loss = seq2seq_loss(*training_logits(name, model, src, tgt_in, tgt_out), PAD, 0.1)
+        loss = training_loss(name, model, src, tgt_in, tgt_out)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -128,18 +127,6 @@ def measure_tracing(repeats: int) -> dict:
     bare.load_state_dict(traced.state_dict())
     src, tgt, _ = make_batch(7)
 
-    def timed(fn) -> float:
-        with torch.no_grad():
-            for _ in range(3):
-                fn()
-            samples = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                for _ in range(10):
-                    fn()
-                samples.append((time.perf_counter() - start) / 10)
-        return statistics.median(samples)
-
     def with_cache(names):
         def run():
             with capture(traced, names):
@@ -147,12 +134,30 @@ def measure_tracing(repeats: int) -> dict:
 
         return run
 
-    base = timed(lambda: bare(src, tgt))
+    runs = {
+        "bare": lambda: bare(src, tgt),
+        "tracing off": lambda: traced(src, tgt),
+        "weights": with_cache("*.weights"),
+        "full": with_cache(None),
+    }
+    samples = {name: [] for name in runs}
+    with torch.no_grad():
+        for fn in runs.values():
+            for _ in range(3):
+                fn()
+        for _ in range(repeats):  # the variants take turns, so a slow spell of the machine hits them all
+            for name, fn in runs.items():
+                start = time.perf_counter()
+                for _ in range(5):
+                    fn()
+                samples[name].append((time.perf_counter() - start) / 5)
+    # per round, each variant over the bare model of the same round: the median of those ratios
+    ratio = {name: statistics.median(t / b for t, b in zip(samples[name], samples["bare"])) for name in runs}
     result = {
-        "no capture points (ms)": base * 1e3,
-        "tracing off / no capture points": timed(lambda: traced(src, tgt)) / base,
-        "attention weights only / no capture points": timed(with_cache("*.weights")) / base,
-        "full cache / no capture points": timed(with_cache(None)) / base,
+        "no capture points (ms)": statistics.median(samples["bare"]) * 1e3,
+        "tracing off / no capture points": ratio["tracing off"],
+        "attention weights only / no capture points": ratio["weights"],
+        "full cache / no capture points": ratio["full"],
     }
     with torch.no_grad(), capture(traced) as cache:
         traced(src, tgt)

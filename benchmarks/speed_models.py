@@ -88,17 +88,23 @@ def logits_of(name, model, src, tgt):
                  decoder_attention_mask=(tgt != PAD).long(), use_cache=False).logits  # fmt: skip
 
 
-def training_logits(name, model, src, tgt_in, tgt_out):
-    """(logits, targets) as each toolkit's training step computes them: ours and its HF version
-    only at positions with a label (`logits_mask`, as both trainers do), the peers everywhere."""
+def training_loss(name, model, src, tgt_in, tgt_out):
+    """The mean label-smoothed loss as each toolkit's training step computes it: ours and its HF
+    version project only positions with a label (`logits_mask`) and use the written-down
+    gradient of utils.training.labelled_loss_sum, as both trainers do; the peers compute logits
+    everywhere and go through F.cross_entropy with label smoothing, ignoring the padding."""
+    from utils.training import labelled_loss_sum, seq2seq_loss
+
     if name not in ("ours", "ours (HF)"):
-        return logits_of(name, model, src, tgt_in), tgt_out
+        return seq2seq_loss(logits_of(name, model, src, tgt_in), tgt_out, PAD, 0.1)
     keep = tgt_out != PAD
     if name == "ours":
-        return model(src, tgt_in, logits_mask=keep), tgt_out[keep]
-    return model(input_ids=src, attention_mask=(src != PAD).long(), decoder_input_ids=tgt_in,
-                 decoder_attention_mask=(tgt_in != PAD).long(), use_cache=False,
-                 logits_mask=keep).logits, tgt_out[keep]  # fmt: skip
+        logits = model(src, tgt_in, logits_mask=keep)
+    else:
+        logits = model(input_ids=src, attention_mask=(src != PAD).long(), decoder_input_ids=tgt_in,
+                       decoder_attention_mask=(tgt_in != PAD).long(), use_cache=False,
+                       logits_mask=keep).logits  # fmt: skip
+    return labelled_loss_sum(logits, tgt_out[keep], 0.1) / keep.sum()
 
 
 BUILDERS = {"ours": ours, "ours (HF)": hf_ours, "torch.nn.Transformer": TorchTransformer, "Bart": bart}

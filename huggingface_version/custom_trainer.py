@@ -33,7 +33,7 @@ from utils.batching import TokenBatchSampler
 from utils.metrics import exact_match, translation_scores
 from utils.resilience import NonFiniteGuard
 from utils.tracking import Tracker
-from utils.training import noam_schedule, paper_adam
+from utils.training import labelled_loss_sum, noam_schedule, paper_adam
 
 
 class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
@@ -93,13 +93,7 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
             labelled = labels != -100  # the loss needs logits only where there is a label
             outputs = model(**inputs, use_cache=False, logits_mask=labelled)
             logits = outputs.logits  # (N, V)
-            loss_sum = F.cross_entropy(
-                logits,
-                labels[labelled],
-                ignore_index=-100,
-                label_smoothing=self.label_smoothing,
-                reduction="sum",
-            )
+            loss_sum = labelled_loss_sum(logits, labels[labelled], self.label_smoothing)
             batch_loss = loss_sum.item() / max(int(labelled.sum()), 1)
             state = getattr(self, "state", None)  # None outside trainer.train()
             step, epoch = (state.global_step, int(state.epoch or 0)) if state else (0, 0)

@@ -43,7 +43,7 @@ from utils.monitor import InternalsRecorder, write_analysis
 from utils.resilience import GracefulStop, NonFiniteGuard, atomic_write_json, ensure_writable, resume_command
 from utils.trace_printer import trace_example
 from utils.tracking import Tracker, add_file_log
-from utils.training import noam_schedule, out_of_time, paper_adam, seq2seq_loss
+from utils.training import labelled_loss_sum, noam_schedule, out_of_time, paper_adam
 from utils.training_curves import plot_training_curves
 
 logger = logging.getLogger(__name__)
@@ -78,8 +78,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device,
         with model.no_sync() if world.distributed and not last else nullcontext():
             with torch.autocast(autocast, dtype=torch.bfloat16, enabled=cfg.bf16):  # --bf16: mixed precision
                 logits = model(src, tgt_in, logits_mask=labelled)  # (N, V): no logits for padding
-            labels, pad = tgt_out[labelled], bare.config.pad_id
-            loss_sum = seq2seq_loss(logits.float(), labels, pad, cfg.label_smoothing, "sum")
+            loss_sum = labelled_loss_sum(logits.float(), tgt_out[labelled], cfg.label_smoothing)
             loss = loss_sum.item() / max(tokens, 1)
             if guard.check(loss, f"epoch {progress.epoch}, batch {i}"):
                 loss_sum.backward()  # gradients of the window's batches add up...

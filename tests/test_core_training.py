@@ -195,3 +195,19 @@ def test_logits_only_where_there_are_labels_give_the_same_loss_and_gradients(bat
         inputs = dict(input_ids=src, attention_mask=(src != 0).long(), decoder_input_ids=tgt)
         all_logits, some = hf(**inputs).logits, hf(**inputs, logits_mask=labelled).logits
     torch.testing.assert_close(some, all_logits[labelled])
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_written_down_loss_gradient_equals_autograd_through_cross_entropy(smoothing):
+    from utils.training import labelled_loss_sum
+
+    g = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(17, 11, generator=g, dtype=torch.float64)).requires_grad_()
+    targets = torch.randint(0, 11, (17,), generator=g)
+    ours = labelled_loss_sum(logits, targets, smoothing)
+    (grad_ours,) = torch.autograd.grad(2.5 * ours, logits)  # an upstream gradient that is not 1
+    reference = seq2seq_loss(logits, targets, -1, smoothing, "sum")
+    (grad_reference,) = torch.autograd.grad(2.5 * reference, logits)
+    torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(grad_ours, grad_reference)
+    assert torch.autograd.gradcheck(lambda x: labelled_loss_sum(x, targets, smoothing), (logits,))

@@ -134,16 +134,16 @@ def test_graceful_stop_codes_and_a_second_ctrl_c():
 
 
 def _nan_at(monkeypatch, bad_calls):
-    """Make seq2seq_loss in the training loop return NaN on the given (0-based) calls."""
+    """Make the training loop's loss (labelled_loss_sum) NaN on the given (0-based) calls."""
     calls = {"n": 0}
-    original = pt_train.seq2seq_loss
+    original = pt_train.labelled_loss_sum
 
     def loss(*args, **kwargs):
         value = original(*args, **kwargs)
         calls["n"] += 1
         return value * float("nan") if bad_calls(calls["n"] - 1) else value
 
-    monkeypatch.setattr(pt_train, "seq2seq_loss", loss)
+    monkeypatch.setattr(pt_train, "labelled_loss_sum", loss)
 
 
 def test_a_nan_loss_skips_its_step_and_names_the_batch(tmp_path, monkeypatch, caplog):
