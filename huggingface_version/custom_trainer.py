@@ -147,17 +147,11 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
         generator = torch.Generator().manual_seed(self.args.seed)
         world = World(self.args.process_index, self.args.world_size)
         lengths = [(len(x["input_ids"]), len(x["labels"])) for x in self.train_dataset if self.max_tokens]
-        if self.max_tokens and world.distributed:  # this process's share of (seed, epoch)'s batches
-            batches = EpochSampler(token_batches(*zip(*lengths), self.max_tokens, world, self.args.seed))
-            loader = DataLoader(
-                self.train_dataset,
-                batch_sampler=ResumableSampler(batches, generator, lambda: self._epochs_done(len(batches))),
-                generator=generator,
-                collate_fn=self.data_collator,
-                num_workers=self.args.dataloader_num_workers,
-            )
-        elif self.max_tokens:
-            batches = TokenBatchSampler(*zip(*lengths), self.max_tokens, shuffle=True, generator=generator)
+        if self.max_tokens:
+            if world.distributed:  # this process's share of (seed, epoch)'s batches
+                batches = EpochSampler(token_batches(*zip(*lengths), self.max_tokens, world, self.args.seed))
+            else:
+                batches = TokenBatchSampler(*zip(*lengths), self.max_tokens, True, generator)
             loader = DataLoader(
                 self.train_dataset,
                 batch_sampler=ResumableSampler(batches, generator, lambda: self._epochs_done(len(batches))),
