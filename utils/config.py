@@ -132,7 +132,7 @@ class RunConfig:
     max_train_lines: int = _opt(0, "translation: use only the first N training pairs (0: all)")
     vocab_size: int = _opt(8000, "translation: BPE vocabulary size (per language with --separate_vocab)")
     separate_vocab: bool = _opt(False, "translation: one BPE vocabulary per language instead of a shared one")
-    max_tokens: int = _opt(0, "batch by length: up to N padded tokens per batch, e.g. 4096 (0: --batch_size)")
+    max_tokens: int = _opt(0, "batch by length: up to N padded tokens a batch, per process (0: --batch_size)")
     # model
     hidden_size: int = _opt(128, "d_model, the width of every token vector")
     num_layers: int = _opt(2, "encoder layers and decoder layers (N in the paper)")
