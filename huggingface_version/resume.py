@@ -183,7 +183,6 @@ class ResumeCallback(TrainerCallback):
         self.stop.install()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.stop.step_done(state.global_step)
         if self.stop.requested:  # save after this optimizer step, then leave the loop
             control.should_save = control.should_training_stop = True
 

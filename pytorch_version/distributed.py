@@ -31,9 +31,6 @@ from utils.config import UserError
 
 logger = logging.getLogger(__name__)
 
-# For tests only: the rank that raises after its first optimizer step (tests/test_distributed.py)
-FAIL_RANK_ENV = "TRANSFORMER_TUTORIAL_FAIL_RANK"
-
 
 @dataclass(frozen=True)
 class World:
@@ -233,10 +230,3 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
     for order in (loader.sampler, loader.batch_sampler):
         if hasattr(order, "set_epoch"):
             order.set_epoch(epoch)
-
-
-def fail_if_asked(world: World, step: int) -> None:
-    """For tests only: FAIL_RANK_ENV=R makes rank R raise after its first optimizer step."""
-    wanted = os.environ.get(FAIL_RANK_ENV)
-    if wanted is not None and wanted != "" and int(wanted) == world.rank and step >= 1:
-        raise RuntimeError(f"{FAIL_RANK_ENV}={wanted}: rank {world.rank} fails on purpose (a test)")

@@ -22,7 +22,6 @@ from pytorch_version.distributed import (
     World,
     agree_to_stop,
     device_for,
-    fail_if_asked,
     from_rank0,
     init_world,
     make_train_loader,
@@ -106,8 +105,6 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device,
             window_tokens, window_ok = 0, True
             if recorder is not None:
                 recorder.maybe_record(bare, scheduler.last_epoch)  # last_epoch counts optimizer steps
-            stop.step_done(progress.step)
-            fail_if_asked(world, scheduler.last_epoch)
             if agree_to_stop(world, stop):  # under torchrun all processes stop after the same step
                 break  # a whole step is done: the caller saves a checkpoint to resume from
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")

@@ -32,10 +32,16 @@ def flags(**settings) -> list[str]:
     return out
 
 
+def main_script(env: dict | None) -> str:
+    """main.py, or tests/fault_main.py when `env` asks for faults (tests/faults.py)."""
+    return "tests/fault_main.py" if any(k.startswith("FAULT_") for k in env or {}) else "main.py"
+
+
 def run_main(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`python main.py ARGS` as a user runs it (with the network blocked, see tests/conftest.py)."""
+    """`python main.py ARGS` as a user runs it (with the network blocked, see tests/conftest.py).
+    With FAULT_* variables in `env`, through tests/fault_main.py, which injects those faults."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), *args],
+        [sys.executable, str(ROOT / main_script(env)), *args],
         cwd=ROOT, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.robust_helpers import ENV, ROOT, TINY, flags, run_main
+from tests.faults import FAIL_RANK_ENV
+from tests.robust_helpers import ENV, ROOT, TINY, flags, main_script, run_main
 
 # 8 global batches of 32 per epoch; dropout 0, so one process and two must agree
 SETTINGS = TINY | dict(train_size=256, eval_size=16, dropout=0.0, epochs=2)
@@ -29,14 +30,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun_command(*args: str) -> list[str]:
+def torchrun_command(*args: str, script: str = "main.py") -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-            f"--master_port={free_port()}", str(ROOT / "main.py"), *args]  # fmt: skip
+            f"--master_port={free_port()}", str(ROOT / script), *args]  # fmt: skip
 
 
 def torchrun(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(torchrun_command(*args), cwd=ROOT, env={**ENV, **(env or {})}, capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    """torchrun main.py ARGS; with FAULT_* variables in `env`, through tests/fault_main.py."""
+    command = torchrun_command(*args, script=main_script(env))
+    return subprocess.run(command, cwd=ROOT, env={**ENV, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
 
 
 def weights(path) -> dict[str, torch.Tensor]:
@@ -94,7 +97,7 @@ def test_a_failing_rank_ends_the_whole_job(tmp_path):
     start = time.monotonic()
     settings = flags(**SETTINGS | dict(batch_size=16))
     run = torchrun("--version", "pytorch", *settings, "--output_dir", str(tmp_path), "--dist_timeout", "10",
-                   env={"TRANSFORMER_TUTORIAL_FAIL_RANK": "1"})  # fmt: skip
+                   env={FAIL_RANK_ENV: "1"})  # fmt: skip
     assert run.returncode != 0
     assert "fails on purpose" in run.stderr
     assert time.monotonic() - start < 60

@@ -13,9 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.faults import sigterm_after_step
 from tests.robust_helpers import TINY, metrics_without_time
 from utils.config import RunConfig, UserError
-from utils.resilience import SIGTERM_AT_STEP_ENV, TrainingStopped
+from utils.resilience import TrainingStopped
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -38,9 +39,12 @@ def uninterrupted(tmp_path_factory, single_thread) -> Path:
 def test_sigterm_saves_a_trainer_checkpoint_and_resume_ends_bitwise_equal(
     tmp_path, uninterrupted, monkeypatch
 ):
-    monkeypatch.setenv(SIGTERM_AT_STEP_ENV, "13")  # epoch 2, step 3 of 10
-    with pytest.raises(TrainingStopped) as info:
-        _run(tmp_path)
+    fault = sigterm_after_step(13)  # epoch 2, step 3 of 10
+    try:
+        with pytest.raises(TrainingStopped) as info:
+            _run(tmp_path)
+    finally:
+        fault.remove()
     assert info.value.exit_code == 143
     out = tmp_path / "results_huggingface"
     assert "resume with: python main.py --version huggingface" in str(info.value)
@@ -58,7 +62,6 @@ def test_sigterm_saves_a_trainer_checkpoint_and_resume_ends_bitwise_equal(
     assert len(metrics_without_time(out)) == 1, "half an epoch was evaluated"
     assert not (out / "model.safetensors").exists(), "an interrupted run wrote its final model"
 
-    monkeypatch.delenv(SIGTERM_AT_STEP_ENV)
     summary = _run(tmp_path, resume="auto")
     final, expected = load_file(out / "model.safetensors"), load_file(uninterrupted / "model.safetensors")
     assert final.keys() == expected.keys()

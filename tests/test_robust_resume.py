@@ -1,8 +1,8 @@
 """pytorch_version: nothing lost. An interrupted-then-resumed run ends bitwise where an uninterrupted
 one does; the same seed gives the same metrics; a NaN/inf loss is skipped, and K in a row stop the run.
 
-The interrupt is made deterministic with TRANSFORMER_TUTORIAL_SIGTERM_AT_STEP=N (utils.resilience):
-the training process sends itself SIGTERM after optimizer step N, as `kill` or a batch scheduler would.
+The interrupt is made deterministic by tests/faults.py (FAULT_SIGTERM_AFTER_STEP=N): the training
+process gets SIGTERM right after optimizer step N, as from `kill` or a batch scheduler.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 import pytorch_version.train as pt_train
 from pytorch_version.checkpoint import load_checkpoint
 from pytorch_version.train import train
+from tests.faults import SIGTERM_AFTER_STEP_ENV
 from tests.robust_helpers import (
     TINY,
     assert_one_error_line,
@@ -32,7 +33,7 @@ from tests.robust_helpers import (
     run_main,
 )
 from utils.config import RunConfig
-from utils.resilience import SIGTERM_AT_STEP_ENV, GracefulStop
+from utils.resilience import GracefulStop
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -52,7 +53,7 @@ def _final_state(results: Path) -> dict:
 
 def test_sigterm_mid_epoch_then_resume_auto_ends_with_bitwise_equal_weights(tmp_path, uninterrupted):
     args = ["--version", "pytorch", *flags(**TINY), "--output_dir", str(tmp_path)]
-    stopped = run_main(*args, env={SIGTERM_AT_STEP_ENV: "13"})  # epoch 2, batch 3 of 10
+    stopped = run_main(*args, env={SIGTERM_AFTER_STEP_ENV: "13"})  # epoch 2, batch 3 of 10
     assert stopped.returncode == 143, stopped.stderr
     assert "Traceback" not in stopped.stderr
     results = tmp_path / "results_pytorch"

@@ -36,9 +36,6 @@ from utils.config import UserError
 logger = logging.getLogger(__name__)
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, as a shell reports it
-# For tests only: deliver SIGTERM to this process after that many optimizer steps, so an interrupt
-# lands at a known point (tests/test_robust_resume.py). Unset in normal use.
-SIGTERM_AT_STEP_ENV = "TRANSFORMER_TUTORIAL_SIGTERM_AT_STEP"
 
 
 class WriteError(UserError, OSError):
@@ -139,7 +136,6 @@ class GracefulStop:
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
-        self._signal_at = int(os.environ.get(SIGTERM_AT_STEP_ENV, "0") or 0)
 
     @property
     def requested(self) -> bool:
@@ -168,12 +164,6 @@ class GracefulStop:
 
     def __exit__(self, *exc) -> None:
         self.uninstall()
-
-    def step_done(self, step: int) -> None:
-        """Called after each optimizer step; delivers the test signal of SIGTERM_AT_STEP_ENV once."""
-        if self._signal_at and step >= self._signal_at:
-            self._signal_at = 0
-            os.kill(os.getpid(), signal.SIGTERM)
 
     def interrupted(self, where: str, checkpoint: str | Path, command: str) -> TrainingStopped:
         name = signal.Signals(self.signum).name
