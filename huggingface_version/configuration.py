@@ -25,7 +25,7 @@ class TutorialTransformerConfig(PreTrainedConfig):
     """
 
     model_type = MODEL_TYPE
-    keys_to_ignore_at_inference: ClassVar[list[str]] = ["past_key_values"]
+    keys_to_ignore_at_inference: ClassVar[list[str]] = ["cache", "past_key_values"]  # 5.24 renamed it
     attribute_map: ClassVar[dict[str, str]] = {
         "num_hidden_layers": "num_layers",  # read by DynamicCache(config=...) and generate
         "num_attention_heads": "num_heads",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -57,9 +58,10 @@ def check_greedy_generate() -> str:
     width = max(ours.size(1), theirs.size(1))
     pad = lambda t: torch.nn.functional.pad(t, (0, width - t.size(1)))
     assert torch.equal(pad(ours), pad(theirs)), "greedy outputs differ"
-    cached = hf.generate(src, max_new_tokens=12, num_beams=4)
-    assert torch.equal(cached, hf.generate(src, max_new_tokens=12, num_beams=4, use_cache=False))
-    return "generate == pytorch greedy; beam search cached == uncached"
+    for beams in (1, 4):  # min_new_tokens: whole sequences, not an early EOS, so every step counts
+        run = partial(hf.generate, src, max_new_tokens=12, min_new_tokens=12, num_beams=beams)
+        assert torch.equal(run(), run(use_cache=False)), f"{beams} beam(s): cached != uncached"
+    return "generate == pytorch greedy; greedy and beam search cached == uncached"
 
 
 def check_hook_cache() -> str:

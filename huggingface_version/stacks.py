@@ -19,6 +19,14 @@ from huggingface_version.layers import (
     TutorialSinusoidalPositions,
 )
 
+# transformers 5.24 renamed `past_key_values` to `cache`: generate passes `cache=` and model outputs
+# have a `cache` field. The models here take either name and fill the field this version has.
+CACHE_FIELD = (
+    "cache"
+    if "cache" in BaseModelOutputWithPastAndCrossAttentions.__dataclass_fields__
+    else "past_key_values"
+)
+
 
 @dataclass
 class TutorialEncoderOutput(BaseModelOutput):
@@ -122,8 +130,8 @@ class TutorialDecoder(nn.Module):
             x = self.layer_norm(x)
         return BaseModelOutputWithPastAndCrossAttentions(
             last_hidden_state=x,
-            past_key_values=past_key_values if use_cache else None,
             hidden_states=hidden_states if output_hidden_states else None,
             attentions=self_attns if output_attentions else None,
             cross_attentions=cross_attns if output_attentions else None,
+            **{CACHE_FIELD: past_key_values if use_cache else None},
         )
