@@ -30,6 +30,7 @@ from transformers import Seq2SeqTrainer, TrainerCallback
 from huggingface_version.resume import ResumableSampler
 from pytorch_version.distributed import EpochSampler, World, sampler, token_batches
 from utils.batching import TokenBatchSampler
+from utils.config import RunConfig
 from utils.metrics import exact_match, translation_scores
 from utils.resilience import NonFiniteGuard
 from utils.tracking import Tracker
@@ -48,14 +49,14 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
     def __init__(
         self,
         *args,
-        label_smoothing: float = 0.1,
-        warmup_steps: int = 400,
-        lr_factor: float = 1.0,
+        label_smoothing: float = RunConfig.label_smoothing,  # the defaults of main.py's flags
+        warmup_steps: int = RunConfig.warmup_steps,
+        lr_factor: float = RunConfig.lr_factor,
         max_new_tokens: int = 0,
         references: list[str] | None = None,
         translation: bool = False,
         max_tokens: int = 0,
-        max_nonfinite_steps: int = 5,
+        max_nonfinite_steps: int = RunConfig.max_nonfinite_steps,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
