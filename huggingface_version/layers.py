@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from huggingface_version.attention import TutorialAttention
+from utils.fast_dropout import dropout as fast_dropout
 
 
 class TutorialScaledEmbedding(nn.Embedding):
@@ -69,8 +70,8 @@ def residual(
 ):
     """Add & Norm around one sublayer; returns the new residual stream (B, T, D)."""
     if norm_first:
-        return x + nn.functional.dropout(sublayer(norm(x)), p=dropout, training=training)
-    return norm(x + nn.functional.dropout(sublayer(x), p=dropout, training=training))
+        return x + fast_dropout(sublayer(norm(x)), dropout, training)  # utils/fast_dropout.py
+    return norm(x + fast_dropout(sublayer(x), dropout, training))
 
 
 def feed_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPastAndCrossAttentions
@@ -18,6 +17,7 @@ from huggingface_version.layers import (
     TutorialScaledEmbedding,
     TutorialSinusoidalPositions,
 )
+from utils.fast_dropout import dropout as fast_dropout
 
 # transformers 5.24 renamed `past_key_values` to `cache`: generate passes `cache=` and model outputs
 # have a `cache` field. The models here take either name and fill the field this version has.
@@ -65,7 +65,7 @@ class TutorialEncoder(nn.Module):
         """(B, S) source ids -> last_hidden_state (B, S, D), the `memory` the decoder attends to."""
         mask = encoder_mask(input_ids, attention_mask, self.config.pad_token_id)  # (B, 1, 1, S)
         x = self.embed_positions(self.embed_tokens(input_ids))
-        x = F.dropout(x, p=self.config.dropout, training=self.training)  # section 5.4
+        x = fast_dropout(x, self.config.dropout, self.training)  # section 5.4
         hidden_states, attentions = (x,), ()
         for layer in self.layers:
             x, weights = layer(x, mask)
@@ -115,7 +115,7 @@ class TutorialDecoder(nn.Module):
             input_ids.device,
         )
         x = self.embed_positions(self.embed_tokens(input_ids), past_length)
-        x = F.dropout(x, p=self.config.dropout, training=self.training)
+        x = fast_dropout(x, self.config.dropout, self.training)
         hidden_states, self_attns, cross_attns = (x,), (), ()
         for layer in self.layers:
             x, self_w, cross_w = layer(

@@ -10,6 +10,7 @@ from torch import nn
 
 from pytorch_version.attention import KVCache, MultiHeadAttention
 from utils.config import ModelConfig
+from utils.fast_dropout import Dropout
 from utils.tracing import HookPoint
 
 
@@ -76,7 +77,7 @@ def add_and_norm(
     x: torch.Tensor,
     sublayer: Callable[[torch.Tensor], torch.Tensor],
     norm: LayerNorm,
-    dropout: nn.Dropout,
+    dropout: Dropout,
     norm_first: bool,
 ) -> torch.Tensor:
     """The residual connection around a sublayer.
@@ -99,7 +100,7 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(d_model, d_ff)
         self.norm1 = LayerNorm(d_model)
         self.norm2 = LayerNorm(d_model)
-        self.dropout = nn.Dropout(cfg.dropout)  # "residual dropout", section 5.4
+        self.dropout = Dropout(cfg.dropout)  # "residual dropout", section 5.4 (utils/fast_dropout.py)
         self.norm_first = cfg.norm_first
         self.hook_resid_pre = HookPoint()
         self.hook_resid_mid = HookPoint()
@@ -127,7 +128,7 @@ class DecoderLayer(nn.Module):
         self.norm1 = LayerNorm(d_model)
         self.norm2 = LayerNorm(d_model)
         self.norm3 = LayerNorm(d_model)
-        self.dropout = nn.Dropout(cfg.dropout)  # "residual dropout", section 5.4
+        self.dropout = Dropout(cfg.dropout)  # "residual dropout", section 5.4 (utils/fast_dropout.py)
         self.norm_first = cfg.norm_first
         self.index = index  # names this layer's entries in a KVCache
         self.hook_resid_pre = HookPoint()

@@ -13,6 +13,7 @@ from torch import nn
 from pytorch_version.attention import KVCache, causal_mask, padding_mask
 from pytorch_version.layers import DecoderLayer, Embeddings, EncoderLayer, LayerNorm, PositionalEncoding
 from utils.config import ModelConfig
+from utils.fast_dropout import Dropout
 from utils.tracing import HookPoint, NameFilter, capture
 
 
@@ -52,7 +53,7 @@ class Transformer(nn.Module):
             self.src_embed if cfg.share_embeddings else Embeddings(cfg.tgt_vocab_size, cfg.hidden_size)
         )
         self.positions = PositionalEncoding(cfg.hidden_size, cfg.max_position)
-        self.dropout = nn.Dropout(cfg.dropout)  # on embeddings + positions (section 5.4)
+        self.dropout = Dropout(cfg.dropout)  # on embeddings + positions (section 5.4)
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.tgt_vocab_size, bias=False)
