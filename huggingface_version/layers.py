@@ -22,6 +22,7 @@ from torch import nn
 
 from huggingface_version.attention import TutorialAttention
 from utils.fast_dropout import dropout as fast_dropout
+from utils.packing import Rows
 
 
 class TutorialScaledEmbedding(nn.Embedding):
@@ -94,14 +95,16 @@ class TutorialEncoderLayer(nn.Module):
         self.norm_first = config.norm_first
 
     def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, rows: Rows | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, S, D) -> (B, S, D), plus the self-attention weights (B, H, S, S) when eager."""
+        """(B, S, D) -> (B, S, D), plus the self-attention weights (B, H, S, S) when eager.
+        With `rows` (utils/packing.py) the real tokens' rows, (N, D)."""
         weights = None
+        pack = (rows.src, rows.src) if rows is not None else None
 
         def attend(h):
             nonlocal weights
-            out, weights = self.self_attn(h, attention_mask=attention_mask)
+            out, weights = self.self_attn(h, attention_mask=attention_mask, rows=pack)
             return out
 
         x = residual(
@@ -135,13 +138,16 @@ class TutorialDecoderLayer(nn.Module):
         encoder_hidden_states: torch.Tensor,
         encoder_attention_mask: torch.Tensor | None,
         past_key_values=None,
+        rows: Rows | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """(B, T, D) -> (B, T, D), plus self- and cross-attention weights when eager."""
+        """(B, T, D) -> (B, T, D), plus self- and cross-attention weights when eager.
+        With `rows` (utils/packing.py) the hidden and encoder states are packed rows."""
         weights: dict[str, torch.Tensor | None] = {}
+        own, cross = ((rows.tgt, rows.tgt), (rows.tgt, rows.src)) if rows is not None else (None, None)
 
         def attend_self(h):
             out, weights["self"] = self.self_attn(
-                h, attention_mask=attention_mask, past_key_values=past_key_values
+                h, attention_mask=attention_mask, past_key_values=past_key_values, rows=own
             )
             return out
 
@@ -151,6 +157,7 @@ class TutorialDecoderLayer(nn.Module):
                 key_value_states=encoder_hidden_states,
                 attention_mask=encoder_attention_mask,
                 past_key_values=past_key_values,
+                rows=cross,
             )
             return out
 

@@ -30,6 +30,7 @@ from huggingface_version.attention import encoder_mask
 from huggingface_version.configuration import TutorialTransformerConfig
 from huggingface_version.layers import TutorialSinusoidalPositions
 from huggingface_version.stacks import CACHE_FIELD, TutorialDecoder, TutorialEncoder
+from utils.packing import Rows, labelled_rows
 
 
 def shift_tokens_right(labels: torch.Tensor, pad_id: int, start_id: int) -> torch.Tensor:
@@ -95,8 +96,10 @@ class TutorialTransformerModel(TutorialPreTrainedModel):
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
+        rows: Rows | None = None,
         **kwargs,
     ) -> Seq2SeqModelOutput:
+        """Encoder and decoder; with `rows` (utils/packing.py, training only) on real tokens' rows."""
         output_attentions = (
             output_attentions if output_attentions is not None else self.config.output_attentions
         )
@@ -107,7 +110,9 @@ class TutorialTransformerModel(TutorialPreTrainedModel):
             )
         output_hidden_states = bool(output_hidden_states or self.config.output_hidden_states)
         if encoder_outputs is None:  # generate runs the encoder once and passes its output on
-            encoder_outputs = self.encoder(input_ids, attention_mask, output_attentions, output_hidden_states)
+            encoder_outputs = self.encoder(
+                input_ids, attention_mask, output_attentions, output_hidden_states, rows=rows
+            )
         elif not isinstance(encoder_outputs, BaseModelOutput):
             encoder_outputs = BaseModelOutput(*encoder_outputs)
         memory = encoder_outputs.last_hidden_state  # (B, S, D)
@@ -126,6 +131,7 @@ class TutorialTransformerModel(TutorialPreTrainedModel):
             use_cache=bool(use_cache),
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            rows=rows,
         )
         return Seq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
@@ -158,6 +164,7 @@ class TutorialTransformerForConditionalGeneration(TutorialPreTrainedModel, Gener
             self._tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
         self.post_init()
         self._set_generation_defaults()
+        self.pack_rows = True  # training steps compute on real tokens only (utils/packing.py)
 
     def _set_generation_defaults(self) -> None:
         """Decoding as in pytorch_version.decoding: start from BOS, stop at EOS, pad after it, never
@@ -213,12 +220,25 @@ class TutorialTransformerForConditionalGeneration(TutorialPreTrainedModel, Gener
         `labels` use -100 for positions that carry no loss; the loss here is plain
         cross-entropy (label smoothing is the trainer's business, see custom_trainer.py).
         With a (B, T) boolean `logits_mask` the logits are only those positions', (N, V), as in
-        pytorch_version.model.Transformer.decode: the output layer skips the padding.
+        pytorch_version.model.Transformer.decode: the output layer skips the padding, and unless
+        something watches (hooks, attentions, hidden states, a cache) every layer computes on the
+        real tokens' rows only (utils/packing.py).
         """
         if labels is not None and decoder_input_ids is None:
             decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
         if use_cache is None:  # keep keys and values only when someone will decode further
             use_cache = self.config.use_cache and labels is None and not self.training
+        rows = None
+        if logits_mask is not None and self._packable(input_ids, encoder_outputs, use_cache,
+                                                      output_attentions, output_hidden_states):  # fmt: skip
+            pad = self.config.pad_token_id
+            src = attention_mask.bool() if attention_mask is not None else input_ids != pad
+            tgt = (
+                decoder_attention_mask.bool()
+                if decoder_attention_mask is not None
+                else decoder_input_ids != pad
+            )
+            rows = Rows.of(src, tgt | logits_mask)  # every labelled position computed
         outputs = self.model(
             input_ids,
             attention_mask=attention_mask,
@@ -229,10 +249,12 @@ class TutorialTransformerForConditionalGeneration(TutorialPreTrainedModel, Gener
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            rows=rows,
         )
         hidden = outputs.last_hidden_state
         if logits_mask is not None:
-            hidden, labels = hidden[logits_mask], None if labels is None else labels[logits_mask]
+            labels = None if labels is None else labels[logits_mask]
+            hidden = hidden[logits_mask] if rows is None else labelled_rows(hidden, rows.tgt, logits_mask)
         logits = self.lm_head(hidden)  # (B, T, V), or (N, V) with a logits_mask
         loss = None
         if labels is not None:
@@ -249,6 +271,18 @@ class TutorialTransformerForConditionalGeneration(TutorialPreTrainedModel, Gener
             **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
         return output.to_tuple() if return_dict is False else output
+
+    def _packable(
+        self, input_ids, encoder_outputs, use_cache, output_attentions, output_hidden_states
+    ) -> bool:
+        """May this forward run on packed rows? Not when anything wants (B, T, D) tensors: forward
+        hooks (huggingface_version.hooks), attentions, hidden states or a cache."""
+        if not self.pack_rows or input_ids is None or encoder_outputs is not None or use_cache:
+            return False
+        cfg = self.config
+        if output_attentions or output_hidden_states or cfg.output_attentions or cfg.output_hidden_states:
+            return False
+        return not any(m._forward_hooks or m._forward_pre_hooks for m in self.modules())
 
     def run_with_cache(self, src: torch.Tensor, tgt: torch.Tensor, names=None, detach: bool = True):
         """Teacher-forced forward that also returns the activation cache {name: tensor}.

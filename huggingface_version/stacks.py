@@ -18,6 +18,7 @@ from huggingface_version.layers import (
     TutorialSinusoidalPositions,
 )
 from utils.fast_dropout import dropout as fast_dropout
+from utils.packing import Rows
 
 # transformers 5.24 renamed `past_key_values` to `cache`: generate passes `cache=` and model outputs
 # have a `cache` field. The models here take either name and fill the field this version has.
@@ -60,15 +61,19 @@ class TutorialEncoder(nn.Module):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         return_dict: bool = True,
+        rows: Rows | None = None,
         **kwargs,
     ) -> TutorialEncoderOutput:
-        """(B, S) source ids -> last_hidden_state (B, S, D), the `memory` the decoder attends to."""
+        """(B, S) source ids -> last_hidden_state (B, S, D), the `memory` the decoder attends to.
+        With `rows` (utils/packing.py): (N, D), the real tokens' rows only."""
         mask = encoder_mask(input_ids, attention_mask, self.config.pad_token_id)  # (B, 1, 1, S)
         x = self.embed_positions(self.embed_tokens(input_ids))
+        if rows is not None:
+            x = rows.src.pack(x)
         x = fast_dropout(x, self.config.dropout, self.training)  # section 5.4
         hidden_states, attentions = (x,), ()
         for layer in self.layers:
-            x, weights = layer(x, mask)
+            x, weights = layer(x, mask, rows)
             hidden_states, attentions = hidden_states + (x,), attentions + (weights,)
         if self.layer_norm is not None:
             x = self.layer_norm(x)
@@ -101,8 +106,10 @@ class TutorialDecoder(nn.Module):
         use_cache: bool = False,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        rows: Rows | None = None,
     ) -> BaseModelOutputWithPastAndCrossAttentions:
-        """(B, T) target ids -> (B, T, D). With a Cache, `input_ids` holds only the new positions."""
+        """(B, T) target ids -> (B, T, D). With a Cache, `input_ids` holds only the new positions.
+        With `rows` (utils/packing.py) the encoder states and the output are packed rows."""
         if use_cache and past_key_values is None:
             past_key_values = EncoderDecoderCache(DynamicCache(), DynamicCache())
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
@@ -115,11 +122,13 @@ class TutorialDecoder(nn.Module):
             input_ids.device,
         )
         x = self.embed_positions(self.embed_tokens(input_ids), past_length)
+        if rows is not None:
+            x = rows.tgt.pack(x)
         x = fast_dropout(x, self.config.dropout, self.training)
         hidden_states, self_attns, cross_attns = (x,), (), ()
         for layer in self.layers:
             x, self_w, cross_w = layer(
-                x, self_mask, encoder_hidden_states, encoder_attention_mask, past_key_values
+                x, self_mask, encoder_hidden_states, encoder_attention_mask, past_key_values, rows
             )
             hidden_states, self_attns, cross_attns = (
                 hidden_states + (x,),

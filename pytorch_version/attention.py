@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils.packing import Packing, grid
 from utils.tracing import HookPoint
 
 
@@ -94,21 +95,26 @@ class MultiHeadAttention(nn.Module):
         cache: KVCache | None = None,
         cache_key: str = "",
         static_kv: bool = False,
+        rows: tuple[Packing, Packing] | None = None,
     ) -> torch.Tensor:
         """Attend from `query` (B, T, D) to `key_value` (B, S, D); returns (B, T, D).
 
         With a `cache`, keys and values are stored under `cache_key`: appended to
         (self-attention while decoding) or, when `static_kv`, computed once (cross-attention).
+        With `rows` (the packings of the query and key sides, utils/packing.py) `query` and
+        `key_value` are packed rows of real tokens, (N, D) and (M, D), and so is the output:
+        the projections skip the padding, attention itself runs on the (B, T) grid.
         """
-        B, T, D = query.shape
+        q_rows, kv_rows = rows if rows is not None else (None, None)
+        B, T, D = (*q_rows.shape, query.size(-1)) if rows is not None else query.shape
 
         # 1) Linear projections, then 2) reshape for heads: (B, T, D) -> (B, H, T, d_k)
-        q = self.hook_q(self._split_heads(self.hook_q_proj(self.q_proj(query))))
+        q = self.hook_q(self._split_heads(self.hook_q_proj(grid(self.q_proj(query), q_rows))))
         if cache is not None and static_kv and cache_key in cache.store:
             k, v = cache.store[cache_key]
         else:
-            k = self._split_heads(self.hook_k_proj(self.k_proj(key_value)))
-            v = self._split_heads(self.hook_v_proj(self.v_proj(key_value)))
+            k = self._split_heads(self.hook_k_proj(grid(self.k_proj(key_value), kv_rows)))
+            v = self._split_heads(self.hook_v_proj(grid(self.v_proj(key_value), kv_rows)))
             if cache is not None and not static_kv and cache_key in cache.store:
                 past_k, past_v = cache.store[cache_key]
                 k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
@@ -134,4 +140,6 @@ class MultiHeadAttention(nn.Module):
 
         # 7) Concatenate the heads and mix them with W^O
         concat = self.hook_concat(z.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
+        if q_rows is not None:
+            concat = q_rows.pack(concat)  # back to the real tokens' rows: W^O skips the padding too
         return self.hook_out(self.out_proj(concat))

@@ -11,6 +11,7 @@ from torch import nn
 from pytorch_version.attention import KVCache, MultiHeadAttention
 from utils.config import ModelConfig
 from utils.fast_dropout import Dropout
+from utils.packing import Rows
 from utils.tracing import HookPoint
 
 
@@ -106,10 +107,14 @@ class EncoderLayer(nn.Module):
         self.hook_resid_mid = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, x: torch.Tensor, src_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, src_mask: torch.Tensor | None, rows: Rows | None = None
+    ) -> torch.Tensor:
+        """(B, S, D) -> (B, S, D); with `rows` (utils/packing.py) the real tokens' rows, (N, D)."""
         x = self.hook_resid_pre(x)
+        pack = (rows.src, rows.src) if rows is not None else None
         x = add_and_norm(
-            x, lambda h: self.self_attn(h, h, src_mask), self.norm1, self.dropout, self.norm_first
+            x, lambda h: self.self_attn(h, h, src_mask, rows=pack), self.norm1, self.dropout, self.norm_first
         )
         x = self.hook_resid_mid(x)
         x = add_and_norm(x, self.ffn, self.norm2, self.dropout, self.norm_first)
@@ -143,11 +148,14 @@ class DecoderLayer(nn.Module):
         src_mask: torch.Tensor | None,
         tgt_mask: torch.Tensor | None,
         cache: KVCache | None = None,
+        rows: Rows | None = None,
     ) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D); with `rows` (utils/packing.py) `x` and `memory` are packed rows."""
         x = self.hook_resid_pre(x)
+        own, cross = ((rows.tgt, rows.tgt), (rows.tgt, rows.src)) if rows is not None else (None, None)
         x = add_and_norm(
             x,
-            lambda h: self.self_attn(h, h, tgt_mask, cache, f"{self.index}.self"),
+            lambda h: self.self_attn(h, h, tgt_mask, cache, f"{self.index}.self", rows=own),
             self.norm1,
             self.dropout,
             self.norm_first,
@@ -155,7 +163,7 @@ class DecoderLayer(nn.Module):
         x = self.hook_resid_mid(x)
         x = add_and_norm(
             x,
-            lambda h: self.cross_attn(h, memory, src_mask, cache, f"{self.index}.cross", True),
+            lambda h: self.cross_attn(h, memory, src_mask, cache, f"{self.index}.cross", True, cross),
             self.norm2,
             self.dropout,
             self.norm_first,

@@ -14,6 +14,7 @@ from pytorch_version.attention import KVCache, causal_mask, padding_mask
 from pytorch_version.layers import DecoderLayer, Embeddings, EncoderLayer, LayerNorm, PositionalEncoding
 from utils.config import ModelConfig
 from utils.fast_dropout import Dropout
+from utils.packing import Rows, labelled_rows
 from utils.tracing import HookPoint, NameFilter, capture
 
 
@@ -24,9 +25,11 @@ class Encoder(nn.Module):
         # pre-LN leaves the residual stream un-normalised, so one last LayerNorm closes the stack
         self.norm = LayerNorm(cfg.hidden_size) if cfg.norm_first else None
 
-    def forward(self, x: torch.Tensor, src_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, src_mask: torch.Tensor | None, rows: Rows | None = None
+    ) -> torch.Tensor:
         for layer in self.layers:
-            x = layer(x, src_mask)
+            x = layer(x, src_mask, rows)
         return self.norm(x) if self.norm is not None else x
 
 
@@ -36,9 +39,9 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_layers))
         self.norm = LayerNorm(cfg.hidden_size) if cfg.norm_first else None
 
-    def forward(self, x, memory, src_mask, tgt_mask, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x, memory, src_mask, tgt_mask, cache: KVCache | None = None, rows: Rows | None = None):
         for layer in self.layers:
-            x = layer(x, memory, src_mask, tgt_mask, cache)
+            x = layer(x, memory, src_mask, tgt_mask, cache, rows)
         return self.norm(x) if self.norm is not None else x
 
 
@@ -59,6 +62,8 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.tgt_vocab_size, bias=False)
         for name in ("src_embed", "src_pos", "tgt_embed", "tgt_pos", "memory", "logits"):
             self.add_module(f"hook_{name}", HookPoint())
+        self.pack_rows = True  # training steps compute on real tokens only (utils/packing.py)
+        self._points = [m for m in self.modules() if isinstance(m, HookPoint)]
         self.apply(self._init_weights)
         if cfg.tie_output:
             # "we share the same weight matrix between the two embedding layers and the
@@ -83,13 +88,14 @@ class Transformer(nn.Module):
         """Look-ahead AND padding: position i sees real tokens at positions <= i."""
         return causal_mask(tgt.size(1), tgt.device) & padding_mask(tgt, self.config.pad_id)
 
-    def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, S) source ids -> (B, S, D) memory for the decoder."""
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None, rows: Rows | None = None):
+        """(B, S) source ids -> (B, S, D) memory for the decoder (with `rows`: (N, D), real tokens)."""
         if src_mask is None:
             src_mask = self.src_mask(src)
-        x = self.hook_src_embed(self.src_embed(src))
-        x = self.dropout(self.hook_src_pos(self.positions(x)))
-        return self.hook_memory(self.encoder(x, src_mask))
+        x = self.hook_src_pos(self.positions(self.hook_src_embed(self.src_embed(src))))
+        if rows is not None:
+            x = rows.src.pack(x)
+        return self.hook_memory(self.encoder(self.dropout(x), src_mask, rows))
 
     def decode(
         self,
@@ -98,29 +104,40 @@ class Transformer(nn.Module):
         src_mask: torch.Tensor,
         cache: KVCache | None = None,
         logits_mask: torch.Tensor | None = None,
+        rows: Rows | None = None,
     ) -> torch.Tensor:
         """(B, T) target ids -> (B, T, V) logits.
 
         With a `cache`, `tgt` holds only the new positions; the ones before are in the cache.
         With a (B, T) boolean `logits_mask`, only the logits of those positions, (N, V): training
         needs them only where there is a label, and the output layer, the largest matmul of the
-        model (D x V per position), then skips the padding.
+        model (D x V per position), then skips the padding. With `rows` (and a `logits_mask`)
+        `memory` is packed rows and the decoder computes on real tokens only (utils/packing.py).
         """
         start = len(cache) if cache is not None else 0
         # a decoding step's single query may see every cached key; no mask needed
         tgt_mask = self.tgt_mask(tgt) if start == 0 else None
-        x = self.hook_tgt_embed(self.tgt_embed(tgt))
-        x = self.dropout(self.hook_tgt_pos(self.positions(x, start)))
-        x = self.decoder(x, memory, src_mask, tgt_mask, cache)
-        if logits_mask is not None:
+        x = self.hook_tgt_pos(self.positions(self.hook_tgt_embed(self.tgt_embed(tgt)), start))
+        if rows is not None:
+            x = rows.tgt.pack(x)
+        x = self.decoder(self.dropout(x), memory, src_mask, tgt_mask, cache, rows)
+        if rows is not None:
+            x = labelled_rows(x, rows.tgt, logits_mask)
+        elif logits_mask is not None:
             x = x[logits_mask]  # (N, D): the positions that carry a label
         return self.hook_logits(self.lm_head(x))
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor, logits_mask: torch.Tensor | None = None):
         """Teacher forcing: `tgt` is the shifted-right target (BOS y1 y2 ...); (B, T, V) logits, or
-        with `logits_mask` only those positions' (N, V) (see `decode`)."""
+        with `logits_mask` only those positions' (N, V) (see `decode`): then, unless something
+        is tracing, every layer computes on the real tokens' rows only (utils/packing.py)."""
         src_mask = self.src_mask(src)
-        return self.decode(tgt, self.encode(src, src_mask), src_mask, logits_mask=logits_mask)
+        rows = None
+        if logits_mask is not None and self.pack_rows and not any(p.active for p in self._points):
+            pad = self.config.pad_id
+            rows = Rows.of(src != pad, (tgt != pad) | logits_mask)  # every labelled position computed
+        memory = self.encode(src, src_mask, rows)
+        return self.decode(tgt, memory, src_mask, logits_mask=logits_mask, rows=rows)
 
     def run_with_cache(self, src: torch.Tensor, tgt: torch.Tensor, names: NameFilter = None, detach=True):
         """Teacher-forced forward that also returns the activation cache {name: tensor}.
