@@ -18,12 +18,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from huggingface_version.alongside import threads_for_halves, train_halves
 from huggingface_version.convert import pytorch_to_hf
 from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
 from huggingface_version.train import train_huggingface
 from pytorch_version.inference import load_for_inference
 from pytorch_version.train import build_model, train
-from utils.config import RunConfig
+from utils.config import RunConfig, resolve_device
 from utils.data import PairDataset, collate, make_toy_task, tokenizer_for_task
 
 logger = logging.getLogger(__name__)
@@ -102,10 +103,13 @@ def run_comparison(cfg: RunConfig) -> dict:
     """Train both versions from the same initial weights and write results_comparison/."""
     out = Path(cfg.output_dir) / "results_comparison"
     out.mkdir(parents=True, exist_ok=True)
-    start_model = initial_pytorch_model(cfg)
-
-    pt_summary = train(cfg)
-    hf_summary = train_huggingface(cfg, init_from_pytorch=start_model)
+    threads = threads_for_halves(cfg, resolve_device(cfg.device))
+    if threads is not None:  # on a CPU: at once, each on its share of the threads (alongside.py)
+        pt_summary, hf_summary = train_halves(cfg, threads)
+    else:
+        start_model = initial_pytorch_model(cfg)
+        pt_summary = train(cfg)
+        hf_summary = train_huggingface(cfg, init_from_pytorch=start_model)
     root = Path(cfg.output_dir)
     pt_history = _history(root / "results_pytorch" / "logs" / "metrics.jsonl")
     hf_history = _history(root / "results_huggingface" / "logs" / "metrics.jsonl")

@@ -20,6 +20,7 @@ whose probe runs through the hook tracker of huggingface_version.hooks.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import torch
@@ -35,6 +36,8 @@ from utils.metrics import exact_match, translation_scores
 from utils.resilience import NonFiniteGuard
 from utils.tracking import Tracker
 from utils.training import labelled_loss_sum, noam_schedule, paper_adam
+
+logger = logging.getLogger("huggingface_version.train")  # epoch lines read as the run's own
 
 
 class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
@@ -241,12 +244,14 @@ class MetricsLogCallback(TrainerCallback):
     """One metrics.jsonl record per evaluation, with pytorch_version.train's keys.
 
     With `stop_at_exact_match` > 0, training stops once held-out exact match reaches it
-    (--stop_at_exact_match, as in pytorch_version.train).
+    (--stop_at_exact_match, as in pytorch_version.train). With `announce` (--quiet, where the
+    Trainer prints nothing) each record is also logged as one line, as pytorch_version logs it.
     """
 
-    def __init__(self, tracker: Tracker, stop_at_exact_match: float = 0.0) -> None:
+    def __init__(self, tracker: Tracker, stop_at_exact_match: float = 0.0, announce: bool = False) -> None:
         self.tracker = tracker
         self.stop_at_exact_match = stop_at_exact_match
+        self.announce = announce
         self.start = time.perf_counter()
         self._train: dict = {}
 
@@ -271,6 +276,12 @@ class MetricsLogCallback(TrainerCallback):
         lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else self._train.get("lr")
         record |= {"lr": lr, "elapsed_s": time.perf_counter() - self.start}
         self.tracker.log(record)  # (only rank 0's tracker writes a file under torchrun)
+        if self.announce and record["eval_exact_match"] is not None and record["train_loss"] is not None:
+            logger.info(
+                "epoch %d: train loss %.4f | eval loss %.4f, token acc %.4f, exact match %.4f (%.0fs)",
+                record["epoch"], record["train_loss"], record["eval_loss"], record["eval_token_accuracy"],
+                record["eval_exact_match"], record["elapsed_s"],
+            )  # fmt: skip
         if self.stop_at_exact_match and (record["eval_exact_match"] or 0.0) >= self.stop_at_exact_match:
             control.should_training_stop = True
 

@@ -158,6 +158,9 @@ class RunConfig:
     fp16: bool = _opt(False, "float16 mixed precision (needs a CUDA GPU; --version huggingface)")
     bf16: bool = _opt(False, "bfloat16 mixed precision (a recent GPU, or the CPU where torch supports it)")
     resume: str = _opt("", "go on with a stopped run: a .pt checkpoint (HF: checkpoint-N/) or 'auto'")
+    parallel_halves: bool = _opt(
+        True, "--version both on a CPU: train the two halves at once, half the threads each"
+    )
     dist_timeout: int = _opt(1800, "torchrun: seconds a process waits for the others before failing")
     # decoding and inference
     checkpoint: str = _opt("", "a .pt file or HF results folder, for --source, --interactive or --evaluate")
