@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from transformers import DataCollatorForSeq2Seq, PrinterCallback, Seq2SeqTrainingArguments
 
+from huggingface_version.averaging import average_last_epochs
 from huggingface_version.configuration import TutorialTransformerConfig
 from huggingface_version.convert import pytorch_to_hf
 from huggingface_version.custom_trainer import InternalsCallback, MetricsLogCallback, TutorialSeq2SeqTrainer
@@ -232,6 +233,7 @@ def _train(cfg, init_from_pytorch, out, device, precision, resume_from, saved, w
         with disk_errors_in(out):  # a full disk in the Trainer's own saving: one line, not a traceback
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             resumer.raise_if_stopped(trainer.state)
+            averaged = average_last_epochs(cfg, out, model, trainer, tracker.history[-1]["epoch"])
             model.generation_config = generation_config
             save_model_atomically(trainer, out)  # weights, config, generation config, tokenizer files
     finally:
@@ -246,12 +248,14 @@ def _train(cfg, init_from_pytorch, out, device, precision, resume_from, saved, w
     logger.info("huggingface_version: examples %r", trainer.last_predictions[:2])
 
     plot_training_curves(tracker.history, out / "training_curves.png", f"huggingface_version: {cfg.task}")
-    final = tracker.history[-1]
+    last_epoch = {k: v for k, v in tracker.history[-1].items() if k.startswith("eval_")}
     best_key = "eval_bleu" if cfg.task == "translation" else "eval_exact_match"
     summary = {
         "version": "huggingface",
         "task": cfg.task,
-        "final": {k: v for k, v in final.items() if k.startswith("eval_")},
+        "final": averaged.get("averaged", last_epoch),  # the saved model: averaged if any
+        "last_epoch": last_epoch,
+        **averaged,
         f"best_{best_key}": max(r[best_key] for r in tracker.history),
         "wall_time_s": wall_time,
         "parameters": model.num_parameters(),

@@ -1,9 +1,9 @@
 """Held-out evaluation of the from-scratch model.
 
 Every epoch: teacher-forced loss and token accuracy, and greedy outputs scored by exact
-match (toy tasks) and by BLEU and chrF (translation). After training (translation only):
-the best checkpoint, and the average of the last epochs' checkpoints, decoded with
---beam_size and scored on the validation set.
+match (toy tasks) and by BLEU and chrF (translation). After training, with --checkpoint_average
+N, the average of the last N epochs' checkpoints: on a toy task it is the final model, evaluated
+as the epochs are; on translation it is decoded with --beam_size beside the best checkpoint.
 """
 
 from __future__ import annotations
@@ -96,6 +96,32 @@ def average_checkpoints(paths: list[Path], target: Path) -> Path:
     return target
 
 
+def averaged_epochs(cfg: RunConfig, folder: Path, history: list[dict]) -> list[int]:
+    """The last --checkpoint_average epochs up to the last one trained (also across a resumed run)
+    whose checkpoint is on disk."""
+    last = history[-1]["epoch"]
+    return [e for e in range(last - cfg.checkpoint_average + 1, last + 1)
+            if e >= 1 and (folder / f"checkpoint_epoch_{e}.pt").is_file()]  # fmt: skip
+
+
+def evaluate_average(cfg: RunConfig, out: Path, history: list[dict], evaluate_model, device) -> dict:
+    """Toy tasks with --checkpoint_average N >= 2: average the last N epochs' weights into
+    checkpoints/averaged_model.pt and evaluate it with `evaluate_model(model)`. Returns
+    {"averaged_epochs", "averaged"} for summary.json, or {} when there is nothing to average."""
+    folder = out / "checkpoints"
+    epochs = averaged_epochs(cfg, folder, history) if cfg.checkpoint_average >= 2 else []
+    if cfg.task == "translation" or len(epochs) < 2:
+        return {}
+    path = average_checkpoints(
+        [folder / f"checkpoint_epoch_{e}.pt" for e in epochs], folder / "averaged_model.pt"
+    )
+    metrics = evaluate_model(load_for_inference(path, device)[0])
+    metrics.pop("eval_examples", None)
+    logger.info("average of epochs %s: exact match %.4f (epoch %d alone: %.4f), saved as %s", epochs,
+                metrics["eval_exact_match"], epochs[-1], history[-1]["eval_exact_match"], path)  # fmt: skip
+    return {"averaged_epochs": epochs, "averaged": metrics}
+
+
 def final_evaluation(cfg: RunConfig, out: Path, eval_pairs, history: list[dict], device) -> dict:
     """Translation: decode the validation set with --beam_size using best_model.pt and (with
     --checkpoint_average N) the average of the last N epoch checkpoints; write each one's
@@ -105,9 +131,7 @@ def final_evaluation(cfg: RunConfig, out: Path, eval_pairs, history: list[dict],
     folder = out / "checkpoints"
     candidates = {"best_model": folder / "best_model.pt"}
     if cfg.checkpoint_average:
-        last = history[-1]["epoch"]  # the N epochs up to the last, also across a resumed run
-        epochs = [e for e in range(last - cfg.checkpoint_average + 1, last + 1)
-                  if e >= 1 and (folder / f"checkpoint_epoch_{e}.pt").is_file()]  # fmt: skip
+        epochs = averaged_epochs(cfg, folder, history)
         paths = [folder / f"checkpoint_epoch_{e}.pt" for e in epochs]
         candidates["averaged_model"] = average_checkpoints(paths, folder / "averaged_model.pt")
         logger.info("averaged the checkpoints of epochs %s into %s", epochs, candidates["averaged_model"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -32,7 +33,7 @@ from pytorch_version.distributed import (
     unwrap,
     wrap,
 )
-from pytorch_version.evaluate import evaluate, final_evaluation, selection_metric
+from pytorch_version.evaluate import evaluate, evaluate_average, final_evaluation, selection_metric
 from pytorch_version.model import Transformer
 from pytorch_version.resume import INTERRUPTED, Progress, save_resumable
 from utils.config import RunConfig, check_precision, resolve_device
@@ -260,11 +261,17 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
         write_analysis(model, *(probe[k].to(device) for k in ("src", "tgt_in", "tgt_out")),
                        tokenizer.tokens(src[0]), tokenizer.tokens(tgt[0]), tokenizer.id_to_token, out,
                        recorder)  # fmt: skip
-    final = tracker.history[-1]
+    last_epoch = {k: v for k, v in tracker.history[-1].items() if k.startswith("eval_")}
+    score = partial(
+        evaluate, loader=eval_loader, tokenizer=tokenizer, references=references, cfg=cfg, device=device
+    )
+    averaged = evaluate_average(cfg, out, tracker.history, score, device)  # --checkpoint_average
     summary = {
         "version": "pytorch",
         "task": cfg.task,
-        "final": {k: v for k, v in final.items() if k.startswith("eval_")},
+        "final": averaged.get("averaged", last_epoch),  # the model a user should take: averaged if any
+        "last_epoch": last_epoch,
+        **averaged,
         f"best_{selection_metric(cfg)}": progress.best,
         "wall_time_s": time.perf_counter() - start,
         **data_report,

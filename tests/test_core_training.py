@@ -67,7 +67,7 @@ def test_results_folder_has_every_documented_file(copy_run):
 
     records = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == list(range(1, cfg.epochs + 1))
-    assert records[-1]["eval_exact_match"] == summary["final"]["eval_exact_match"]
+    assert records[-1]["eval_exact_match"] == summary["last_epoch"]["eval_exact_match"]
     assert records[0]["step"] < records[-1]["step"]
 
     log = (out / "logs" / "train.log").read_text()

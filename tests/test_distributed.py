@@ -62,7 +62,7 @@ def test_two_processes_equal_one_process_with_the_global_batch(tmp_path):
     assert one.returncode == 0, one.stderr
     results = tmp_path / "two" / "results_pytorch"
     assert sorted(p.name for p in (results / "checkpoints").iterdir()) == [
-        "best_model.pt", "checkpoint_epoch_1.pt", "checkpoint_epoch_2.pt"]  # fmt: skip
+        "averaged_model.pt", "best_model.pt", "checkpoint_epoch_1.pt", "checkpoint_epoch_2.pt"]  # fmt: skip
     assert len((results / "logs" / "metrics.jsonl").read_text().splitlines()) == 2  # one writer
     for name in ("checkpoint_epoch_1.pt", "checkpoint_epoch_2.pt"):
         assert_same_weights(weights(results / "checkpoints" / name),

@@ -47,7 +47,7 @@ def test_train_huggingface_learns_and_writes_its_results_folder(hf_run):
     assert [r["epoch"] for r in records] == list(range(1, cfg.epochs + 1))
     assert [r["step"] for r in records] == [steps_per_epoch * e for e in range(1, cfg.epochs + 1)]
     assert set(records[0]) >= {"train_loss", "eval_loss", "eval_token_accuracy", "eval_exact_match", "lr"}
-    assert summary["final"]["eval_loss"] == records[-1]["eval_loss"] and "figures_error" not in summary
+    assert summary["last_epoch"]["eval_loss"] == records[-1]["eval_loss"] and "figures_error" not in summary
     assert summary["final"]["eval_exact_match"] >= 0.9, summary["final"]  # pytorch_version: 1.0 here
     assert len(list((out / "visualizations").rglob("*.png"))) > 10
     steps = [entry["step"] for entry in json.loads((out / "internals.json").read_text())["qkv_history"]]

@@ -67,7 +67,7 @@ def test_sigterm_saves_a_trainer_checkpoint_and_resume_ends_bitwise_equal(
     assert final.keys() == expected.keys()
     assert all(torch.equal(final[k], expected[k]) for k in final)
     assert metrics_without_time(out) == metrics_without_time(uninterrupted)
-    assert summary["final"] == {
+    assert summary["last_epoch"] == {
         k: v for k, v in metrics_without_time(uninterrupted)[-1].items() if "eval" in k
     }
 

@@ -87,7 +87,7 @@ def test_resume_auto_from_an_epoch_checkpoint_equals_the_uninterrupted_run(tmp_p
     summary = train(RunConfig(version="pytorch", output_dir=str(tmp_path), resume="auto", **TINY))
     assert_same_tensors(_final_state(tmp_path / "results_pytorch"), _final_state(uninterrupted))
     assert metrics_without_time(tmp_path / "results_pytorch") == metrics_without_time(uninterrupted)
-    assert summary["final"]["eval_loss"] == metrics_without_time(uninterrupted)[-1]["eval_loss"]
+    assert summary["last_epoch"]["eval_loss"] == metrics_without_time(uninterrupted)[-1]["eval_loss"]
 
 
 def test_resume_auto_with_nothing_to_resume_starts_a_new_run(tmp_path, uninterrupted):

@@ -143,7 +143,7 @@ class RunConfig:
     norm_first: bool = _opt(False, "pre-LN instead of the paper's post-LN")
     tie_output: bool = _opt(True, "tie the output projection to the target embedding")
     # training
-    epochs: int = _opt(8, "passes over the training set")
+    epochs: int = _opt(6, "passes over the training set")
     batch_size: int = _opt(64, "examples per batch (per process)")
     gradient_accumulation_steps: int = _opt(1, "batches whose gradients add up to one optimizer step")
     lr_factor: float = _opt(0.5, "Noam scale (paper: 1): lr = factor * d^-0.5 * min(s^-0.5, s*w^-1.5)")
@@ -153,7 +153,9 @@ class RunConfig:
     dataloader_num_workers: int = _opt(0, "worker processes for the DataLoader")
     stop_at_exact_match: float = _opt(0.0, "stop once held-out exact match reaches this (0: run all epochs)")
     time_budget_minutes: float = _opt(0.0, "don't start an epoch that would end past N minutes (0: no limit)")
-    checkpoint_average: int = _opt(0, "translation: average the last N epoch checkpoints at the end (0: off)")
+    checkpoint_average: int = _opt(
+        3, "the final model: the mean of the last N epochs' weights (paper 6.1; 0: off)"
+    )
     max_nonfinite_steps: int = _opt(5, "a NaN/inf loss skips its step; this many in a row stop (0: never)")
     fp16: bool = _opt(False, "float16 mixed precision (needs a CUDA GPU; --version huggingface)")
     bf16: bool = _opt(False, "bfloat16 mixed precision (a recent GPU, or the CPU where torch supports it)")

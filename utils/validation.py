@@ -30,7 +30,7 @@ def check_translation_flags(cfg) -> None:
     if cfg.evaluate and (cfg.source or cfg.interactive):
         raise UserError("--evaluate scores a test set; --source and --interactive decode single inputs")
     if cfg.task != "translation":
-        for name in ("data_dir", "separate_vocab", "max_train_lines", "checkpoint_average"):
+        for name in ("data_dir", "separate_vocab", "max_train_lines"):
             if getattr(cfg, name):
                 raise UserError(f"--{name} applies to --task translation only")
         return
