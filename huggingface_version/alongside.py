@@ -55,7 +55,6 @@ def _child(settings: dict, threads: int, log_path: str, results) -> None:
     torch.set_num_threads(threads)
     from transformers.utils import logging as hf_logging
 
-    # --quiet: no progress bars in a log file; the epochs are still logged, one line each
     from huggingface_version.compare import initial_pytorch_model
     from huggingface_version.train import train_huggingface
     from utils.resilience import Terminated, TrainingStopped, sigterm_raises
@@ -87,6 +86,7 @@ def train_halves(cfg: RunConfig, threads: tuple[int, int]) -> tuple[dict, dict]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP state
     results = context.Queue()
+    # --quiet: no progress bars in a log file; the HF run still logs one line per epoch
     child = context.Process(
         target=_child, args=({**cfg.to_dict(), "quiet": True}, threads[1], str(log_path), results)
     )

@@ -233,7 +233,7 @@ def _train(cfg, init_from_pytorch, out, device, precision, resume_from, saved, w
         with disk_errors_in(out):  # a full disk in the Trainer's own saving: one line, not a traceback
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             resumer.raise_if_stopped(trainer.state)
-            averaged = average_last_epochs(cfg, out, model, trainer, tracker.history[-1]["epoch"])
+            averaged = average_last_epochs(cfg, out, model, trainer, tracker.history[-1])
             model.generation_config = generation_config
             save_model_atomically(trainer, out)  # weights, config, generation config, tokenizer files
     finally:
