@@ -104,17 +104,17 @@ def measure_decoding(repeats: int) -> dict:
         "ours (HF) generate beam 4": lambda: hf.generate(**beam4),
         "Bart generate beam 4": lambda: peer.generate(**beam4),
     }  # fmt: skip
-    result = {}
+    times = {label: [] for label in runs}
     with torch.no_grad():
-        for label, fn in runs.items():
-            fn()
-            times = []
-            for _ in range(repeats):
+        for fn in runs.values():
+            fn()  # warm-up
+        # round-robin, at least 5 rounds: a slow moment of the machine hits every run alike
+        for _ in range(max(repeats, 5)):
+            for label, fn in runs.items():
                 start = time.perf_counter()
                 fn()
-                times.append(time.perf_counter() - start)
-            result[label] = BATCH * new / statistics.median(times)
-    return result
+                times[label].append(time.perf_counter() - start)
+    return {label: BATCH * new / statistics.median(t) for label, t in times.items()}
 
 
 def measure_tracing(repeats: int) -> dict:

@@ -43,7 +43,8 @@ def greedy_decode(
     cache = KVCache() if use_cache else None
     for _ in range(max_new_tokens):
         logits = _step(model, ys, memory, src_mask, cache)
-        token = _next_token_logprobs(model, logits).argmax(dim=-1)
+        logits[:, [cfg.pad_id, cfg.bos_id]] = float("-inf")  # never outputs (as in _next_token_logprobs);
+        token = logits.argmax(dim=-1)  # the argmax of the logits is that of the probabilities: no softmax
         token = token.masked_fill(finished, cfg.pad_id)
         ys = torch.cat([ys, token[:, None]], dim=1)
         finished |= token == cfg.eos_id
