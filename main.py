@@ -185,7 +185,7 @@ def _done(name: str, summary: dict, folder: str, cfg: RunConfig) -> None:
         score = f"validation BLEU {summary['best_eval_bleu']:.2f} (best epoch, greedy{beam})"
     else:
         score = f"exact match {summary['final']['eval_exact_match']:.2%} on {cfg.eval_size} held-out examples"
-        if summary.get("averaged_epochs"):  # --checkpoint_average: the final model is a mean
+        if summary.get("averaged_is_final"):  # --checkpoint_average: the final model is a mean
             epochs = summary["averaged_epochs"]
             score += f" (mean of the weights of epochs {epochs[0]}-{epochs[-1]})"
     folder = Path(cfg.output_dir) / folder

@@ -22,6 +22,7 @@ import queue
 import re
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -96,35 +97,46 @@ def train_halves(cfg: RunConfig, threads: tuple[int, int]) -> tuple[dict, dict]:
         "--version both: the huggingface half trains alongside (process %d, %d thread(s); this one: %d); "
         "its console goes to %s and is shown after this half's", child.pid, threads[1], threads[0], log_path,
     )  # fmt: skip
-    torch.set_num_threads(threads[0])
-    try:
-        pt_summary = train(cfg)
+    try:  # whatever stops this process (an error, Ctrl-C, SIGTERM, even while waiting) stops the child
+        torch.set_num_threads(threads[0])
+        try:
+            pt_summary = train(cfg)
+        finally:
+            torch.set_num_threads(before)
+        outcome = _outcome(child, results)  # before join: a child blocks on exit until its queue is read
+        child.join()
     except BaseException:
-        _stop(child)
+        _stop(child, results)
         _replay(log_path)
         raise
-    finally:
-        torch.set_num_threads(before)
-    outcome = _outcome(child, results)  # before join: a child blocks on exit until its queue is read
-    child.join()
     _replay(log_path)
     return pt_summary, _summary_or_raise(outcome, child.exitcode)
 
 
-def _outcome(child, results) -> tuple[str, object]:
-    while True:
+def _outcome(child, results, wait: float = float("inf")) -> tuple[str, object]:
+    """What the child put on the queue; ("failed", ...) if it exits without a word or `wait` s pass."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
         try:
             return results.get(timeout=1.0)
         except queue.Empty:
-            if not child.is_alive():  # killed before it could say anything (SIGKILL, out of memory)
-                return "failed", "it exited without a result"
+            if not child.is_alive():  # it may have put its result just before exiting: one last look
+                try:
+                    return results.get(timeout=1.0)
+                except queue.Empty:  # killed before it could say anything (SIGKILL, out of memory)
+                    return "failed", "it exited without a result"
+    return "failed", f"no result after {wait:.0f} s"
 
 
-def _stop(child) -> None:
-    """The pytorch half stopped early: ask the child to stop the same way (it saves, then exits)."""
+def _stop(child, results) -> None:
+    """This half stopped early: ask the child to stop the same way (it saves, then exits), and
+    log what it reported, so that an error of its own is not lost."""
     if child.is_alive():
         os.kill(child.pid, signal.SIGTERM)
-    child.join(timeout=300)
+    kind, value = _outcome(child, results, wait=300)
+    if kind in ("failed", "user_error"):
+        logger.warning("the huggingface half: %s", value)
+    child.join(timeout=30)
     if child.is_alive():
         child.kill()
         child.join()

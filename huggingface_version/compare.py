@@ -114,10 +114,14 @@ def run_comparison(cfg: RunConfig) -> dict:
     pt_history = _history(root / "results_pytorch" / "logs" / "metrics.jsonl")
     hf_history = _history(root / "results_huggingface" / "logs" / "metrics.jsonl")
 
-    # the trained pytorch weights, converted: the two implementations must agree on them
-    trained_pt, _, _ = load_for_inference(
-        root / "results_pytorch" / "checkpoints" / f"checkpoint_epoch_{pt_history[-1]['epoch']}.pt"
+    # the final pytorch weights, converted: the two implementations must agree on them
+    folder = root / "results_pytorch" / "checkpoints"
+    final = (
+        "averaged_model.pt"
+        if pt_summary.get("averaged_is_final")
+        else f"checkpoint_epoch_{pt_history[-1]['epoch']}.pt"
     )
+    trained_pt, _, _ = load_for_inference(folder / final)
     conversion_diff = logit_difference(trained_pt, pytorch_to_hf(trained_pt), cfg)
     trained_hf = TutorialTransformerForConditionalGeneration.from_pretrained(root / "results_huggingface")
     trained_diff = logit_difference(trained_pt, trained_hf, cfg)

@@ -233,7 +233,7 @@ def _train(cfg, init_from_pytorch, out, device, precision, resume_from, saved, w
         with disk_errors_in(out):  # a full disk in the Trainer's own saving: one line, not a traceback
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             resumer.raise_if_stopped(trainer.state)
-            averaged = average_last_epochs(cfg, out, model, trainer, tracker.history[-1])
+            averaged = average_last_epochs(cfg, out, model, trainer, tracker.history)
             model.generation_config = generation_config
             save_model_atomically(trainer, out)  # weights, config, generation config, tokenizer files
     finally:
@@ -253,7 +253,7 @@ def _train(cfg, init_from_pytorch, out, device, precision, resume_from, saved, w
     summary = {
         "version": "huggingface",
         "task": cfg.task,
-        "final": averaged.get("averaged", last_epoch),  # the saved model: averaged if any
+        "final": averaged["averaged"] if averaged.get("averaged_is_final") else last_epoch,  # the saved model
         "last_epoch": last_epoch,
         **averaged,
         f"best_{best_key}": max(r[best_key] for r in tracker.history),

@@ -43,8 +43,8 @@ def greedy_decode(
     cache = KVCache() if use_cache else None
     for _ in range(max_new_tokens):
         logits = _step(model, ys, memory, src_mask, cache)
-        logits[:, [cfg.pad_id, cfg.bos_id]] = float("-inf")  # never outputs (as in _next_token_logprobs);
-        token = logits.argmax(dim=-1)  # the argmax of the logits is that of the probabilities: no softmax
+        never = torch.tensor([cfg.pad_id, cfg.bos_id], device=logits.device)  # as in _next_token_logprobs
+        token = logits.index_fill(1, never, float("-inf")).argmax(dim=-1)  # argmax: no softmax needed
         token = token.masked_fill(finished, cfg.pad_id)
         ys = torch.cat([ys, token[:, None]], dim=1)
         finished |= token == cfg.eos_id

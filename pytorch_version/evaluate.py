@@ -107,7 +107,9 @@ def averaged_epochs(cfg: RunConfig, folder: Path, history: list[dict]) -> list[i
 def evaluate_average(cfg: RunConfig, out: Path, history: list[dict], evaluate_model, device) -> dict:
     """Toy tasks with --checkpoint_average N >= 2: average the last N epochs' weights into
     checkpoints/averaged_model.pt and evaluate it with `evaluate_model(model)`. Returns
-    {"averaged_epochs", "averaged"} for summary.json, or {} when there is nothing to average."""
+    {"averaged_epochs", "averaged", "averaged_is_final"} for summary.json, or {} when there is
+    nothing to average. The average is the final model unless it scores below the last epoch
+    (early in training, or after --stop_at_exact_match, the epochs' weights are still far apart)."""
     folder = out / "checkpoints"
     epochs = averaged_epochs(cfg, folder, history) if cfg.checkpoint_average >= 2 else []
     if cfg.task == "translation" or len(epochs) < 2:
@@ -117,9 +119,11 @@ def evaluate_average(cfg: RunConfig, out: Path, history: list[dict], evaluate_mo
     )
     metrics = evaluate_model(load_for_inference(path, device)[0])
     metrics.pop("eval_examples", None)
-    logger.info("average of epochs %s: exact match %.4f (epoch %d alone: %.4f), saved as %s", epochs,
-                metrics["eval_exact_match"], epochs[-1], history[-1]["eval_exact_match"], path)  # fmt: skip
-    return {"averaged_epochs": epochs, "averaged": metrics}
+    better = metrics["eval_exact_match"] >= history[-1]["eval_exact_match"]
+    logger.info("average of epochs %s: exact match %.4f (epoch %d alone: %.4f), saved as %s; final model: %s",
+                epochs, metrics["eval_exact_match"], epochs[-1], history[-1]["eval_exact_match"], path,
+                "the average" if better else f"epoch {epochs[-1]}")  # fmt: skip
+    return {"averaged_epochs": epochs, "averaged": metrics, "averaged_is_final": better}
 
 
 def final_evaluation(cfg: RunConfig, out: Path, eval_pairs, history: list[dict], device) -> dict:

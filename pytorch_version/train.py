@@ -269,7 +269,7 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
     summary = {
         "version": "pytorch",
         "task": cfg.task,
-        "final": averaged.get("averaged", last_epoch),  # the model a user should take: averaged if any
+        "final": averaged["averaged"] if averaged.get("averaged_is_final") else last_epoch,
         "last_epoch": last_epoch,
         **averaged,
         f"best_{selection_metric(cfg)}": progress.best,

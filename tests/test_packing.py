@@ -23,7 +23,9 @@ def padded_batch():
     tgt[:, 0] = 1
     for row, (s, t) in enumerate([(9, 7), (4, 3), (2, 5), (6, 1), (9, 2)]):
         src[row, s:], tgt[row, t:] = 0, 0
-    return src, tgt, tgt != 0
+    labelled = tgt != 0
+    labelled[3, 1] = True  # a label where the decoder input is padding: that row must be computed too
+    return src, tgt, labelled
 
 
 @pytest.fixture
