@@ -34,7 +34,7 @@ from utils.batching import TokenBatchSampler
 from utils.config import RunConfig
 from utils.metrics import exact_match, translation_scores
 from utils.resilience import NonFiniteGuard
-from utils.tracking import Tracker
+from utils.tracking import Tracker, epoch_line
 from utils.training import labelled_loss_sum, noam_schedule, paper_adam
 
 logger = logging.getLogger("huggingface_version.train")  # epoch lines read as the run's own
@@ -277,11 +277,7 @@ class MetricsLogCallback(TrainerCallback):
         record |= {"lr": lr, "elapsed_s": time.perf_counter() - self.start}
         self.tracker.log(record)  # (only rank 0's tracker writes a file under torchrun)
         if self.announce and record["eval_exact_match"] is not None and record["train_loss"] is not None:
-            logger.info(
-                "epoch %d: train loss %.4f | eval loss %.4f, token acc %.4f, exact match %.4f (%.0fs)",
-                record["epoch"], record["train_loss"], record["eval_loss"], record["eval_token_accuracy"],
-                record["eval_exact_match"], record["elapsed_s"],
-            )  # fmt: skip
+            logger.info(epoch_line(record))
         if self.stop_at_exact_match and (record["eval_exact_match"] or 0.0) >= self.stop_at_exact_match:
             control.should_training_stop = True
 

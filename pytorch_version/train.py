@@ -42,7 +42,7 @@ from utils.dataset_stats import report_data
 from utils.monitor import InternalsRecorder, write_analysis
 from utils.resilience import GracefulStop, NonFiniteGuard, atomic_write_json, ensure_writable, resume_command
 from utils.trace_printer import trace_example
-from utils.tracking import Tracker, add_file_log
+from utils.tracking import Tracker, add_file_log, epoch_line
 from utils.training import labelled_loss_sum, noam_schedule, out_of_time, paper_adam
 from utils.training_curves import plot_training_curves
 
@@ -220,11 +220,7 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
                 record = {"epoch": epoch, "step": progress.step, "train_loss": train_loss, **metrics,
                           "lr": lr, "elapsed_s": elapsed}  # fmt: skip
                 tracker.log(record)
-                logger.info(
-                    "epoch %d: train loss %.4f | eval loss %.4f, token acc %.4f, exact match %.4f (%.0fs) %r",
-                    epoch, train_loss, record["eval_loss"], record["eval_token_accuracy"],
-                    record["eval_exact_match"], record["elapsed_s"], examples[:2],
-                )  # fmt: skip
+                logger.info("%s %r", epoch_line(record), examples[:2])
             record = from_rank0(world, record)  # every process takes the same decisions below
             improved = record[selection_metric(cfg)] > progress.best
             progress.best = max(progress.best, record[selection_metric(cfg)])

@@ -18,6 +18,13 @@ from utils.resilience import atomic_write_text
 logger = logging.getLogger(__name__)
 
 
+def epoch_line(record: dict) -> str:
+    """The console line of one epoch's metrics record, the same in both versions."""
+    return (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} | "
+            f"eval loss {record['eval_loss']:.4f}, token acc {record['eval_token_accuracy']:.4f}, "
+            f"exact match {record['eval_exact_match']:.4f} ({record['elapsed_s']:.0f}s)")  # fmt: skip
+
+
 def add_file_log(path: Path) -> logging.Handler:
     """Send the toolkit's log records to `path` too (removed by the caller when done).
 
