@@ -17,10 +17,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file
 
 from utils.config import RunConfig
+from utils.training import mean_weights
 
 logger = logging.getLogger("huggingface_version.train")
 
@@ -54,8 +54,7 @@ def average_last_epochs(cfg: RunConfig, out: Path, model, trainer, history: list
     if len(epochs) < 2 or epochs[-1] != last["epoch"]:
         return {}
     states = [load_file(ends[e] / "model.safetensors") for e in epochs]
-    _load(model, {name: torch.stack([s[name].float() for s in states]).mean(0).to(t.dtype)
-                  for name, t in states[-1].items()})  # fmt: skip
+    _load(model, mean_weights(states))
     output = trainer.evaluation_loop(
         trainer.get_eval_dataloader(), "averaged checkpoints", metric_key_prefix="eval"
     )

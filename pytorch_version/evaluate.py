@@ -21,7 +21,7 @@ from pytorch_version.model import Transformer
 from utils.config import ModelConfig, RunConfig
 from utils.metrics import exact_match, token_accuracy, translation_scores
 from utils.tokenizer import tokenizer_from_dict
-from utils.training import seq2seq_loss
+from utils.training import mean_weights, seq2seq_loss
 from utils.translation_eval import translate_sorted
 
 logger = logging.getLogger(__name__)
@@ -84,10 +84,7 @@ def average_checkpoints(paths: list[Path], target: Path) -> Path:
     the noise of the last updates. Config and tokenizer come from the last checkpoint."""
     states = [load_checkpoint(p) for p in paths]
     last = states[-1]
-    mean = {
-        name: torch.stack([s["model_state"][name].float() for s in states]).mean(0).to(tensor.dtype)
-        for name, tensor in last["model_state"].items()
-    }
+    mean = mean_weights([s["model_state"] for s in states])
     model = Transformer(ModelConfig.from_dict(last["model_config"]))
     model.load_state_dict(mean)
     save_checkpoint(

@@ -78,6 +78,15 @@ def labelled_loss_sum(logits: torch.Tensor, targets: torch.Tensor, smoothing: fl
     return SmoothedCrossEntropySum.apply(logits, targets, smoothing)
 
 
+def mean_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of state dicts with the same keys (averaged in float32, stored in the
+    last one's dtypes): checkpoint averaging, paper section 6.1, for both versions."""
+    return {
+        name: torch.stack([s[name].float() for s in states]).mean(0).to(t.dtype)
+        for name, t in states[-1].items()
+    }
+
+
 def out_of_time(budget_minutes: float, elapsed_s: float, epochs_done: int) -> bool:
     """True when another epoch, as long as the mean one so far, would end past the budget (0: none)."""
     if budget_minutes <= 0 or epochs_done <= 0:
