@@ -16,6 +16,7 @@ tracker in huggingface_version.hooks sees only its own hooks.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import ClassVar
 
 import torch
@@ -30,6 +31,7 @@ from huggingface_version.attention import encoder_mask
 from huggingface_version.configuration import TutorialTransformerConfig
 from huggingface_version.layers import TutorialSinusoidalPositions
 from huggingface_version.stacks import CACHE_FIELD, TutorialDecoder, TutorialEncoder
+from utils.fast_linear import OutputLinear
 from utils.packing import Rows, labelled_rows
 
 
@@ -152,7 +154,8 @@ class TutorialTransformerForConditionalGeneration(TutorialPreTrainedModel, Gener
     def __init__(self, config: TutorialTransformerConfig) -> None:
         super().__init__(config)
         self.model = TutorialTransformerModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.tgt_vocab_size, bias=False)
+        # the output layer: an nn.Linear that packs its weight once for inference (utils/fast_linear.py)
+        self.lm_head = OutputLinear(config.hidden_size, config.tgt_vocab_size, bias=False)
         # "we share the same weight matrix between the two embedding layers and the pre-softmax
         # linear transformation" (section 3.4); PreTrainedModel ties when tie_word_embeddings is set
         if config.share_embeddings:
@@ -178,6 +181,12 @@ class TutorialTransformerForConditionalGeneration(TutorialPreTrainedModel, Gener
             cfg.pad_token_id,
         )
         gen.suppress_tokens = [cfg.pad_token_id, cfg.bos_token_id]
+
+    def generate(self, *args, **kwargs):
+        """GenerationMixin.generate, with the output layer's weight packed once for every step."""
+        packed = self.lm_head.packed() if isinstance(self.lm_head, OutputLinear) else nullcontext()
+        with packed:  # utils/fast_linear.py
+            return super().generate(*args, **kwargs)
 
     def get_encoder(self, modality: str | None = None) -> TutorialEncoder:
         return self.model.encoder

@@ -41,15 +41,16 @@ def greedy_decode(
     ys = torch.full((src.size(0), 1), cfg.bos_id, dtype=torch.long, device=src.device)
     finished = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
     cache = KVCache() if use_cache else None
-    for _ in range(max_new_tokens):
-        logits = _step(model, ys, memory, src_mask, cache)
-        never = torch.tensor([cfg.pad_id, cfg.bos_id], device=logits.device)  # as in _next_token_logprobs
-        token = logits.index_fill(1, never, float("-inf")).argmax(dim=-1)  # argmax: no softmax needed
-        token = token.masked_fill(finished, cfg.pad_id)
-        ys = torch.cat([ys, token[:, None]], dim=1)
-        finished |= token == cfg.eos_id
-        if finished.all():
-            break
+    never = torch.tensor([cfg.pad_id, cfg.bos_id], device=src.device)  # as in _next_token_logprobs
+    with model.lm_head.packed():  # its weight laid out once for all steps (utils/fast_linear.py)
+        for _ in range(max_new_tokens):
+            logits = _step(model, ys, memory, src_mask, cache)
+            token = logits.index_fill(1, never, float("-inf")).argmax(dim=-1)  # argmax: no softmax needed
+            token = token.masked_fill(finished, cfg.pad_id)
+            ys = torch.cat([ys, token[:, None]], dim=1)
+            finished |= token == cfg.eos_id
+            if finished.all():
+                break
     return ys[:, 1:]
 
 
@@ -95,22 +96,23 @@ def beam_search(
     cache = KVCache() if use_cache else None
     batch_base = (torch.arange(B, device=src.device) * K)[:, None]  # (B, 1)
 
-    for _ in range(max_new_tokens):
-        logprobs = _next_token_logprobs(model, _step(model, ys, memory, src_mask, cache))
-        logprobs[finished] = float("-inf")
-        logprobs[finished, cfg.pad_id] = 0.0
-        vocab = logprobs.size(-1)
-        candidates = (scores.view(B * K, 1) + logprobs).view(B, K * vocab)
-        scores, flat = candidates.topk(K, dim=1)  # (B, K)
-        beam = batch_base + flat // vocab  # which row of ys each survivor extends
-        token = (flat % vocab).view(-1)
-        order = beam.view(-1)
-        ys = torch.cat([ys[order], token[:, None]], dim=1)
-        finished = finished[order] | (token == cfg.eos_id)
-        if cache is not None:
-            cache.reorder(order)
-        if finished.all():
-            break
+    with model.lm_head.packed():  # as in greedy_decode
+        for _ in range(max_new_tokens):
+            logprobs = _next_token_logprobs(model, _step(model, ys, memory, src_mask, cache))
+            logprobs[finished] = float("-inf")
+            logprobs[finished, cfg.pad_id] = 0.0
+            vocab = logprobs.size(-1)
+            candidates = (scores.view(B * K, 1) + logprobs).view(B, K * vocab)
+            scores, flat = candidates.topk(K, dim=1)  # (B, K)
+            beam = batch_base + flat // vocab  # which row of ys each survivor extends
+            token = (flat % vocab).view(-1)
+            order = beam.view(-1)
+            ys = torch.cat([ys[order], token[:, None]], dim=1)
+            finished = finished[order] | (token == cfg.eos_id)
+            if cache is not None:
+                cache.reorder(order)
+            if finished.all():
+                break
 
     outputs = ys[:, 1:].view(B, K, -1)
     normalised = scores / length_penalty((outputs != cfg.pad_id).sum(-1), alpha)

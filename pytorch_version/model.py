@@ -14,6 +14,7 @@ from pytorch_version.attention import KVCache, causal_mask, padding_mask
 from pytorch_version.layers import DecoderLayer, Embeddings, EncoderLayer, LayerNorm, PositionalEncoding
 from utils.config import ModelConfig
 from utils.fast_dropout import Dropout
+from utils.fast_linear import OutputLinear
 from utils.packing import Rows, labelled_rows
 from utils.tracing import HookPoint, NameFilter, capture
 
@@ -59,7 +60,7 @@ class Transformer(nn.Module):
         self.dropout = Dropout(cfg.dropout)  # on embeddings + positions (section 5.4)
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.tgt_vocab_size, bias=False)
+        self.lm_head = OutputLinear(cfg.hidden_size, cfg.tgt_vocab_size, bias=False)  # utils/fast_linear.py
         for name in ("src_embed", "src_pos", "tgt_embed", "tgt_pos", "memory", "logits"):
             self.add_module(f"hook_{name}", HookPoint())
         self.pack_rows = True  # training steps compute on real tokens only (utils/packing.py)

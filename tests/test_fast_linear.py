@@ -1,0 +1,105 @@
+"""utils/fast_linear.py: the output layer's packed inference path equals F.linear, is taken only
+where no gradient is wanted, follows every change of the weight, and both models use it."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.conftest import tiny_config
+from utils.fast_linear import ONEDNN, OutputLinear
+
+needs_onednn = pytest.mark.skipif(not ONEDNN, reason="torch built without oneDNN: F.linear is used")
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", [(1, 32), (64, 32), (5, 7, 32), (3, 1, 32)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_packed_path_equals_f_linear(shape, bias):
+    torch.manual_seed(0)
+    layer = OutputLinear(32, 500, bias=bias)
+    x = torch.randn(*shape)
+    with torch.no_grad(), layer.packed():
+        assert layer._packed is not None
+        y = layer(x)
+    assert layer._packed is None  # dropped on the way out
+    assert y.shape == (*shape[:-1], 500)
+    torch.testing.assert_close(y, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+
+
+def test_outside_packed_or_with_gradients_it_is_f_linear_exactly():
+    torch.manual_seed(0)
+    layer = OutputLinear(16, 40)
+    x = torch.randn(8, 16, requires_grad=True)
+    with torch.no_grad():
+        assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))  # not inside packed()
+    with layer.packed():
+        y = layer(x)  # a gradient is wanted: the packed copy is not used
+        assert torch.equal(y, F.linear(x, layer.weight, layer.bias))
+        y.square().sum().backward()
+    assert layer.weight.grad is not None and x.grad is not None
+
+
+@needs_onednn
+def test_each_block_packs_the_weight_as_it_is_then():
+    """Fused Adam changes a weight in place without bumping its version counter: a copy kept
+    between blocks would go stale; one packed per block cannot."""
+    torch.manual_seed(0)
+    layer = OutputLinear(16, 40)
+    x = torch.randn(4, 16)
+    opt = torch.optim.Adam(layer.parameters(), lr=0.5, fused=True)
+
+    def check():
+        with torch.no_grad(), layer.packed():
+            torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+
+    check()
+    layer(x).sum().backward()
+    opt.step()
+    check()
+    layer.load_state_dict({"weight": torch.randn(40, 16), "bias": torch.randn(40)})
+    check()
+    with torch.no_grad(), layer.packed():
+        first = layer._packed
+        with layer.packed():  # nested: the outer copy stays
+            assert layer._packed is first
+        assert layer._packed is first
+
+
+def test_copies_pickles_and_state_dict_are_those_of_nn_linear():
+    layer = OutputLinear(16, 40, bias=False)
+    assert list(layer.state_dict()) == ["weight"]
+    with layer.packed():
+        for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+            assert clone._packed is None and torch.equal(clone.weight, layer.weight)
+
+
+@needs_onednn
+def test_both_models_decode_with_it_and_keep_the_tied_weight(monkeypatch):
+    from huggingface_version.convert import pytorch_to_hf
+    from pytorch_version.decoding import beam_search, greedy_decode
+    from pytorch_version.model import Transformer
+
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    model = Transformer(cfg).eval()
+    hf = pytorch_to_hf(model).eval()
+    for out in (model.lm_head, hf.lm_head):
+        assert isinstance(out, OutputLinear)
+    assert model.lm_head.weight is model.tgt_embed.embedding.weight
+    assert hf.lm_head.weight is hf.model.decoder.embed_tokens.weight
+    src = torch.randint(4, cfg.src_vocab_size, (6, 9))
+
+    used = []
+    linear_pointwise = torch.ops.mkldnn._linear_pointwise
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", lambda *a: used.append(1) or linear_pointwise(*a))
+    greedy_decode(model, src, 5)
+    assert len(used) == 5 and model.lm_head._packed is None
+    beam_search(model, src, 3, 4)
+    assert len(used) == 9
+    hf.generate(input_ids=src, attention_mask=torch.ones_like(src), max_new_tokens=4, min_new_tokens=4)
+    assert len(used) == 13 and hf.lm_head._packed is None
