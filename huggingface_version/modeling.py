@@ -30,17 +30,9 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2
 from huggingface_version.attention import encoder_mask
 from huggingface_version.configuration import TutorialTransformerConfig
 from huggingface_version.layers import TutorialSinusoidalPositions
-from huggingface_version.stacks import CACHE_FIELD, TutorialDecoder, TutorialEncoder
+from huggingface_version.stacks import CACHE_FIELD, TutorialDecoder, TutorialEncoder, shift_tokens_right
 from utils.fast_linear import OutputLinear
 from utils.packing import Rows, labelled_rows
-
-
-def shift_tokens_right(labels: torch.Tensor, pad_id: int, start_id: int) -> torch.Tensor:
-    """Labels (y1 .. yn EOS, -100 on padding) -> decoder input (BOS y1 .. yn, PAD on padding)."""
-    shifted = labels.new_full(labels.shape, pad_id)
-    shifted[:, 1:] = labels[:, :-1]
-    shifted[:, 0] = start_id
-    return shifted.masked_fill(shifted == -100, pad_id)
 
 
 class TutorialPreTrainedModel(PreTrainedModel):

@@ -29,6 +29,14 @@ CACHE_FIELD = (
 )
 
 
+def shift_tokens_right(labels: torch.Tensor, pad_id: int, start_id: int) -> torch.Tensor:
+    """Labels (y1 .. yn EOS, -100 on padding) -> decoder input (BOS y1 .. yn, PAD on padding)."""
+    shifted = labels.new_full(labels.shape, pad_id)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = start_id
+    return shifted.masked_fill(shifted == -100, pad_id)
+
+
 @dataclass
 class TutorialEncoderOutput(BaseModelOutput):
     """BaseModelOutput plus the source padding mask (B, S), True on real tokens.

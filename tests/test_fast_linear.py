@@ -94,9 +94,10 @@ def test_both_models_decode_with_it_and_keep_the_tied_weight(monkeypatch):
     assert hf.lm_head.weight is hf.model.decoder.embed_tokens.weight
     src = torch.randint(4, cfg.src_vocab_size, (6, 9))
 
-    used = []
-    linear_pointwise = torch.ops.mkldnn._linear_pointwise
-    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", lambda *a: used.append(1) or linear_pointwise(*a))
+    used, linear_pointwise = [], torch.ops.mkldnn._linear_pointwise
+    monkeypatch.setattr(
+        torch.ops.mkldnn, "_linear_pointwise", lambda *a: used.append(1) or linear_pointwise(*a)
+    )
     greedy_decode(model, src, 5)
     assert len(used) == 5 and model.lm_head._packed is None
     beam_search(model, src, 3, 4)
