@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from utils.compatibility import mismatched_flags
@@ -264,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every process has it: one says it
             print(f"main.py: error: {err}", file=sys.stderr)
+        else:  # torchrun stops every process as soon as one fails: let rank 0 say why first
+            time.sleep(5)
         return 2
     except TrainingStopped as err:  # already logged, with the command that resumes
         return err.exit_code
