@@ -3,7 +3,9 @@
 Both run the encoder once and the decoder once per new token. With `use_cache=True`
 (the default) the decoder sees only the newest token and reads earlier keys and values
 from a `KVCache`; with `use_cache=False` it re-reads the whole prefix each step. The
-two give the same tokens; the cache makes a step cost O(T) instead of O(T^2).
+two give the same tokens; the cache makes a step cost O(T) instead of O(T^2). The output
+layer, the largest matmul of a step, multiplies by a weight packed once per call
+(`lm_head.packed()`, utils/fast_linear.py).
 """
 
 from __future__ import annotations
