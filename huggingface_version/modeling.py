@@ -16,7 +16,6 @@ tracker in huggingface_version.hooks sees only its own hooks.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import ClassVar
 
 import torch
@@ -31,7 +30,7 @@ from huggingface_version.attention import encoder_mask
 from huggingface_version.configuration import TutorialTransformerConfig
 from huggingface_version.layers import TutorialSinusoidalPositions
 from huggingface_version.stacks import CACHE_FIELD, TutorialDecoder, TutorialEncoder, shift_tokens_right
-from utils.fast_linear import OutputLinear
+from utils.fast_linear import OutputLinear, packed_output
 from utils.packing import Rows, labelled_rows
 
 
@@ -176,8 +175,7 @@ class TutorialTransformerForConditionalGeneration(TutorialPreTrainedModel, Gener
 
     def generate(self, *args, **kwargs):
         """GenerationMixin.generate, with the output layer's weight packed once for every step."""
-        packed = self.lm_head.packed() if isinstance(self.lm_head, OutputLinear) else nullcontext()
-        with packed:  # utils/fast_linear.py
+        with packed_output(self.lm_head):  # utils/fast_linear.py
             return super().generate(*args, **kwargs)
 
     def get_encoder(self, modality: str | None = None) -> TutorialEncoder:

@@ -37,7 +37,8 @@ class KVCache:
 
     Appended positions go into a buffer with room to spare, doubled when full, so a step
     writes its own position only instead of copying the whole past (`torch.cat` would);
-    `store` holds views of the filled part, (B, H, t, d_k).
+    `store` holds views of the filled part, (B, H, t, d_k). Views handed out stay as they were:
+    later steps write past their end, and a larger buffer or a reorder makes new tensors.
     """
 
     def __init__(self) -> None:
@@ -46,16 +47,19 @@ class KVCache:
 
     def append(self, key: str, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Add (B, H, T, d_k) new positions under `key`; returns all positions so far."""
-        t0 = self.store[key][0].size(2) if key in self.store else 0
+        past = self.store.get(key)
+        t0 = past[0].size(2) if past is not None else 0
         t1 = t0 + k.size(2)
         room = self._room.get(key)
-        if room is None or room[0].size(2) < t1:
+        fits = room is not None and room[0].size(2) >= t1
+        if not (fits and (past is None or past[0].data_ptr() == room[0].data_ptr())):
+            # no buffer yet, a full one, or `store` was set from outside: a new one, the past copied in
             capacity = max(16, 2 * t1)
-            bigger = tuple(x.new_empty(x.size(0), x.size(1), capacity, x.size(3)) for x in (k, v))
-            if room is not None:
-                for old, new in zip(room, bigger):
-                    new[:, :, :t0] = old[:, :, :t0]
-            room = self._room[key] = bigger
+            room = self._room[key] = tuple(
+                x.new_empty(x.size(0), x.size(1), capacity, x.size(3)) for x in (k, v)
+            )
+            if past is not None:
+                room[0][:, :, :t0], room[1][:, :, :t0] = past
         room[0][:, :, t0:t1] = k
         room[1][:, :, t0:t1] = v
         self.store[key] = (room[0][:, :, :t1], room[1][:, :, :t1])
@@ -63,10 +67,10 @@ class KVCache:
 
     def reorder(self, index: torch.Tensor) -> None:
         for key, (k, v) in self.store.items():
-            if key in self._room:
-                t = k.size(2)
-                room = self._room[key] = tuple(x.index_select(0, index) for x in self._room[key])
-                self.store[key] = (room[0][:, :, :t], room[1][:, :, :t])
+            room = self._room.get(key)
+            if room is not None and k.data_ptr() == room[0].data_ptr():  # views of `append`'s buffer
+                room = self._room[key] = tuple(x.index_select(0, index) for x in room)
+                self.store[key] = (room[0][:, :, : k.size(2)], room[1][:, :, : k.size(2)])
             else:
                 self.store[key] = (k.index_select(0, index), v.index_select(0, index))
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pytorch_version.attention import MultiHeadAttention
+from pytorch_version.attention import KVCache, MultiHeadAttention
 from pytorch_version.model import Transformer
 from tests.conftest import tiny_config
 from utils.tracing import capture
@@ -204,3 +204,28 @@ def test_run_with_cache_filters_by_glob_list_and_predicate():
     _, everything = model.run_with_cache(src, tgt)
     assert expected | set(listed) | set(picked) < set(everything)
     assert not any(t.requires_grad for t in everything.values())  # detached by default
+
+
+def test_kv_cache_append_equals_concatenation_and_leaves_handed_out_views_alone():
+    torch.manual_seed(0)
+    cache, steps, handed_out = KVCache(), [], []
+    for _ in range(40):  # the buffer grows twice
+        k, v = torch.randn(2, 3, 1, 4), torch.randn(2, 3, 1, 4)
+        steps.append((k, v))
+        got_k, got_v = cache.append("0.self", k, v)
+        handed_out.append((got_k, got_k.clone()))
+        assert torch.equal(got_k, torch.cat([s[0] for s in steps], dim=2))
+        assert torch.equal(got_v, torch.cat([s[1] for s in steps], dim=2))
+    assert len(cache) == 40 and all(torch.equal(view, copy) for view, copy in handed_out)
+
+    order = torch.tensor([1, 0])
+    cache.reorder(order)
+    assert torch.equal(cache.store["0.self"][0], torch.cat([s[0] for s in steps], dim=2)[order])
+
+    k5, v5 = (x[:, :, :5].clone() for x in cache.store["0.self"])
+    cache.store["0.self"] = (k5, v5)  # set from outside: the next append starts from it
+    new_k, new_v = torch.randn(2, 3, 1, 4), torch.randn(2, 3, 1, 4)
+    got_k, got_v = cache.append("0.self", new_k, new_v)
+    assert torch.equal(got_k, torch.cat([k5, new_k], dim=2)) and torch.equal(
+        got_v, torch.cat([v5, new_v], dim=2)
+    )

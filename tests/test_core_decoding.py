@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pytorch_version import decoding
+from pytorch_version.attention import KVCache
 from pytorch_version.decoding import beam_search, generate, greedy_decode, length_penalty
 from pytorch_version.inference import load_for_inference, translate
 from pytorch_version.model import Transformer
@@ -64,9 +65,25 @@ def test_copy_model_stops_at_different_lengths(copy_model):
 
 def test_greedy_cached_equals_uncached(random_model, copy_model):
     for model, src in _models_and_sources(random_model, copy_model):
-        cached = greedy_decode(model, src, 15, use_cache=True)
-        full = greedy_decode(model, src, 15, use_cache=False)
+        cached = greedy_decode(model, src, 40, use_cache=True)  # past the cache's first 16 positions
+        full = greedy_decode(model, src, 40, use_cache=False)
         assert torch.equal(cached, full)
+
+
+def test_cached_steps_give_the_logits_of_the_full_forward(random_model):
+    """Step by step, 40 positions: the KV cache's buffer grows twice (16 -> 34 -> 70) on the way."""
+    src = _random_src()
+    src_mask = random_model.src_mask(src)
+    memory = random_model.encode(src, src_mask)
+    cache = KVCache()
+    ys = torch.randint(4, 30, (src.size(0), 40), generator=torch.Generator().manual_seed(3))
+    ys[:, 0] = BOS
+    with torch.no_grad():
+        full = random_model.decode(ys, memory, src_mask)  # (B, 40, V), no cache
+        for t in range(40):
+            step = random_model.decode(ys[:, t : t + 1], memory, src_mask, cache)[:, -1]
+            torch.testing.assert_close(step, full[:, t], atol=1e-5, rtol=1e-5)
+    assert len(cache) == 40
 
 
 def test_greedy_matches_step_by_step_argmax_of_the_full_forward(random_model):
@@ -114,8 +131,8 @@ def test_decoding_a_batch_equals_decoding_each_input_alone(copy_model, random_mo
 @pytest.mark.parametrize("beam_size", [2, 4])
 def test_beam_search_cached_equals_uncached(random_model, copy_model, beam_size):
     for model, src in _models_and_sources(random_model, copy_model):
-        cached = beam_search(model, src, beam_size, 12, use_cache=True)
-        full = beam_search(model, src, beam_size, 12, use_cache=False)
+        cached = beam_search(model, src, beam_size, 24, use_cache=True)  # the cache's buffer grows
+        full = beam_search(model, src, beam_size, 24, use_cache=False)
         assert torch.equal(cached.sequences, full.sequences)
         torch.testing.assert_close(cached.scores, full.scores, atol=1e-5, rtol=0)
 

@@ -16,19 +16,45 @@ from utils.fast_linear import ONEDNN, OutputLinear
 needs_onednn = pytest.mark.skipif(not ONEDNN, reason="torch built without oneDNN: F.linear is used")
 
 
+@pytest.fixture
+def packed_calls(monkeypatch) -> list:
+    """Counts the calls that take the packed path (oneDNN's linear with the packed weight)."""
+    calls, linear_pointwise = [], torch.ops.mkldnn._linear_pointwise
+    monkeypatch.setattr(
+        torch.ops.mkldnn, "_linear_pointwise", lambda *a: calls.append(1) or linear_pointwise(*a)
+    )
+    return calls
+
+
 @needs_onednn
 @pytest.mark.parametrize("shape", [(1, 32), (64, 32), (5, 7, 32), (3, 1, 32)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_packed_path_equals_f_linear(shape, bias):
+def test_packed_path_equals_f_linear(shape, bias, packed_calls):
     torch.manual_seed(0)
     layer = OutputLinear(32, 500, bias=bias)
     x = torch.randn(*shape)
     with torch.no_grad(), layer.packed():
         assert layer._packed is not None
         y = layer(x)
-    assert layer._packed is None  # dropped on the way out
+    assert packed_calls == [1] and layer._packed is None  # the packed path ran; dropped on the way out
     assert y.shape == (*shape[:-1], 500)
     torch.testing.assert_close(y, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")  # from mkldnn.flags()
+def test_where_the_packed_path_would_differ_it_is_f_linear(packed_calls, monkeypatch):
+    layer = OutputLinear(16, 40)
+    x = torch.randn(3, 16)
+    with torch.no_grad(), layer.packed():
+        with torch.autocast("cpu", torch.bfloat16):  # F.linear gives bfloat16 here
+            assert layer(x).dtype == torch.bfloat16
+        with monkeypatch.context() as m:
+            m.setattr(torch.compiler, "is_compiling", lambda: True)  # Inductor cannot lower the op
+            assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False), layer.packed():
+        assert layer._packed is None and torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
+    assert packed_calls == []
 
 
 def test_outside_packed_or_with_gradients_it_is_f_linear_exactly():
@@ -79,7 +105,7 @@ def test_copies_pickles_and_state_dict_are_those_of_nn_linear():
 
 
 @needs_onednn
-def test_both_models_decode_with_it_and_keep_the_tied_weight(monkeypatch):
+def test_both_models_decode_with_it_and_keep_the_tied_weight(packed_calls):
     from huggingface_version.convert import pytorch_to_hf
     from pytorch_version.decoding import beam_search, greedy_decode
     from pytorch_version.model import Transformer
@@ -94,13 +120,14 @@ def test_both_models_decode_with_it_and_keep_the_tied_weight(monkeypatch):
     assert hf.lm_head.weight is hf.model.decoder.embed_tokens.weight
     src = torch.randint(4, cfg.src_vocab_size, (6, 9))
 
-    used, linear_pointwise = [], torch.ops.mkldnn._linear_pointwise
-    monkeypatch.setattr(
-        torch.ops.mkldnn, "_linear_pointwise", lambda *a: used.append(1) or linear_pointwise(*a)
-    )
-    greedy_decode(model, src, 5)
-    assert len(used) == 5 and model.lm_head._packed is None
+    greedy = greedy_decode(model, src, 5)
+    assert len(packed_calls) == 5 and model.lm_head._packed is None
     beam_search(model, src, 3, 4)
-    assert len(used) == 9
+    assert len(packed_calls) == 9
     hf.generate(input_ids=src, attention_mask=torch.ones_like(src), max_new_tokens=4, min_new_tokens=4)
-    assert len(used) == 13 and hf.lm_head._packed is None
+    assert len(packed_calls) == 13 and hf.lm_head._packed is None
+
+    plain = torch.nn.Linear(cfg.hidden_size, cfg.tgt_vocab_size, bias=False)  # e.g. put there by hand
+    plain.weight = model.lm_head.weight
+    model.lm_head = plain
+    assert torch.equal(greedy_decode(model, src, 5), greedy) and len(packed_calls) == 13

@@ -21,7 +21,7 @@ not tell that the weight had changed. Results equal `F.linear`'s up to float rou
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -49,23 +49,48 @@ class OutputLinear(nn.Linear):
     def packed(self) -> Iterator[None]:
         """Pack the weight for the calls inside; the weight must not change until the block ends."""
         w = self.weight
-        if self._packed is not None or not ONEDNN or w.device.type != "cpu" or w.dtype != torch.float32:
+        usable = (
+            ONEDNN and torch.backends.mkldnn.enabled and w.device.type == "cpu" and w.dtype == torch.float32
+        )
+        if self._packed is not None or not usable:
             yield  # nested, or nothing to gain: plain F.linear
             return
-        self._packed = torch.ops.mkldnn._reorder_linear_weight(w.detach())
+        try:
+            self._packed = torch.ops.mkldnn._reorder_linear_weight(w.detach())
+        except RuntimeError:  # a oneDNN that cannot pack this weight: F.linear as ever
+            self._packed = None
         try:
             yield
         finally:
             self._packed = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        wants_grad = torch.is_grad_enabled() and (self.weight.requires_grad or x.requires_grad)
-        if self._packed is None or wants_grad or x.device.type != "cpu" or x.dtype != torch.float32:
+        packed = self._packed  # read once: another thread may leave `packed()` meanwhile
+        if packed is None or not self._may_use_packed(x):
             return F.linear(x, self.weight, self.bias)
         bias = self.bias.detach() if self.bias is not None else None
-        return torch.ops.mkldnn._linear_pointwise(x, self._packed, bias, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+    def _may_use_packed(self, x: torch.Tensor) -> bool:
+        """Only where F.linear would give the same: no gradient wanted, float32 on the CPU, no
+        autocast (it would change the output's dtype), not being traced by torch.compile (Inductor
+        cannot lower the packed op)."""
+        wants_grad = torch.is_grad_enabled() and (self.weight.requires_grad or x.requires_grad)
+        return not (
+            wants_grad
+            or x.device.type != "cpu"
+            or x.dtype != torch.float32
+            or torch.is_autocast_enabled("cpu")
+            or torch.compiler.is_compiling()
+        )
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
         state["_packed"] = None  # an opaque oneDNN tensor: neither copied nor pickled
         return state
+
+
+def packed_output(layer: nn.Module) -> AbstractContextManager:
+    """`layer.packed()` for an OutputLinear; for any other output layer (a plain nn.Linear put
+    in its place, say by transformers' resize_token_embeddings) a block that changes nothing."""
+    return layer.packed() if isinstance(layer, OutputLinear) else nullcontext()
