@@ -23,7 +23,7 @@ logger = logging.getLogger("transformer_tutorial")
 
 EXAMPLES = """examples:
   python main.py --version pytorch                  train on the reversal task
-  python main.py --version pytorch --task addition --epochs 20
+  python main.py --version pytorch --task addition  3-digit sums, e.g. 123+045 -> 0168
   python main.py --version pytorch --debug --visualize --track_internals
   python main.py --version analysis                 short run + every figure (results_analysis/)
   python main.py --version test                     one-minute self-check
@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", help="YAML file whose keys are these flags' names")
     for f in dataclasses.fields(RunConfig):
-        help_text = f"{f.metadata['help']} (default: {f.default})"
+        own = "".join(f"; {task}: {value}" for task, value in f.metadata.get("task_defaults", {}).items())
+        help_text = f"{f.metadata['help']} (default: {f.default}{own})"
         if isinstance(f.default, bool):
             parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, help=help_text)
         else:

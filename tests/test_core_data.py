@@ -43,7 +43,7 @@ def test_addition_targets_are_the_sums():
     train, held_out = make_toy_task("addition", 300, 50, seed=2)
     for src, tgt in train + held_out:
         a, b = src.split("+")
-        assert tgt == str(int(a) + int(b))
+        assert tgt == f"{int(a) + int(b):04d}" and len(a) == len(b) == 3  # zero-padded: 007+120 -> 0127
         assert 0 <= int(a) <= 999 and 0 <= int(b) <= 999
     alphabet = set(tokenizer_for_task("addition").alphabet)
     assert all(set(s + t) <= alphabet for s, t in train)

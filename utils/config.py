@@ -138,7 +138,8 @@ class RunConfig:
     num_layers: int = _opt(2, "encoder layers and decoder layers (N in the paper)")
     num_heads: int = _opt(4, "attention heads (h); must divide hidden_size")
     ffn_size: int = _opt(512, "inner size of the position-wise feed-forward network (d_ff)")
-    dropout: float = _opt(0.1, "dropout on sublayer outputs and embeddings (paper: 0.1)")
+    dropout: float = _opt(0.1, "dropout on sublayer outputs and embeddings (paper: 0.1)",
+                          task_defaults={"addition": 0.0})  # fmt: skip
     attention_dropout: float = _opt(0.0, "dropout on attention weights (not in the paper)")
     norm_first: bool = _opt(False, "pre-LN instead of the paper's post-LN")
     tie_output: bool = _opt(True, "tie the output projection to the target embedding")
@@ -252,11 +253,16 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """Build from a plain mapping (a YAML file), rejecting unknown keys and wrong types."""
+        """Build from a plain mapping (flags, a YAML file), rejecting unknown keys and wrong types.
+        A setting not in it takes its task's own default where it has one (`task_defaults`)."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(fields))
         if unknown:
             raise UserError(f"unknown config keys: {', '.join(unknown)}")
+        task = data.get("task", fields["task"].default)
+        for name, f in fields.items():  # a default of its own for the task, unless given
+            if name not in data and task in f.metadata.get("task_defaults", {}):
+                data = {**data, name: f.metadata["task_defaults"][task]}
         for key, value in data.items():
             expected = type(fields[key].default)
             ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))

@@ -46,8 +46,9 @@ def _make_example(task: str, rng: random.Random, min_len: int, max_len: int) -> 
     if task == "reversal":
         s = _random_string(rng, min_len, max_len)
         return s, s[::-1]
+    # fixed width, as a sum is written on paper: each digit has its place, the same in every example
     a, b = rng.randint(0, 999), rng.randint(0, 999)
-    return f"{a}+{b}", str(a + b)
+    return f"{a:03d}+{b:03d}", f"{a + b:04d}"
 
 
 def make_toy_task(
