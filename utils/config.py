@@ -147,7 +147,8 @@ class RunConfig:
     epochs: int = _opt(6, "passes over the training set")
     batch_size: int = _opt(64, "examples per batch (per process)")
     gradient_accumulation_steps: int = _opt(1, "batches whose gradients add up to one optimizer step")
-    lr_factor: float = _opt(0.5, "Noam scale (paper: 1): lr = factor * d^-0.5 * min(s^-0.5, s*w^-1.5)")
+    lr_factor: float = _opt(0.5, "Noam scale (paper: 1): lr = factor * d^-0.5 * min(s^-0.5, s*w^-1.5)",
+                            task_defaults={"addition": 0.25})  # fmt: skip
     warmup_steps: int = _opt(400, "optimizer steps of linear learning-rate warm-up (paper: 4000)")
     label_smoothing: float = _opt(0.1, "label smoothing epsilon (paper section 5.4)")
     clip_grad_norm: float = _opt(1.0, "clip the gradient norm to this value; 0 turns clipping off")
