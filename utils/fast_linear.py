@@ -10,9 +10,10 @@ decoding step spends a quarter of its time there (benchmarks/speed.py). The smal
 D x D and D x d_ff projections gain nothing from it, so only the output layer uses it.
 
 `OutputLinear` is an nn.Linear: same parameters, same state dict, same training. Decoding
-runs inside `with lm_head.packed():`, which packs the weight once on entry and drops the copy
-on exit; within it, calls that want no gradient, on the CPU in float32 with oneDNN present,
-use the packed copy. Scoped this way, the copy can never be stale: fused optimizers update a
+runs inside `with packed_output(lm_head):` (`lm_head.packed()`, or nothing for another kind
+of layer), which packs the weight once on entry and drops the copy on exit; within it, calls
+that want no gradient, on the CPU in float32 with oneDNN present, use the packed copy.
+Scoped this way, the copy can never be stale: fused optimizers update a
 weight in place without bumping its version counter, so a cache kept between calls could
 not tell that the weight had changed. Results equal `F.linear`'s up to float rounding
 (tests/test_fast_linear.py).
