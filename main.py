@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """transformer-tutorial: train, trace and compare the Transformer of "Attention Is All You Need".
 
-Every flag is a field of utils.config.RunConfig; `--config FILE.yaml` takes the same
+Every flag is a field of utils.runtime.config.RunConfig; `--config FILE.yaml` takes the same
 keys, and flags given on the command line win over the file.
 """
 
@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from utils.compatibility import mismatched_flags
-from utils.config import RunConfig, UserError, resolve_device
-from utils.resilience import Terminated, TrainingStopped, ensure_offline, sigterm_raises
+from utils.runtime.compatibility import mismatched_flags
+from utils.runtime.config import RunConfig, UserError, resolve_device
+from utils.runtime.resilience import Terminated, TrainingStopped, ensure_offline, sigterm_raises
 
 logger = logging.getLogger("transformer_tutorial")
 
@@ -161,7 +161,7 @@ def evaluate_with_checkpoint(cfg: RunConfig) -> int:
     folder), score it against PREFIX.tgt_lang, write the hypotheses and test_metrics.json next to it."""
     from functools import partial
 
-    from utils.translation_eval import evaluate_test_set, format_scores
+    from utils.training.translation_eval import evaluate_test_set, format_scores
 
     if Path(cfg.checkpoint).is_dir():
         from huggingface_version.inference import load_hf_for_inference
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ensure_offline()  # before transformers is imported: nothing here needs the network
     try:
-        with sigterm_raises():  # training installs its own, graceful handler (utils.resilience)
+        with sigterm_raises():  # training installs its own, graceful handler (utils.runtime.resilience)
             values = parse_values(argv)
             return run(RunConfig.from_dict(values), frozenset(values))
     except UserError as err:

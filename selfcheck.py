@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
-from pytorch_version.checkpoint import save_checkpoint
 from pytorch_version.decoding import beam_search, greedy_decode
 from pytorch_version.inference import load_for_inference
 from pytorch_version.model import Transformer
-from utils.config import ModelConfig
-from utils.data import PairDataset, make_loader, make_toy_task, tokenizer_for_task
-from utils.training import noam_schedule, seq2seq_loss
+from utils.data.tasks import PairDataset, make_loader, make_toy_task, tokenizer_for_task
+from utils.runtime.checkpoint import save_checkpoint
+from utils.runtime.config import ModelConfig
+from utils.training.recipe import noam_schedule, seq2seq_loss
 
 
 def _tiny(**overrides) -> Transformer:

@@ -47,7 +47,7 @@ def run(processes: int, args) -> dict:
         results = Path(tmp) / "results_pytorch"
         records = [json.loads(line) for line in (results / "logs" / "metrics.jsonl").read_text().splitlines()]
         parameters = json.loads((results / "summary.json").read_text())["parameters"]
-    from utils.data import make_toy_task
+    from utils.data.tasks import make_toy_task
 
     train, _ = make_toy_task("reversal", args.train_size, 16, 42)
     tokens_per_epoch = sum(len(t) + 1 for _, t in train)  # target tokens, EOS included

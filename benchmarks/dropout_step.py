@@ -1,4 +1,4 @@
-"""A training step of the default model with torch's nn.Dropout vs utils/fast_dropout.py.
+"""A training step of the default model with torch's nn.Dropout vs utils/fast/dropout.py.
 
     python benchmarks/dropout_step.py [--rounds 6] [--steps 15]
 
@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pytorch_version.model import Transformer  # noqa: E402
-from utils.config import RunConfig  # noqa: E402
-from utils.fast_dropout import Dropout  # noqa: E402
+from utils.fast.dropout import Dropout  # noqa: E402
+from utils.runtime.config import RunConfig  # noqa: E402
 
 
 def main() -> None:

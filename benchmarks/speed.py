@@ -119,7 +119,7 @@ def measure_decoding(repeats: int) -> dict:
 
 def measure_tracing(repeats: int) -> dict:
     """Inference forward cost: no capture points, tracing off, weights only, full cache."""
-    from utils.tracing import capture
+    from utils.observe.tracing import capture
 
     torch.manual_seed(0)
     traced = ours().eval()

@@ -31,7 +31,7 @@ def make_batch(seed: int = 0):
 
 def ours(dropout=0.1):
     from pytorch_version.model import Transformer
-    from utils.config import ModelConfig
+    from utils.runtime.config import ModelConfig
 
     cfg = ModelConfig(VOCAB, VOCAB, D, LAYERS, HEADS, FFN, dropout, max_position=64)
     return Transformer(cfg)
@@ -91,9 +91,9 @@ def logits_of(name, model, src, tgt):
 def training_loss(name, model, src, tgt_in, tgt_out):
     """The mean label-smoothed loss as each toolkit's training step computes it: ours and its HF
     version project only positions with a label (`logits_mask`) and use the written-down
-    gradient of utils.training.labelled_loss_sum, as both trainers do; the peers compute logits
+    gradient of utils.training.recipe.labelled_loss_sum, as both trainers do; the peers compute logits
     everywhere and go through F.cross_entropy with label smoothing, ignoring the padding."""
-    from utils.training import labelled_loss_sum, seq2seq_loss
+    from utils.training.recipe import labelled_loss_sum, seq2seq_loss
 
     if name not in ("ours", "ours (HF)"):
         return seq2seq_loss(logits_of(name, model, src, tgt_in), tgt_out, PAD, 0.1)
@@ -121,7 +121,7 @@ class _Identity:
 
 def strip_capture_points(model):
     """The same model with every HookPoint replaced by a plain identity: no module call at all."""
-    from utils.tracing import HookPoint
+    from utils.observe.tracing import HookPoint
 
     for module in list(model.modules()):
         for name, child in list(module._modules.items()):

@@ -22,7 +22,7 @@ The training side imports the Trainer and is loaded on demand:
 `from huggingface_version.train import train_huggingface`.
 """
 
-from utils.resilience import ensure_offline
+from utils.runtime.resilience import ensure_offline
 
 ensure_offline()  # before transformers reads HF_HUB_OFFLINE: nothing in this package downloads
 

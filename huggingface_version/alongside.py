@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from utils.config import RunConfig, UserError
+from utils.runtime.config import RunConfig, UserError
 
 logger = logging.getLogger(__name__)
 _CURSOR = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal control sequences (tqdm's cursor-up)
@@ -58,7 +58,7 @@ def _child(settings: dict, threads: int, log_path: str, results) -> None:
 
     from huggingface_version.compare import initial_pytorch_model
     from huggingface_version.train import train_huggingface
-    from utils.resilience import Terminated, TrainingStopped, sigterm_raises
+    from utils.runtime.resilience import Terminated, TrainingStopped, sigterm_raises
 
     hf_logging.disable_progress_bar()
     cfg = RunConfig.from_dict(settings)
@@ -154,7 +154,7 @@ def _replay(log_path: Path) -> None:
 
 
 def _summary_or_raise(outcome: tuple[str, object], exitcode: int | None) -> dict:
-    from utils.resilience import TrainingStopped
+    from utils.runtime.resilience import TrainingStopped
 
     kind, value = outcome
     if kind == "done":

@@ -22,7 +22,7 @@ from torch import nn
 from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from utils.packing import Packing, grid
+from utils.fast.packing import Packing, grid
 
 
 def encoder_mask(input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, pad_id: int):
@@ -131,7 +131,7 @@ class TutorialAttention(nn.Module):
         """(B, T, D) queries attend to `key_value_states` (B, S, D), or to themselves when None.
 
         Returns the output (B, T, D) and the weights (B, H, T, S), None unless eager.
-        With `rows` (the packings of the query and key sides, utils/packing.py) the inputs and
+        With `rows` (the packings of the query and key sides, utils/fast/packing.py) the inputs and
         the output are packed rows of real tokens: the projections skip the padding.
         """
         q_rows, kv_rows = rows if rows is not None else (None, None)

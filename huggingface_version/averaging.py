@@ -19,8 +19,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from utils.config import RunConfig
-from utils.training import mean_weights
+from utils.runtime.config import RunConfig
+from utils.training.recipe import mean_weights
 
 logger = logging.getLogger("huggingface_version.train")
 

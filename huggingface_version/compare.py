@@ -24,8 +24,8 @@ from huggingface_version.modeling import TutorialTransformerForConditionalGenera
 from huggingface_version.train import train_huggingface
 from pytorch_version.inference import load_for_inference
 from pytorch_version.train import build_model, train
-from utils.config import RunConfig, resolve_device
-from utils.data import PairDataset, collate, make_toy_task, tokenizer_for_task
+from utils.data.tasks import PairDataset, collate, make_toy_task, tokenizer_for_task
+from utils.runtime.config import RunConfig, resolve_device
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The model's shape as a Hugging Face config: the same fields as utils.config.ModelConfig.
+"""The model's shape as a Hugging Face config: the same fields as utils.runtime.config.ModelConfig.
 
 transformers 5 configs are dataclasses that keep unknown keyword arguments without a word,
 so this class checks its own fields in `__post_init__` and raises a one-line `UserError`
@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from transformers import PreTrainedConfig
 
-from utils.config import ModelConfig, UserError
+from utils.runtime.config import ModelConfig, UserError
 
 MODEL_TYPE = "tutorial_transformer"
 
@@ -20,7 +20,7 @@ MODEL_TYPE = "tutorial_transformer"
 class TutorialTransformerConfig(PreTrainedConfig):
     """Encoder-decoder Transformer of "Attention Is All You Need" (paper, section 3).
 
-    Field names follow utils.config.ModelConfig; `attribute_map` adds the names other
+    Field names follow utils.runtime.config.ModelConfig; `attribute_map` adds the names other
     Hugging Face code reads (`num_hidden_layers`, `d_model`, `vocab_size`, ...).
     """
 
@@ -33,7 +33,7 @@ class TutorialTransformerConfig(PreTrainedConfig):
         "intermediate_size": "ffn_size",
         "max_position_embeddings": "max_position",
         "vocab_size": "tgt_vocab_size",  # the output vocabulary, what generate scores
-        "tie_output": "tie_word_embeddings",  # the names utils.config.ModelConfig uses
+        "tie_output": "tie_word_embeddings",  # the names utils.runtime.config.ModelConfig uses
         "pad_id": "pad_token_id",
         "bos_id": "bos_token_id",
         "eos_id": "eos_token_id",
@@ -51,7 +51,7 @@ class TutorialTransformerConfig(PreTrainedConfig):
     norm_first: bool = False  # False: post-LN as in the paper. True: pre-LN, steadier when deep
     tie_word_embeddings: bool = True  # lm_head shares the target embedding matrix (section 3.4)
     share_embeddings: bool = False  # also share source and target embeddings (needs one vocabulary)
-    pad_token_id: int = 0  # ids 0..3 match utils.tokenizer: <pad>, <s>, </s>, <unk>
+    pad_token_id: int = 0  # ids 0..3 match utils.data.tokenizer: <pad>, <s>, </s>, <unk>
     bos_token_id: int = 1
     eos_token_id: int = 2
     decoder_start_token_id: int = 1  # the decoder's first input is BOS, as in pytorch_version
@@ -115,7 +115,7 @@ class TutorialTransformerConfig(PreTrainedConfig):
         )
 
     def to_model_config(self) -> ModelConfig:
-        """Back to utils.config.ModelConfig, e.g. to build the pytorch_version twin."""
+        """Back to utils.runtime.config.ModelConfig, e.g. to build the pytorch_version twin."""
         return ModelConfig(
             src_vocab_size=self.src_vocab_size,
             tgt_vocab_size=self.tgt_vocab_size,

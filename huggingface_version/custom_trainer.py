@@ -8,13 +8,13 @@ What the subclass changes, each for parity with pytorch_version.train:
   create_scheduler      the Noam warm-up schedule, pytorch_version.train.noam_schedule
   get_train_dataloader  the same batches in the same order as pytorch_version.train (a
                         DistributedSampler, also under torchrun; with --max_tokens:
-                        utils.batching.TokenBatchSampler, its share of them under torchrun)
+                        utils.data.batching.TokenBatchSampler, its share of them under torchrun)
   prediction_step       greedy decoding with source length + 10 new tokens, and teacher-forced
                         token accuracy, as pytorch_version.train.evaluate
-  compute_metrics       exact match, and for translation BLEU and chrF (utils.metrics)
+  compute_metrics       exact match, and for translation BLEU and chrF (utils.training.metrics)
 
 The callbacks write metrics.jsonl records with pytorch_version's keys, stop at
---stop_at_exact_match, and (with --track_internals) drive a utils.monitor.InternalsRecorder,
+--stop_at_exact_match, and (with --track_internals) drive a utils.observe.monitor.InternalsRecorder,
 whose probe runs through the hook tracker of huggingface_version.hooks.
 """
 
@@ -29,13 +29,13 @@ from torch.utils.data import DataLoader
 from transformers import Seq2SeqTrainer, TrainerCallback
 
 from huggingface_version.resume import ResumableSampler
-from pytorch_version.distributed import EpochSampler, World, sampler, token_batches
-from utils.batching import TokenBatchSampler
-from utils.config import RunConfig
-from utils.metrics import exact_match, translation_scores
-from utils.resilience import NonFiniteGuard
-from utils.tracking import Tracker, epoch_line
-from utils.training import labelled_loss_sum, noam_schedule, paper_adam
+from utils.data.batching import TokenBatchSampler
+from utils.runtime.config import RunConfig
+from utils.runtime.distributed import EpochSampler, World, sampler, token_batches
+from utils.runtime.resilience import NonFiniteGuard
+from utils.runtime.tracking import Tracker, epoch_line
+from utils.training.metrics import exact_match, translation_scores
+from utils.training.recipe import labelled_loss_sum, noam_schedule, paper_adam
 
 logger = logging.getLogger("huggingface_version.train")  # epoch lines read as the run's own
 
@@ -198,7 +198,7 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
 
     @torch.no_grad()
     def _count_tokens(self, model, inputs) -> None:
-        """Teacher-forced next-token accuracy over real positions (utils.metrics.token_accuracy)."""
+        """Teacher-forced next-token accuracy over real positions (utils.training.metrics.token_accuracy)."""
         labels = inputs["labels"]
         decoder_input_ids = inputs.get("decoder_input_ids")
         if decoder_input_ids is None:
@@ -283,7 +283,7 @@ class MetricsLogCallback(TrainerCallback):
 
 
 class InternalsCallback(TrainerCallback):
-    """--track_internals: hands the model to a utils.monitor.InternalsRecorder after optimizer steps.
+    """--track_internals: hands the model to a utils.observe.monitor.InternalsRecorder after optimizer steps.
 
     The recorder runs its probe through `run_with_cache`, i.e. through the forward hooks of
     huggingface_version.hooks, and keeps qkv_history / attention_snapshots / attention_maps

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from transformers.cache_utils import EncoderDecoderCache
 
-from utils.tracing import NameFilter, _matcher
+from utils.observe.tracing import NameFilter, _matcher
 
 INTERNAL = ("scores", "masked_scores", "weights")  # need q K^T: recomputed only when wanted
 
@@ -189,7 +189,7 @@ def record_activations(model: nn.Module, names: NameFilter = None, detach: bool 
 
     Args:
         names: which entries to keep: None for all, a glob such as `"*.weights"`, a list of
-            globs, or a predicate on the cache name (as utils.tracing.capture).
+            globs, or a predicate on the cache name (as utils.observe.tracing.capture).
         detach: store detached tensors (True) or keep them in the autograd graph.
 
     Yields the cache dict, filled as the model runs. Every hook is removed when the block

@@ -12,8 +12,8 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 import huggingface_version  # noqa: F401  (registers the model type with the Auto classes)
 from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
 from huggingface_version.resume import weights_refusal
-from utils.config import UserError
-from utils.trace_printer import trace_example
+from utils.observe.trace_printer import trace_example
+from utils.runtime.config import UserError
 
 logger = logging.getLogger(__name__)
 

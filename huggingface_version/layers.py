@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from huggingface_version.attention import TutorialAttention
-from utils.fast_dropout import dropout as fast_dropout
-from utils.packing import Rows
+from utils.fast.dropout import dropout as fast_dropout
+from utils.fast.packing import Rows
 
 
 class TutorialScaledEmbedding(nn.Embedding):
@@ -71,7 +71,7 @@ def residual(
 ):
     """Add & Norm around one sublayer; returns the new residual stream (B, T, D)."""
     if norm_first:
-        return x + fast_dropout(sublayer(norm(x)), dropout, training)  # utils/fast_dropout.py
+        return x + fast_dropout(sublayer(norm(x)), dropout, training)  # utils/fast/dropout.py
     return norm(x + fast_dropout(sublayer(x), dropout, training))
 
 
@@ -98,7 +98,7 @@ class TutorialEncoderLayer(nn.Module):
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, rows: Rows | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, S, D) -> (B, S, D), plus the self-attention weights (B, H, S, S) when eager.
-        With `rows` (utils/packing.py) the real tokens' rows, (N, D)."""
+        With `rows` (utils/fast/packing.py) the real tokens' rows, (N, D)."""
         weights = None
         pack = (rows.src, rows.src) if rows is not None else None
 
@@ -141,7 +141,7 @@ class TutorialDecoderLayer(nn.Module):
         rows: Rows | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(B, T, D) -> (B, T, D), plus self- and cross-attention weights when eager.
-        With `rows` (utils/packing.py) the hidden and encoder states are packed rows."""
+        With `rows` (utils/fast/packing.py) the hidden and encoder states are packed rows."""
         weights: dict[str, torch.Tensor | None] = {}
         own, cross = ((rows.tgt, rows.tgt), (rows.tgt, rows.src)) if rows is not None else (None, None)
 

@@ -30,8 +30,8 @@ from huggingface_version.attention import encoder_mask
 from huggingface_version.configuration import TutorialTransformerConfig
 from huggingface_version.layers import TutorialSinusoidalPositions
 from huggingface_version.stacks import CACHE_FIELD, TutorialDecoder, TutorialEncoder, shift_tokens_right
-from utils.fast_linear import OutputLinear, packed_output
-from utils.packing import Rows, labelled_rows
+from utils.fast.output_layer import OutputLinear, packed_output
+from utils.fast.packing import Rows, labelled_rows
 
 
 class TutorialPreTrainedModel(PreTrainedModel):
@@ -92,7 +92,7 @@ class TutorialTransformerModel(TutorialPreTrainedModel):
         rows: Rows | None = None,
         **kwargs,
     ) -> Seq2SeqModelOutput:
-        """Encoder and decoder; with `rows` (utils/packing.py, training only) on real tokens' rows."""
+        """Encoder and decoder; with `rows` (utils/fast/packing.py, training only) on real tokens' rows."""
         output_attentions = (
             output_attentions if output_attentions is not None else self.config.output_attentions
         )
@@ -145,7 +145,7 @@ class TutorialTransformerForConditionalGeneration(TutorialPreTrainedModel, Gener
     def __init__(self, config: TutorialTransformerConfig) -> None:
         super().__init__(config)
         self.model = TutorialTransformerModel(config)
-        # the output layer: an nn.Linear that packs its weight once for inference (utils/fast_linear.py)
+        # the output layer: an nn.Linear that packs its weight once for inference (utils/fast/output_layer.py)
         self.lm_head = OutputLinear(config.hidden_size, config.tgt_vocab_size, bias=False)
         # "we share the same weight matrix between the two embedding layers and the pre-softmax
         # linear transformation" (section 3.4); PreTrainedModel ties when tie_word_embeddings is set
@@ -158,7 +158,7 @@ class TutorialTransformerForConditionalGeneration(TutorialPreTrainedModel, Gener
             self._tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
         self.post_init()
         self._set_generation_defaults()
-        self.pack_rows = True  # training steps compute on real tokens only (utils/packing.py)
+        self.pack_rows = True  # training steps compute on real tokens only (utils/fast/packing.py)
 
     def _set_generation_defaults(self) -> None:
         """Decoding as in pytorch_version.decoding: start from BOS, stop at EOS, pad after it, never
@@ -175,7 +175,7 @@ class TutorialTransformerForConditionalGeneration(TutorialPreTrainedModel, Gener
 
     def generate(self, *args, **kwargs):
         """GenerationMixin.generate, with the output layer's weight packed once for every step."""
-        with packed_output(self.lm_head):  # utils/fast_linear.py
+        with packed_output(self.lm_head):  # utils/fast/output_layer.py
             return super().generate(*args, **kwargs)
 
     def get_encoder(self, modality: str | None = None) -> TutorialEncoder:
@@ -221,7 +221,7 @@ class TutorialTransformerForConditionalGeneration(TutorialPreTrainedModel, Gener
         With a (B, T) boolean `logits_mask` the logits are only those positions', (N, V), as in
         pytorch_version.model.Transformer.decode: the output layer skips the padding, and unless
         something watches (hooks, attentions, hidden states, a cache) every layer computes on the
-        real tokens' rows only (utils/packing.py).
+        real tokens' rows only (utils/fast/packing.py).
         """
         if labels is not None and decoder_input_ids is None:
             decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)

@@ -30,10 +30,10 @@ import torch
 from torch.utils.data import Sampler
 from transformers import TrainerCallback
 
-from pytorch_version.checkpoint import atomic_save
-from utils.compatibility import RESUME_FIELDS, describe_differences
-from utils.config import RunConfig, UserError
-from utils.resilience import GracefulStop, WriteError, resume_command
+from utils.runtime.checkpoint import atomic_save
+from utils.runtime.compatibility import RESUME_FIELDS, describe_differences
+from utils.runtime.config import RunConfig, UserError
+from utils.runtime.resilience import GracefulStop, WriteError, resume_command
 
 logger = logging.getLogger(__name__)
 

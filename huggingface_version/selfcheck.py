@@ -14,7 +14,7 @@ from huggingface_version.convert import pytorch_to_hf
 from huggingface_version.hooks import hook_count
 from pytorch_version.decoding import greedy_decode
 from pytorch_version.model import Transformer
-from utils.config import ModelConfig, RunConfig
+from utils.runtime.config import ModelConfig, RunConfig
 
 
 def _twins(std: float = 0.0, **overrides):

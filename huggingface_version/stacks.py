@@ -17,8 +17,8 @@ from huggingface_version.layers import (
     TutorialScaledEmbedding,
     TutorialSinusoidalPositions,
 )
-from utils.fast_dropout import dropout as fast_dropout
-from utils.packing import Rows
+from utils.fast.dropout import dropout as fast_dropout
+from utils.fast.packing import Rows
 
 # transformers 5.24 renamed `past_key_values` to `cache`: generate passes `cache=` and model outputs
 # have a `cache` field. The models here take either name and fill the field this version has.
@@ -73,7 +73,7 @@ class TutorialEncoder(nn.Module):
         **kwargs,
     ) -> TutorialEncoderOutput:
         """(B, S) source ids -> last_hidden_state (B, S, D), the `memory` the decoder attends to.
-        With `rows` (utils/packing.py): (N, D), the real tokens' rows only."""
+        With `rows` (utils/fast/packing.py): (N, D), the real tokens' rows only."""
         mask = encoder_mask(input_ids, attention_mask, self.config.pad_token_id)  # (B, 1, 1, S)
         x = self.embed_positions(self.embed_tokens(input_ids))
         if rows is not None:
@@ -117,7 +117,7 @@ class TutorialDecoder(nn.Module):
         rows: Rows | None = None,
     ) -> BaseModelOutputWithPastAndCrossAttentions:
         """(B, T) target ids -> (B, T, D). With a Cache, `input_ids` holds only the new positions.
-        With `rows` (utils/packing.py) the encoder states and the output are packed rows."""
+        With `rows` (utils/fast/packing.py) the encoder states and the output are packed rows."""
         if use_cache and past_key_values is None:
             past_key_values = EncoderDecoderCache(DynamicCache(), DynamicCache())
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0

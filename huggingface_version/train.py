@@ -1,6 +1,6 @@
 """Training the Hugging Face model with the Trainer on a toy task or translation; writes results_huggingface/.
 
-Same data (utils.data.load_task_data, same seed), same model, same recipe and same metrics
+Same data (utils.data.tasks.load_task_data, same seed), same model, same recipe and same metrics
 (exact match; BLEU and chrF for translation) as pytorch_version.train; what differs is who
 runs the loop (see custom_trainer.py). The tokenizer is the run's own (characters or BPE) as
 a PreTrainedTokenizerFast (huggingface_version/tokenization.py).
@@ -9,7 +9,7 @@ Writes under `<output_dir>/results_huggingface/`: model.safetensors, config.json
 generation_config.json, tokenizer.json + tokenizer_config.json, training_args.bin,
 summary.json, logs/{train.log,metrics.jsonl}, training_curves.png and, with --visualize
 or --track_internals, visualizations/, analysis_report.json [and internals.json]
-(utils.monitor, shared with pytorch_version).
+(utils.observe.monitor, shared with pytorch_version).
 """
 
 from __future__ import annotations
@@ -36,14 +36,14 @@ from huggingface_version.resume import (
     save_model_atomically,
 )
 from huggingface_version.tokenization import to_fast_tokenizer
-from pytorch_version.distributed import World, shutdown
-from utils.config import RunConfig, UserError, check_precision, resolve_device
-from utils.data import PairDataset, collate, first_example, load_task_data
-from utils.monitor import InternalsRecorder, write_analysis
-from utils.resilience import atomic_write_json, ensure_writable
-from utils.trace_printer import trace_example
-from utils.tracking import Tracker, add_file_log
-from utils.training_curves import plot_training_curves
+from utils.data.tasks import PairDataset, collate, first_example, load_task_data
+from utils.figures.training_curves import plot_training_curves
+from utils.observe.monitor import InternalsRecorder, write_analysis
+from utils.observe.trace_printer import trace_example
+from utils.runtime.config import RunConfig, UserError, check_precision, resolve_device
+from utils.runtime.distributed import World, shutdown
+from utils.runtime.resilience import atomic_write_json, ensure_writable
+from utils.runtime.tracking import Tracker, add_file_log
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def encode_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[dict]:
 
 
 def _check_precision(cfg: RunConfig, device: torch.device) -> dict:
-    """--fp16 needs CUDA (utils.config.check_precision); --bf16 also runs on a CPU torch supports it on."""
+    """--fp16 needs CUDA (utils.runtime.config); --bf16 also runs on a CPU torch supports it on."""
     check_precision(cfg, device)
     from transformers.utils import is_torch_bf16_available_on_device
 

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.packing import Packing, grid
-from utils.tracing import HookPoint
+from utils.fast.packing import Packing, grid
+from utils.observe.tracing import HookPoint
 
 
 def padding_mask(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -132,7 +132,7 @@ class MultiHeadAttention(nn.Module):
 
         With a `cache`, keys and values are stored under `cache_key`: appended to
         (self-attention while decoding) or, when `static_kv`, computed once (cross-attention).
-        With `rows` (the packings of the query and key sides, utils/packing.py) `query` and
+        With `rows` (the packings of the query and key sides, utils/fast/packing.py) `query` and
         `key_value` are packed rows of real tokens, (N, D) and (M, D), and so is the output:
         the projections skip the padding, attention itself runs on the (B, T) grid.
         """

@@ -5,7 +5,7 @@ Both run the encoder once and the decoder once per new token. With `use_cache=Tr
 from a `KVCache`; with `use_cache=False` it re-reads the whole prefix each step. The
 two give the same tokens; the cache makes a step cost O(T) instead of O(T^2). The output
 layer, the largest matmul of a step, multiplies by a weight packed once per call
-(`packed_output`, utils/fast_linear.py).
+(`packed_output`, utils/fast/output_layer.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from pytorch_version.attention import KVCache
 from pytorch_version.model import Transformer
-from utils.fast_linear import packed_output
+from utils.fast.output_layer import packed_output
 
 
 def _next_token_logprobs(model: Transformer, logits: torch.Tensor) -> torch.Tensor:
@@ -45,7 +45,7 @@ def greedy_decode(
     finished = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
     cache = KVCache() if use_cache else None
     never = torch.tensor([cfg.pad_id, cfg.bos_id], device=src.device)  # as in _next_token_logprobs
-    with packed_output(model.lm_head):  # its weight laid out once for all steps (utils/fast_linear.py)
+    with packed_output(model.lm_head):  # its weight laid out once for all steps (utils/fast/output_layer.py)
         for _ in range(max_new_tokens):
             logits = _step(model, ys, memory, src_mask, cache)
             token = logits.index_fill(1, never, float("-inf")).argmax(dim=-1)  # argmax: no softmax needed

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from pytorch_version.train import train
-from utils.config import RunConfig
+from utils.runtime.config import RunConfig
 
 DEMO_TRAIN_SIZE = 8000  # x 4 epochs / batch 64 = 500 steps: about half a minute on 2 cores
 DEMO_EPOCHS = 4

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import torch
 
-from pytorch_version.checkpoint import load_checkpoint, save_checkpoint
 from pytorch_version.decoding import generate
 from pytorch_version.inference import load_for_inference, translate
 from pytorch_version.model import Transformer
-from utils.config import ModelConfig, RunConfig
-from utils.metrics import exact_match, token_accuracy, translation_scores
-from utils.tokenizer import tokenizer_from_dict
-from utils.training import mean_weights, seq2seq_loss
-from utils.translation_eval import translate_sorted
+from utils.data.tokenizer import tokenizer_from_dict
+from utils.runtime.checkpoint import load_checkpoint, save_checkpoint
+from utils.runtime.config import ModelConfig, RunConfig
+from utils.training.metrics import exact_match, token_accuracy, translation_scores
+from utils.training.recipe import mean_weights, seq2seq_loss
+from utils.training.translation_eval import translate_sorted
 
 logger = logging.getLogger(__name__)
 

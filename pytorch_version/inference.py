@@ -6,13 +6,13 @@ import logging
 
 import torch
 
-from pytorch_version.checkpoint import load_checkpoint, model_config_of
 from pytorch_version.decoding import generate
 from pytorch_version.model import Transformer
-from utils.config import UserError
-from utils.data import pad_batch
-from utils.tokenizer import tokenizer_from_dict
-from utils.trace_printer import trace_example
+from utils.data.tasks import pad_batch
+from utils.data.tokenizer import tokenizer_from_dict
+from utils.observe.trace_printer import trace_example
+from utils.runtime.checkpoint import load_checkpoint, model_config_of
+from utils.runtime.config import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from pytorch_version.attention import KVCache, MultiHeadAttention
-from utils.config import ModelConfig
-from utils.fast_dropout import Dropout
-from utils.packing import Rows
-from utils.tracing import HookPoint
+from utils.fast.dropout import Dropout
+from utils.fast.packing import Rows
+from utils.observe.tracing import HookPoint
+from utils.runtime.config import ModelConfig
 
 
 class Embeddings(nn.Module):
@@ -101,7 +101,7 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(d_model, d_ff)
         self.norm1 = LayerNorm(d_model)
         self.norm2 = LayerNorm(d_model)
-        self.dropout = Dropout(cfg.dropout)  # "residual dropout", section 5.4 (utils/fast_dropout.py)
+        self.dropout = Dropout(cfg.dropout)  # "residual dropout", section 5.4 (utils/fast/dropout.py)
         self.norm_first = cfg.norm_first
         self.hook_resid_pre = HookPoint()
         self.hook_resid_mid = HookPoint()
@@ -110,7 +110,7 @@ class EncoderLayer(nn.Module):
     def forward(
         self, x: torch.Tensor, src_mask: torch.Tensor | None, rows: Rows | None = None
     ) -> torch.Tensor:
-        """(B, S, D) -> (B, S, D); with `rows` (utils/packing.py) the real tokens' rows, (N, D)."""
+        """(B, S, D) -> (B, S, D); with `rows` (utils/fast/packing.py) the real tokens' rows, (N, D)."""
         x = self.hook_resid_pre(x)
         pack = (rows.src, rows.src) if rows is not None else None
         x = add_and_norm(
@@ -133,7 +133,7 @@ class DecoderLayer(nn.Module):
         self.norm1 = LayerNorm(d_model)
         self.norm2 = LayerNorm(d_model)
         self.norm3 = LayerNorm(d_model)
-        self.dropout = Dropout(cfg.dropout)  # "residual dropout", section 5.4 (utils/fast_dropout.py)
+        self.dropout = Dropout(cfg.dropout)  # "residual dropout", section 5.4 (utils/fast/dropout.py)
         self.norm_first = cfg.norm_first
         self.index = index  # names this layer's entries in a KVCache
         self.hook_resid_pre = HookPoint()
@@ -150,7 +150,7 @@ class DecoderLayer(nn.Module):
         cache: KVCache | None = None,
         rows: Rows | None = None,
     ) -> torch.Tensor:
-        """(B, T, D) -> (B, T, D); with `rows` (utils/packing.py) `x` and `memory` are packed rows."""
+        """(B, T, D) -> (B, T, D); with `rows` (utils/fast/packing.py) `x` and `memory` are packed rows."""
         x = self.hook_resid_pre(x)
         own, cross = ((rows.tgt, rows.tgt), (rows.tgt, rows.src)) if rows is not None else (None, None)
         x = add_and_norm(

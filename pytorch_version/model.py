@@ -12,11 +12,11 @@ from torch import nn
 
 from pytorch_version.attention import KVCache, causal_mask, padding_mask
 from pytorch_version.layers import DecoderLayer, Embeddings, EncoderLayer, LayerNorm, PositionalEncoding
-from utils.config import ModelConfig
-from utils.fast_dropout import Dropout
-from utils.fast_linear import OutputLinear
-from utils.packing import Rows, labelled_rows
-from utils.tracing import HookPoint, NameFilter, capture
+from utils.fast.dropout import Dropout
+from utils.fast.output_layer import OutputLinear
+from utils.fast.packing import Rows, labelled_rows
+from utils.observe.tracing import HookPoint, NameFilter, capture
+from utils.runtime.config import ModelConfig
 
 
 class Encoder(nn.Module):
@@ -60,10 +60,12 @@ class Transformer(nn.Module):
         self.dropout = Dropout(cfg.dropout)  # on embeddings + positions (section 5.4)
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
-        self.lm_head = OutputLinear(cfg.hidden_size, cfg.tgt_vocab_size, bias=False)  # utils/fast_linear.py
+        self.lm_head = OutputLinear(
+            cfg.hidden_size, cfg.tgt_vocab_size, bias=False
+        )  # utils/fast/output_layer.py
         for name in ("src_embed", "src_pos", "tgt_embed", "tgt_pos", "memory", "logits"):
             self.add_module(f"hook_{name}", HookPoint())
-        self.pack_rows = True  # training steps compute on real tokens only (utils/packing.py)
+        self.pack_rows = True  # training steps compute on real tokens only (utils/fast/packing.py)
         self._points = [m for m in self.modules() if isinstance(m, HookPoint)]
         self.apply(self._init_weights)
         if cfg.tie_output:
@@ -113,7 +115,7 @@ class Transformer(nn.Module):
         With a (B, T) boolean `logits_mask`, only the logits of those positions, (N, V): training
         needs them only where there is a label, and the output layer, the largest matmul of the
         model (D x V per position), then skips the padding. With `rows` (and a `logits_mask`)
-        `memory` is packed rows and the decoder computes on real tokens only (utils/packing.py).
+        `memory` is packed rows and the decoder computes on real tokens only (utils/fast/packing.py).
         """
         start = len(cache) if cache is not None else 0
         # a decoding step's single query may see every cached key; no mask needed
@@ -131,7 +133,7 @@ class Transformer(nn.Module):
     def forward(self, src: torch.Tensor, tgt: torch.Tensor, logits_mask: torch.Tensor | None = None):
         """Teacher forcing: `tgt` is the shifted-right target (BOS y1 y2 ...); (B, T, V) logits, or
         with `logits_mask` only those positions' (N, V) (see `decode`): then, unless something
-        is tracing, every layer computes on the real tokens' rows only (utils/packing.py)."""
+        is tracing, every layer computes on the real tokens' rows only (utils/fast/packing.py)."""
         src_mask = self.src_mask(src)
         rows = None
         if logits_mask is not None and self.pack_rows and not any(p.active for p in self._points):
@@ -144,7 +146,7 @@ class Transformer(nn.Module):
         """Teacher-forced forward that also returns the activation cache {name: tensor}.
 
         `names` filters what is kept (a glob like "*.weights", a list, or a predicate);
-        see utils.tracing.capture. The outputs equal those of `forward`.
+        see utils.observe.tracing.capture. The outputs equal those of `forward`.
         """
         with capture(self, names, detach) as cache:
             logits = self(src, tgt)

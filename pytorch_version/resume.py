@@ -3,7 +3,7 @@
 A resumable checkpoint is an ordinary checkpoint (weights, model config, tokenizer: plain types
 and tensors, so it loads with `torch.load(weights_only=True)`) plus
   run_config      every setting of the run, so a resume with other settings is refused by name
-  training_state  optimizer and scheduler state, the RNG states (utils.resilience.rng_state) and
+  training_state  optimizer and scheduler state, the RNG states (utils.runtime.resilience.rng_state) and
                   `Progress`: the epoch, the batches of it already trained on, the data order,
                   the metrics so far and the best exact match
 
@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
-from pytorch_version.checkpoint import load_checkpoint, save_checkpoint
-from utils.compatibility import RESUME_FIELDS, describe_differences
-from utils.config import RunConfig, UserError
-from utils.resilience import rng_state, set_rng_state
+from utils.runtime.checkpoint import load_checkpoint, save_checkpoint
+from utils.runtime.compatibility import RESUME_FIELDS, describe_differences
+from utils.runtime.config import RunConfig, UserError
+from utils.runtime.resilience import rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Progress:
     best: float = -1.0  # best held-out exact match so far (decides best_model.pt)
     loss_total: float = 0.0  # sum of the per-batch mean losses of `epoch` so far...
     loss_batches: int = 0  # ...and how many there were: the epoch's train_loss is their mean
-    nonfinite_in_a_row: int = 0  # NaN/inf batches in a row (utils.resilience.NonFiniteGuard)
+    nonfinite_in_a_row: int = 0  # NaN/inf batches in a row (utils.runtime.resilience.NonFiniteGuard)
     elapsed_s: float = 0.0  # training time before this process started (wall clock)
     history: list[dict[str, Any]] = field(default_factory=list)  # the metrics.jsonl records so far
     epoch_data_state: torch.Tensor | None = None  # the shuffling generator at the start of `epoch`
@@ -127,7 +127,7 @@ def restore(path: Path, cfg: RunConfig, model, optimizer, scheduler, loader,
     """Load a resumable checkpoint into the freshly built run; refuses other settings, by name.
 
     A run on N processes with --batch_size B resumes on M processes with --batch_size N*B/M: what
-    must match is the global batch (pytorch_version.distributed), whose count is `batches_done`.
+    must match is the global batch (utils.runtime.distributed), whose count is `batches_done`.
 
     Returns the progress and the saved training state, whose "rng" the caller restores right
     before the first batch (nothing else may draw random numbers after it).

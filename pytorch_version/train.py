@@ -18,8 +18,17 @@ import torch
 from tqdm import tqdm
 
 from pytorch_version import resume
-from pytorch_version.checkpoint import save_checkpoint
-from pytorch_version.distributed import (
+from pytorch_version.evaluate import evaluate, evaluate_average, final_evaluation, selection_metric
+from pytorch_version.model import Transformer
+from pytorch_version.resume import INTERRUPTED, Progress, save_resumable
+from utils.data.stats import report_data
+from utils.data.tasks import PairDataset, first_example, load_task_data, make_loader
+from utils.figures.training_curves import plot_training_curves
+from utils.observe.monitor import InternalsRecorder, write_analysis
+from utils.observe.trace_printer import trace_example
+from utils.runtime.checkpoint import save_checkpoint
+from utils.runtime.config import RunConfig, check_precision, resolve_device
+from utils.runtime.distributed import (
     World,
     agree_to_stop,
     device_for,
@@ -33,18 +42,15 @@ from pytorch_version.distributed import (
     unwrap,
     wrap,
 )
-from pytorch_version.evaluate import evaluate, evaluate_average, final_evaluation, selection_metric
-from pytorch_version.model import Transformer
-from pytorch_version.resume import INTERRUPTED, Progress, save_resumable
-from utils.config import RunConfig, check_precision, resolve_device
-from utils.data import PairDataset, first_example, load_task_data, make_loader
-from utils.dataset_stats import report_data
-from utils.monitor import InternalsRecorder, write_analysis
-from utils.resilience import GracefulStop, NonFiniteGuard, atomic_write_json, ensure_writable, resume_command
-from utils.trace_printer import trace_example
-from utils.tracking import Tracker, add_file_log, epoch_line
-from utils.training import labelled_loss_sum, noam_schedule, out_of_time, paper_adam
-from utils.training_curves import plot_training_curves
+from utils.runtime.resilience import (
+    GracefulStop,
+    NonFiniteGuard,
+    atomic_write_json,
+    ensure_writable,
+    resume_command,
+)
+from utils.runtime.tracking import Tracker, add_file_log, epoch_line
+from utils.training.recipe import labelled_loss_sum, noam_schedule, out_of_time, paper_adam
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +98,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device,
         if last:
             # ...and are divided by the window's token count: the mean over its tokens, so `accum`
             # batches of B make the same step as one batch of accum * B, whatever their lengths.
-            # Under DDP: by global tokens / N, as DDP averages (pytorch_version.distributed)
+            # Under DDP: by global tokens / N, as DDP averages (utils.runtime.distributed)
             divisor, window_ok = tokens_per_replica(world, window_tokens, window_ok)
             for p in model.parameters():
                 if p.grad is not None:
@@ -120,7 +126,7 @@ def build_model(cfg: RunConfig, tokenizer) -> Transformer:
 def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
     """Train on the configured task and write the results folder; returns the summary.
 
-    Under torchrun (pytorch_version.distributed) every process trains its share of each global
+    Under torchrun (utils.runtime.distributed) every process trains its share of each global
     batch; rank 0 alone evaluates, writes and returns the summary (the others return {}).
     """
     # settings that can fail are checked before anything is written or a log handler is attached
@@ -195,7 +201,9 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
         save_resumable(path, model, tokenizer, optimizer, scheduler, cfg, progress, recorder, **extra)
         guard.last_good = str(path)
 
-    stop = GracefulStop().install()  # Ctrl-C / SIGTERM: finish the step, save, exit (utils.resilience)
+    stop = (
+        GracefulStop().install()
+    )  # Ctrl-C / SIGTERM: finish the step, save, exit (utils.runtime.resilience)
     try:
         resume.restore_rng(saved)  # dropout goes on with the numbers it would have drawn
         for epoch in range(progress.epoch, cfg.epochs + 1):

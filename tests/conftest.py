@@ -25,7 +25,7 @@ no_network = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(no_network)  # blocks on import, before any test module is collected
 
 from pytorch_version.model import Transformer
-from utils.config import ModelConfig
+from utils.runtime.config import ModelConfig
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -82,7 +82,7 @@ COPY_RUN = dict(version="pytorch", task="copy", seed=0, device="cpu", train_size
 def copy_run(tmp_path_factory):
     """(RunConfig, summary dict, results folder) of one `pytorch_version.train.train` run."""
     from pytorch_version.train import train
-    from utils.config import RunConfig
+    from utils.runtime.config import RunConfig
 
     cfg = RunConfig(output_dir=str(tmp_path_factory.mktemp("copy_run")), **COPY_RUN)
     before = torch.get_num_threads()

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tests.robust_helpers import ENV, ROOT, flags
-from utils.config import RunConfig
+from utils.runtime.config import RunConfig
 
 SMALL = dict(task="copy", seed=0, device="cpu", train_size=256, eval_size=32, min_len=2, max_len=4,
              hidden_size=32, num_layers=2, num_heads=4, ffn_size=64, dropout=0.0, epochs=2,

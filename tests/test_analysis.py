@@ -10,8 +10,8 @@ import torch
 
 from pytorch_version.model import Transformer
 from tests.conftest import tiny_config
-from utils.analysis import TransformerAnalyzer, parameter_group
-from utils.attention_patterns import PATTERNS, classify_pattern, pattern_features
+from utils.observe.analysis import TransformerAnalyzer, parameter_group
+from utils.observe.attention_patterns import PATTERNS, classify_pattern, pattern_features
 
 SUBLAYERS = [f"encoder.{i}.self_attn" for i in range(2)] + [
     f"decoder.{i}.{m}" for i in range(2) for m in ("self_attn", "cross_attn")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytorch_version.checkpoint import load_checkpoint
 from tests.conftest import COPY_RUN
-from utils.config import RunConfig, UserError
+from utils.runtime.checkpoint import load_checkpoint
+from utils.runtime.config import RunConfig, UserError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pytorch_version.attention import KVCache, MultiHeadAttention
 from pytorch_version.model import Transformer
 from tests.conftest import tiny_config
-from utils.tracing import capture
+from utils.observe.tracing import capture
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

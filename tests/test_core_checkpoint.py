@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytorch_version import checkpoint
-from pytorch_version.checkpoint import load_checkpoint, save_checkpoint
 from pytorch_version.inference import load_for_inference
 from pytorch_version.model import Transformer
 from tests.conftest import tiny_config
-from utils.config import UserError
-from utils.data import tokenizer_for_task
+from utils.data.tasks import tokenizer_for_task
+from utils.runtime import checkpoint
+from utils.runtime.checkpoint import load_checkpoint, save_checkpoint
+from utils.runtime.config import UserError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

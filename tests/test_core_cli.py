@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytorch_version.checkpoint import save_checkpoint
 from pytorch_version.model import Transformer
 from tests.conftest import tiny_config
 from tests.robust_helpers import error_lines, main_in_process
-from utils.data import tokenizer_for_task
+from utils.data.tasks import tokenizer_for_task
+from utils.runtime.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # one thread per process: several of these run at once on a small machine

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from utils.config import ModelConfig, RunConfig, UserError, resolve_device
+from utils.runtime.config import ModelConfig, RunConfig, UserError, resolve_device
 
 
 @pytest.mark.parametrize(

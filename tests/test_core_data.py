@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from utils.config import UserError
-from utils.data import PairDataset, collate, make_loader, make_toy_task, pad_batch, tokenizer_for_task
-from utils.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, CharTokenizer, tokenizer_from_dict
+from utils.data.tasks import PairDataset, collate, make_loader, make_toy_task, pad_batch, tokenizer_for_task
+from utils.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, CharTokenizer, tokenizer_from_dict
+from utils.runtime.config import UserError
 
 TASKS = ["copy", "reversal", "addition"]
 

@@ -16,7 +16,7 @@ from pytorch_version.decoding import beam_search, generate, greedy_decode, lengt
 from pytorch_version.inference import load_for_inference, translate
 from pytorch_version.model import Transformer
 from tests.conftest import tiny_config
-from utils.data import pad_batch
+from utils.data.tasks import pad_batch
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -205,7 +205,7 @@ def test_length_penalty_values():
 
 
 def test_translate_returns_text_and_rejects_empty_input(copy_model):
-    from utils.config import UserError
+    from utils.runtime.config import UserError
 
     model, tokenizer = copy_model
     texts = ["abc", "wxyz", "qz", "mno"]

@@ -18,7 +18,7 @@ from pytorch_version.attention import MultiHeadAttention, causal_mask, padding_m
 from pytorch_version.layers import PositionalEncoding
 from pytorch_version.model import Transformer
 from tests.conftest import tiny_config
-from utils.tracing import capture
+from utils.observe.tracing import capture
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

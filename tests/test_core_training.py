@@ -14,9 +14,9 @@ from pytorch_version.evaluate import evaluate
 from pytorch_version.inference import load_for_inference
 from pytorch_version.train import build_model, train, train_one_epoch
 from tests.conftest import COPY_RUN
-from utils.config import RunConfig, UserError
-from utils.data import PairDataset, make_loader, make_toy_task, tokenizer_for_task
-from utils.training import noam_schedule, seq2seq_loss
+from utils.data.tasks import PairDataset, make_loader, make_toy_task, tokenizer_for_task
+from utils.runtime.config import RunConfig, UserError
+from utils.training.recipe import noam_schedule, seq2seq_loss
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -199,7 +199,7 @@ def test_logits_only_where_there_are_labels_give_the_same_loss_and_gradients(bat
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
 def test_written_down_loss_gradient_equals_autograd_through_cross_entropy(smoothing):
-    from utils.training import labelled_loss_sum
+    from utils.training.recipe import labelled_loss_sum
 
     g = torch.Generator().manual_seed(0)
     logits = (3 * torch.randn(17, 11, generator=g, dtype=torch.float64)).requires_grad_()

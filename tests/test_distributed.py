@@ -1,4 +1,4 @@
-"""torchrun on this CPU: 2 processes, gloo, loopback only (pytorch_version/distributed.py)."""
+"""torchrun on this CPU: 2 processes, gloo, loopback only (utils/runtime/distributed.py)."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def test_version_both_is_refused_under_torchrun(tmp_path):
 def test_max_tokens_batches_are_shared_out_by_rank():
     """Every process gets as many batches; together they cover the epoch's batches (padded by
     wrapping around), the same on every process for an epoch and new for the next one."""
-    from pytorch_version.distributed import World, token_batches
+    from utils.runtime.distributed import World, token_batches
 
     lengths = [3 + i % 17 for i in range(500)]
 

@@ -1,4 +1,4 @@
-"""utils/fast_dropout.py keeps F.dropout's contract: the keep rate, the 1/(1-p) scale, the gradient,
+"""utils/fast/dropout.py keeps F.dropout's contract: the keep rate, the 1/(1-p) scale, the gradient,
 identity in eval mode, reproducible under a seed, and the models use it."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.fast_dropout import Dropout, dropout
+from utils.fast.dropout import Dropout, dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
@@ -55,7 +55,7 @@ def test_eval_p0_p1_and_seeded_reproducibility():
 def test_both_versions_use_it():
     from huggingface_version import layers as hf_layers
     from pytorch_version.model import Transformer
-    from utils.config import ModelConfig
+    from utils.runtime.config import ModelConfig
 
     model = Transformer(ModelConfig(src_vocab_size=11, tgt_vocab_size=11, hidden_size=16, num_layers=1,
                                     num_heads=2, ffn_size=32))  # fmt: skip

@@ -1,4 +1,4 @@
-"""utils/fast_linear.py: the output layer's packed inference path equals F.linear, is taken only
+"""utils/fast/output_layer.py: the output layer's packed inference path equals F.linear, is taken only
 where no gradient is wanted, follows every change of the weight, and both models use it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import tiny_config
-from utils.fast_linear import ONEDNN, OutputLinear
+from utils.fast.output_layer import ONEDNN, OutputLinear
 
 needs_onednn = pytest.mark.skipif(not ONEDNN, reason="torch built without oneDNN: F.linear is used")
 

@@ -90,7 +90,7 @@ def test_recording_during_cached_generation_keeps_one_entry_per_step(padded_batc
 
 
 def test_shared_analyzer_runs_on_the_hf_model(padded_batch):
-    from utils.analysis import TransformerAnalyzer
+    from utils.observe.analysis import TransformerAnalyzer
 
     src, tgt = padded_batch
     pt, hf = twins()

@@ -10,7 +10,7 @@ from transformers import AutoConfig, AutoModelForSeq2SeqLM
 from huggingface_version import TutorialTransformerConfig, TutorialTransformerForConditionalGeneration
 from huggingface_version.stacks import CACHE_FIELD
 from tests.conftest import tiny_config
-from utils.config import UserError
+from utils.runtime.config import UserError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

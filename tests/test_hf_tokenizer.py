@@ -1,4 +1,4 @@
-"""The `tokenizers`-built character tokenizer: same ids as utils.tokenizer, HF calling conventions."""
+"""The `tokenizers`-built character tokenizer: same ids as utils.data.tokenizer, HF calling conventions."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from huggingface_version.tokenization import char_tokenizer_fast, from_char_tokenizer
-from utils.data import tokenizer_for_task
+from utils.data.tasks import tokenizer_for_task
 
 
 @pytest.mark.parametrize("task, text", [("reversal", "hello"), ("addition", "12+345"), ("copy", "a?b")])

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from tests.conftest import COPY_RUN
-from utils.config import RunConfig, UserError
-from utils.training import seq2seq_loss
+from utils.runtime.config import RunConfig, UserError
+from utils.training.recipe import seq2seq_loss
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -162,7 +162,7 @@ def test_metrics_callback_writes_pytorch_keys_and_stops_at_exact_match(tmp_path)
     from transformers import TrainerControl, TrainerState
 
     from huggingface_version.custom_trainer import MetricsLogCallback
-    from utils.tracking import Tracker
+    from utils.runtime.tracking import Tracker
 
     callback = MetricsLogCallback(Tracker(tmp_path / "metrics.jsonl"), stop_at_exact_match=0.9)
     state, control = TrainerState(epoch=1.0, global_step=10), TrainerControl()

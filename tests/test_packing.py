@@ -1,4 +1,4 @@
-"""Training steps on packed rows (utils/packing.py): the same logits and gradients as the padded path,
+"""Training steps on packed rows (utils/fast/packing.py): the same logits and gradients as the padded path,
 taken only when nothing traces, in both versions."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from tests.conftest import COPY_RUN, tiny_config
-from utils import packing
-from utils.config import RunConfig
-from utils.tracing import capture
+from utils.fast import packing
+from utils.observe.tracing import capture
+from utils.runtime.config import RunConfig
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 
 from tests.faults import sigterm_after_step
 from tests.robust_helpers import TINY, metrics_without_time
-from utils.config import RunConfig, UserError
-from utils.resilience import TrainingStopped
+from utils.runtime.config import RunConfig, UserError
+from utils.runtime.resilience import TrainingStopped
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -20,13 +20,13 @@ import torch
 from huggingface_version.configuration import TutorialTransformerConfig
 from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
 from huggingface_version.tokenization import from_char_tokenizer
-from pytorch_version.checkpoint import save_checkpoint
 from pytorch_version.model import Transformer
 from pytorch_version.train import train
 from tests.conftest import tiny_config
 from tests.robust_helpers import TINY, assert_one_error_line, flags, main_in_process
-from utils.config import RunConfig
-from utils.data import tokenizer_for_task
+from utils.data.tasks import tokenizer_for_task
+from utils.runtime.checkpoint import save_checkpoint
+from utils.runtime.config import RunConfig
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -21,16 +21,16 @@ import time
 import pytest
 import torch
 
-from pytorch_version.checkpoint import atomic_save, load_checkpoint
 from tests.robust_helpers import ENV, ROOT, TINY, assert_one_error_line, flags, main_in_process
-from utils.resilience import WriteError, atomic_write_json, atomic_write_text
+from utils.runtime.checkpoint import atomic_save, load_checkpoint
+from utils.runtime.resilience import WriteError, atomic_write_json, atomic_write_text
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 WRITER = """
 import sys, torch
 sys.path.insert(0, {root!r})
-from pytorch_version.checkpoint import atomic_save
+from utils.runtime.checkpoint import atomic_save
 big = {{"format": "x", "weights": torch.randn(2_000_000)}}
 for i in range(10_000):
     big["i"] = i
@@ -156,11 +156,11 @@ def test_the_cli_sets_offline_modes_for_the_libraries():
 
 
 def test_sigterm_outside_training_exits_143_without_a_traceback(tmp_path):
-    """Waiting for --interactive input, not training: SIGTERM unwinds and exits 143 (utils.resilience)."""
-    from pytorch_version.checkpoint import save_checkpoint
+    """Waiting for --interactive input, not training: SIGTERM unwinds and exits 143."""
     from pytorch_version.model import Transformer
     from tests.conftest import tiny_config
-    from utils.data import tokenizer_for_task
+    from utils.data.tasks import tokenizer_for_task
+    from utils.runtime.checkpoint import save_checkpoint
 
     tokenizer = tokenizer_for_task("copy")
     model = Transformer(tiny_config(src_vocab_size=tokenizer.vocab_size, tgt_vocab_size=tokenizer.vocab_size))

@@ -20,7 +20,6 @@ import pytest
 import torch
 
 import pytorch_version.train as pt_train
-from pytorch_version.checkpoint import load_checkpoint
 from pytorch_version.train import train
 from tests.faults import SIGTERM_AFTER_STEP_ENV
 from tests.robust_helpers import (
@@ -32,8 +31,9 @@ from tests.robust_helpers import (
     metrics_without_time,
     run_main,
 )
-from utils.config import RunConfig
-from utils.resilience import GracefulStop
+from utils.runtime.checkpoint import load_checkpoint
+from utils.runtime.config import RunConfig
+from utils.runtime.resilience import GracefulStop
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -7,9 +7,9 @@ import torch
 
 from pytorch_version.model import Transformer
 from tests.conftest import tiny_config
-from utils.tokenizer import CharTokenizer
-from utils.trace_printer import parse_selection, trace_example
-from utils.tracing import cache_name, capture, hook_points
+from utils.data.tokenizer import CharTokenizer
+from utils.observe.trace_printer import parse_selection, trace_example
+from utils.observe.tracing import cache_name, capture, hook_points
 
 ATTN = ("q_proj", "k_proj", "v_proj", "q", "k", "v", "scores", "masked_scores", "weights", "z",
         "concat", "out")  # fmt: skip

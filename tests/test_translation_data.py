@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.batching import TokenBatchSampler, padded_size, padding_ratio
-from utils.bpe import BPETokenizer, SeparateVocabTokenizer, train_bpe
-from utils.config import RunConfig, UserError
-from utils.corpus import load_parallel, normalize, read_lines, read_parallel, tokenizers_normalizer
-from utils.metrics import translation_scores
-from utils.tokenizer import tokenizer_from_dict
+from utils.data.batching import TokenBatchSampler, padded_size, padding_ratio
+from utils.data.bpe import BPETokenizer, SeparateVocabTokenizer, train_bpe
+from utils.data.corpus import load_parallel, normalize, read_lines, read_parallel, tokenizers_normalizer
+from utils.data.tokenizer import tokenizer_from_dict
+from utils.runtime.config import RunConfig, UserError
+from utils.training.metrics import translation_scores
 
 MULTI30K = Path(__file__).resolve().parents[2] / "shared/data/multi30k"
 needs_multi30k = pytest.mark.skipif(
@@ -242,7 +242,7 @@ def test_sacrebleu_scores_a_reference_against_itself_as_100():
 
 
 def test_time_budget_stops_before_an_epoch_that_would_not_fit():
-    from utils.training import out_of_time
+    from utils.training.recipe import out_of_time
 
     assert not out_of_time(0, 1e9, 3)  # no budget
     assert not out_of_time(10, 240, 2)  # 4 min done, 2 min an epoch: 6 < 10

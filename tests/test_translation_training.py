@@ -14,9 +14,9 @@ import torch
 
 from pytorch_version.decoding import beam_search
 from pytorch_version.inference import load_for_inference
-from utils.bpe import BPETokenizer
-from utils.config import RunConfig
-from utils.data import pad_batch
+from utils.data.bpe import BPETokenizer
+from utils.data.tasks import pad_batch
+from utils.runtime.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 MULTI30K = Path(__file__).resolve().parents[2] / "shared/data/multi30k"

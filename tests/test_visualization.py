@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from pytorch_version.layers import PositionalEncoding
 from pytorch_version.model import Transformer
 from tests.conftest import tiny_config
-from utils import paper_figures as pf
-from utils.analysis import TransformerAnalyzer
-from utils.attention_maps import attention_weights
-from utils.training import noam_schedule
-from utils.training_curves import plot_training_curves
-from utils.visualization import TransformerVisualizer
+from utils.figures import paper as pf
+from utils.figures.training_curves import plot_training_curves
+from utils.figures.visualization import TransformerVisualizer
+from utils.observe.analysis import TransformerAnalyzer
+from utils.observe.attention_maps import attention_weights
+from utils.training.recipe import noam_schedule
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 VOCAB = ["<pad>", "<s>", "</s>", "<unk>"] + [chr(ord("a") + i) for i in range(26)]

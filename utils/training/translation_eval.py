@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from utils.corpus import read_parallel
-from utils.metrics import translation_scores
+from utils.data.corpus import read_parallel
+from utils.training.metrics import translation_scores
 
 logger = logging.getLogger(__name__)
 

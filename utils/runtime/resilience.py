@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from utils.config import UserError
+from utils.runtime.config import UserError
 
 logger = logging.getLogger(__name__)
 

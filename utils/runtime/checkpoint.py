@@ -14,15 +14,15 @@ from typing import Any
 
 import torch
 
-from utils.config import ModelConfig, UserError
-from utils.resilience import atomic_write
+from utils.runtime.config import ModelConfig, UserError
+from utils.runtime.resilience import atomic_write
 
 FORMAT = "transformer-tutorial/pytorch"
 TOOLKIT_VERSION = "0.1.0"
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save through utils.resilience.atomic_write: temp file, fsync, rename; a full disk is a
+    """torch.save through utils.runtime.resilience.atomic_write: temp file, fsync, rename; a full disk is a
     one-line WriteError and leaves the previous file whole."""
     atomic_write(path, lambda f: torch.save(obj, f))
 

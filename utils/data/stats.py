@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.batching import TokenBatchSampler, padding_ratio
-from utils.paper_figures import new_figure, save_figure
-from utils.tokenizer import UNK_ID
+from utils.data.batching import TokenBatchSampler, padding_ratio
+from utils.data.tokenizer import UNK_ID
+from utils.figures.paper import new_figure, save_figure
 
 logger = logging.getLogger(__name__)
 

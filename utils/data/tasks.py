@@ -6,7 +6,7 @@ Each example is a (source, target) pair of strings. A batch holds
     tgt_out  (B, T)  target ids + EOS          (what each position must predict)
 
 Batches hold `batch_size` examples in random order, or, with `max_tokens`, examples of
-similar length up to that many padded tokens (utils.batching.TokenBatchSampler).
+similar length up to that many padded tokens (utils.data.batching.TokenBatchSampler).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import string
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from utils.batching import TokenBatchSampler
-from utils.config import TOY_TASKS, ModelConfig, UserError
-from utils.corpus import Pair, load_parallel
-from utils.tokenizer import BOS_ID, PAD_ID, CharTokenizer
+from utils.data.batching import TokenBatchSampler
+from utils.data.corpus import Pair, load_parallel
+from utils.data.tokenizer import BOS_ID, PAD_ID, CharTokenizer
+from utils.runtime.config import TOY_TASKS, ModelConfig, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def load_task_data(cfg) -> tuple[list[Pair], list[Pair], CharTokenizer]:
 def load_translation_data(cfg):
     """DIR/train.{src,tgt} (the first --max_train_lines) and DIR/val.{src,tgt}, and a BPE tokenizer
     (--vocab_size, shared unless --separate_vocab) learnt from the training pairs only."""
-    from utils.bpe import train_bpe  # needs the `tokenizers` package, toy tasks do not
+    from utils.data.bpe import train_bpe  # needs the `tokenizers` package, toy tasks do not
 
     train = load_parallel(cfg.data_dir, "train", cfg.src_lang, cfg.tgt_lang, cfg.max_train_lines)
     val = load_parallel(cfg.data_dir, "val", cfg.src_lang, cfg.tgt_lang)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from utils.resilience import atomic_write_text
+from utils.runtime.resilience import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

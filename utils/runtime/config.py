@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from utils.trace_printer import parse_selection
+from utils.observe.trace_printer import parse_selection
 
 TOY_TASKS = ("copy", "reversal", "addition")
 TASKS = (*TOY_TASKS, "translation")
@@ -224,7 +224,7 @@ class RunConfig:
         if self.resume and (self.checkpoint or self.version not in ("pytorch", "huggingface")):
             raise UserError("--resume continues training: use it with --version pytorch or huggingface, "
                             "without --checkpoint")  # fmt: skip
-        from utils.validation import check_translation_flags  # imports UserError from here
+        from utils.runtime.validation import check_translation_flags  # imports UserError from here
 
         check_translation_flags(self)
 

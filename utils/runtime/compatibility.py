@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from utils.config import TOY_TASKS, ModelConfig, RunConfig
+from utils.runtime.config import TOY_TASKS, ModelConfig, RunConfig
 
 # What a resumed run must share with the run it continues: these shape the data, the model or the
 # recipe (epochs may grow; where and how verbosely it runs may change).
@@ -32,7 +32,7 @@ def mismatched_flags(cfg: RunConfig, given, model_config: ModelConfig) -> str:
     """Architecture flags the user gave explicitly (`given`) that a loaded checkpoint contradicts."""
     wanted = {n: getattr(cfg, n) for n in ARCHITECTURE_FIELDS if n in given}
     if "task" in given and cfg.task in TOY_TASKS:
-        from utils.data import tokenizer_for_task  # toy tasks only: translation vocabularies are learnt
+        from utils.data.tasks import tokenizer_for_task  # toy tasks only: translation vocabularies are learnt
 
         wanted["src_vocab_size"] = tokenizer_for_task(cfg.task).vocab_size
     return describe_differences(model_config.to_dict(), wanted)

@@ -1,8 +1,8 @@
-"""Checks of RunConfig that would make utils/config.py too long to read: the translation flags."""
+"""Checks of RunConfig that would make utils/runtime/config.py too long to read: the translation flags."""
 
 from __future__ import annotations
 
-from utils.config import UserError
+from utils.runtime.config import UserError
 
 
 def check_translation_flags(cfg) -> None:

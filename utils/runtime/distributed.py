@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from utils.config import UserError
+from utils.runtime.config import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def make_train_loader(dataset: Dataset, batch_size: int, world: World, seed: int
 
     The generator only seeds the DataLoader's workers; the order comes from (seed, epoch).
     """
-    from utils.data import collate
+    from utils.data.tasks import collate
 
     generator = torch.Generator().manual_seed(seed)
     if max_tokens:
@@ -190,7 +190,7 @@ class EpochSampler(Sampler):
 
 class DistributedTokenBatchSampler(Sampler[list[int]]):
     """--max_tokens under torchrun: every process builds the same length-bucketed batches of the
-    epoch (utils.batching.TokenBatchSampler, drawn from seed + epoch: call set_epoch) and
+    epoch (utils.data.batching.TokenBatchSampler, drawn from seed + epoch: call set_epoch) and
     takes every N-th one, starting at its rank. Like DistributedSampler, the list is padded by
     wrapping around to a multiple of N, so every process takes the same number of steps.
 
@@ -218,7 +218,7 @@ class DistributedTokenBatchSampler(Sampler[list[int]]):
 
 def token_batches(src_lengths, tgt_lengths, max_tokens: int, world: World, seed: int) -> Sampler:
     """This process's share of each epoch's --max_tokens batches of examples with these lengths."""
-    from utils.batching import TokenBatchSampler
+    from utils.data.batching import TokenBatchSampler
 
     inner = TokenBatchSampler(src_lengths, tgt_lengths, max_tokens, shuffle=True)
     return DistributedTokenBatchSampler(inner, world, seed)

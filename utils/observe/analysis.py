@@ -6,7 +6,7 @@ from-scratch and the Hugging Face model alike. Every result is plain JSON data.
 
 Masks come from the ids: source keys/queries are real where `src != pad_id` (or where
 `attention_mask` is 1), target ones where `tgt != pad_id`; decoder self-attention also
-obeys the look-ahead mask. Padding is assumed on the right, as `utils.data` makes it.
+obeys the look-ahead mask. Padding is assumed on the right, as `utils.data.tasks` makes it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from utils.attention_patterns import (
+from utils.observe.attention_patterns import (
     THRESHOLDS,
     _reduce,
     _row_measures,

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from utils.analysis import TransformerAnalyzer
-from utils.attention_maps import attention_weights
-from utils.visualization import TransformerVisualizer
+from utils.figures.visualization import TransformerVisualizer
+from utils.observe.analysis import TransformerAnalyzer
+from utils.observe.attention_maps import attention_weights
 
 logger = logging.getLogger(__name__)
 

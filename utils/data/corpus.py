@@ -16,7 +16,7 @@ import re
 import unicodedata
 from pathlib import Path
 
-from utils.config import UserError
+from utils.runtime.config import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def normalize(text: str) -> str:
 
     NFC composes characters that have two encodings (`a` + combining diaeresis and the single
     code point `ä` become the same ids); collapsing whitespace keeps the subword tokenizer from
-    learning tokens for "two spaces". The BPE tokenizer (utils/bpe.py) applies the same rule
+    learning tokens for "two spaces". The BPE tokenizer (utils/data/bpe.py) applies the same rule
     through `tokenizers_normalizer`, so raw `--source` text is treated like training text.
     """
     return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()

@@ -4,14 +4,14 @@ BPE starts from single characters and repeatedly merges the most frequent adjace
 a new token until the vocabulary is full: frequent words end up as one token, rare ones as a
 few pieces, and no word is out of vocabulary. The pipeline of one tokenizer:
 
-    normalizer     utils.corpus.normalize: Unicode NFC, whitespace collapsed, ends trimmed
+    normalizer     utils.data.corpus.normalize: Unicode NFC, whitespace collapsed, ends trimmed
     pre-tokenizer  Metaspace: each space becomes "▁" glued to the next word (as SentencePiece
                    does), then punctuation is split off, so "Fahrrad." shares "▁Fahrrad"
     model          BPE merges learnt from the training text; <unk> for characters never seen
     decoder        Metaspace: join the pieces and turn "▁" back into spaces
 
 so `decode(encode(text)) == normalize(text)` whenever every character of `text` is known.
-Special tokens <pad> <s> </s> <unk> have ids 0..3, as in utils.tokenizer.CharTokenizer.
+Special tokens <pad> <s> </s> <unk> have ids 0..3, as in utils.data.tokenizer.CharTokenizer.
 
 `BPETokenizer` is one vocabulary, shared by source and target by default (the paper's
 "shared source-target vocabulary", section 5.1), which lets the model share its embeddings;
@@ -25,9 +25,9 @@ from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from utils.config import UserError
-from utils.corpus import Pair, tokenizers_normalizer
-from utils.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID
+from utils.data.corpus import Pair, tokenizers_normalizer
+from utils.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID
+from utils.runtime.config import UserError
 
 # Characters in the vocabulary even when the training text lacks them: ASCII and the Latin-1
 # letters and signs, so a test sentence with a "ñ" or a "€" gets a token instead of <unk>.

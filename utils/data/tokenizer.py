@@ -1,6 +1,6 @@
 """A character tokenizer for the toy tasks: one id per character plus four specials.
 
-Real text uses subwords instead (utils/bpe.py); `tokenizer_from_dict` rebuilds either kind
+Real text uses subwords instead (utils/data/bpe.py); `tokenizer_from_dict` rebuilds either kind
 from the description a checkpoint stores.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from utils.config import UserError
+from utils.runtime.config import UserError
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0..3: PAD, BOS, EOS, UNK
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
@@ -33,7 +33,7 @@ class CharTokenizer:
 
     src_vocab_size = tgt_vocab_size = vocab_size
 
-    # the side that encodes sources and the one that encodes targets (utils.bpe has two kinds)
+    # the side that encodes sources and the one that encodes targets (utils.data.bpe has two kinds)
     @property
     def source(self) -> CharTokenizer:
         return self
@@ -93,7 +93,7 @@ def tokenizer_from_dict(data: dict):
     if kind == "char":
         return CharTokenizer.from_dict(data)
     if kind in ("bpe", "bpe_pair"):
-        from utils.bpe import BPETokenizer, SeparateVocabTokenizer  # needs `tokenizers`; only here
+        from utils.data.bpe import BPETokenizer, SeparateVocabTokenizer  # needs `tokenizers`; only here
 
         return (BPETokenizer if kind == "bpe" else SeparateVocabTokenizer).from_dict(data)
     raise UserError(f"unknown tokenizer type {kind!r} in checkpoint")

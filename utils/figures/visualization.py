@@ -4,7 +4,7 @@
 ../shared/DESIGN.md: attention/ (heatmaps, attention_step_{N}, attention_evolution,
 multihead_comparison), qkv/ (qkv_evolution, layer_contributions, gradient_flow) and
 paper/ (the paper's components), plus report.md, which says how to read each figure.
-It reads only the cache, the analysis report of `utils.analysis` and plain arrays.
+It reads only the cache, the analysis report of `utils.observe.analysis` and plain arrays.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ matplotlib.use("Agg")
 import numpy as np
 import torch
 
-from utils import paper_figures as pf
-from utils.attention_maps import (
+from utils.figures import paper as pf
+from utils.figures.paper import heatmap, new_figure, save_figure
+from utils.observe.attention_maps import (
     ATTENTION_KINDS,
     attention_layers,
     attention_weights,
@@ -29,7 +30,6 @@ from utils.attention_maps import (
     stack_and_module,
     trim,
 )
-from utils.paper_figures import heatmap, new_figure, save_figure
 
 SUBLAYER_COLORS = {"self_attn": "tab:blue", "cross_attn": "tab:orange", "ffn": "tab:green", "norm": "grey"}
 

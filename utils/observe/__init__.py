@@ -1,0 +1,3 @@
+"""Watching the model: capture points and the activation cache, the --debug trace printer, the
+analysis of attention, Q/K/V and gradients, and the --track_internals recorder. Everything here
+reads the cache contract (docs/ARCHITECTURE.md), never a version's internals."""
