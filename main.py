@@ -8,7 +8,6 @@ keys, and flags given on the command line win over the file.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -47,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,  # so we know which flags were given explicitly
     )
     parser.add_argument("--config", help="YAML file whose keys are these flags' names")
-    for f in dataclasses.fields(RunConfig):
+    for f in RunConfig.flags():
         own = "".join(f"; {task}: {value}" for task, value in f.metadata.get("task_defaults", {}).items())
         help_text = f"{f.metadata['help']} (default: {f.default}{own})"
         if isinstance(f.default, bool):
@@ -122,10 +121,11 @@ def decode_with_checkpoint(cfg: RunConfig, given: frozenset = frozenset()) -> in
         raise UserError("--checkpoint needs --source TEXT or --interactive")
     _utf8(cfg.source, "--source")
     if Path(cfg.checkpoint).is_dir():
+        from huggingface_version.convert import model_config_of
         from huggingface_version.inference import load_hf_for_inference, translate_hf
 
-        model, tokenizer = load_hf_for_inference(cfg.checkpoint, resolve_device(cfg.device))
-        model_config = model.config.to_model_config()
+        model, tokenizer = load_hf_for_inference(cfg.checkpoint, resolve_device(cfg.device), cfg.fast)
+        model_config = model_config_of(model.config)
         trace = None
         translate = translate_hf
         if cfg.debug:
@@ -133,7 +133,7 @@ def decode_with_checkpoint(cfg: RunConfig, given: frozenset = frozenset()) -> in
     else:
         from pytorch_version.inference import load_for_inference, trace_translation, translate
 
-        model, tokenizer, _ = load_for_inference(cfg.checkpoint, resolve_device(cfg.device))
+        model, tokenizer, _ = load_for_inference(cfg.checkpoint, resolve_device(cfg.device), cfg.fast)
         model_config = model.config
         trace = trace_translation if cfg.debug else None
     differences = mismatched_flags(cfg, given, model_config)

@@ -29,12 +29,15 @@ def make_batch(seed: int = 0):
     return src, tgt[:, :-1], tgt[:, 1:]
 
 
-def ours(dropout=0.1):
+def ours(dropout=0.1, speed=None):
+    """Ours as the toolkit trains and decodes it: with utils/fast's speed-ups (`speed`, default all)."""
     from pytorch_version.model import Transformer
+    from utils.fast import SpeedUps
     from utils.runtime.config import ModelConfig
 
-    cfg = ModelConfig(VOCAB, VOCAB, D, LAYERS, HEADS, FFN, dropout, max_position=64)
-    return Transformer(cfg)
+    cfg = ModelConfig(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, hidden_size=D, num_layers=LAYERS,
+                      num_heads=HEADS, ffn_size=FFN, dropout=dropout, max_position=64)  # fmt: skip
+    return (speed or SpeedUps()).plug_in(Transformer(cfg))
 
 
 class TorchTransformer(nn.Module):
@@ -75,10 +78,11 @@ def bart():
     return BartForConditionalGeneration(cfg)
 
 
-def hf_ours():
+def hf_ours(speed=None):
     from huggingface_version.convert import pytorch_to_hf
+    from utils.fast import SpeedUps
 
-    return pytorch_to_hf(ours())
+    return (speed or SpeedUps()).plug_in(pytorch_to_hf(ours(speed=SpeedUps.none())))
 
 
 def logits_of(name, model, src, tgt):
@@ -88,23 +92,21 @@ def logits_of(name, model, src, tgt):
                  decoder_attention_mask=(tgt != PAD).long(), use_cache=False).logits  # fmt: skip
 
 
-def training_loss(name, model, src, tgt_in, tgt_out):
+def training_loss(name, model, src, tgt_in, tgt_out, speed=None):
     """The mean label-smoothed loss as each toolkit's training step computes it: ours and its HF
-    version project only positions with a label (`logits_mask`) and use the written-down
-    gradient of utils.training.recipe.labelled_loss_sum, as both trainers do; the peers compute logits
-    everywhere and go through F.cross_entropy with label smoothing, ignoring the padding."""
-    from utils.training.recipe import labelled_loss_sum, seq2seq_loss
+    version through utils.fast.LabelledLogits and SpeedUps.loss_sum (packed rows of labelled
+    positions and the written-down loss gradient unless `speed` turns them off), as both trainers
+    do; the peers compute logits everywhere and go through F.cross_entropy with label smoothing,
+    ignoring the padding."""
+    from utils.fast import LabelledLogits, SpeedUps
+    from utils.training.recipe import seq2seq_loss
 
     if name not in ("ours", "ours (HF)"):
         return seq2seq_loss(logits_of(name, model, src, tgt_in), tgt_out, PAD, 0.1)
+    speed = speed or SpeedUps()
     keep = tgt_out != PAD
-    if name == "ours":
-        logits = model(src, tgt_in, logits_mask=keep)
-    else:
-        logits = model(input_ids=src, attention_mask=(src != PAD).long(), decoder_input_ids=tgt_in,
-                       decoder_attention_mask=(tgt_in != PAD).long(), use_cache=False,
-                       logits_mask=keep).logits  # fmt: skip
-    return labelled_loss_sum(logits, tgt_out[keep], 0.1) / keep.sum()
+    logits = LabelledLogits(model, PAD, packed=speed.packed_rows)(src, tgt_in, keep)
+    return speed.loss_sum()(logits, tgt_out[keep], 0.1) / keep.sum()
 
 
 BUILDERS = {"ours": ours, "ours (HF)": hf_ours, "torch.nn.Transformer": TorchTransformer, "Bart": bart}

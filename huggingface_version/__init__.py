@@ -5,13 +5,13 @@ Importing this package registers the model with the Auto classes, so after
 `AutoModelForSeq2SeqLM.from_pretrained(folder)` and `AutoConfig.from_pretrained(folder)`.
 
 The files, in dependency order:
-    configuration.py   TutorialTransformerConfig (PreTrainedConfig), to/from utils ModelConfig
+    configuration.py   TutorialTransformerConfig (PreTrainedConfig): ModelConfig's fields, HF names
     attention.py       masks, eager_attention_forward, TutorialAttention (eager | sdpa, Cache)
     layers.py          scaled embeddings, sinusoidal positions, encoder and decoder layers
     stacks.py          TutorialEncoder, TutorialDecoder
     modeling.py        TutorialTransformerModel, ...ForConditionalGeneration (+ GenerationMixin)
-    convert.py         KEY_TABLE, pytorch_to_hf, hf_to_pytorch
-    hooks.py           record_activations: the activation cache through forward hooks
+    convert.py         hf_config_of / model_config_of (checks a config), KEY_TABLE, pytorch_to_hf
+    hooks.py           record_activations, run_with_cache: the activation cache through forward hooks
     tokenization.py    the character tokenizer as a PreTrainedTokenizerFast
     custom_trainer.py  Seq2SeqTrainer subclass and callbacks
     train.py           train_huggingface(cfg)          compare.py  run_comparison(cfg)
@@ -28,6 +28,7 @@ ensure_offline()  # before transformers reads HF_HUB_OFFLINE: nothing in this pa
 
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM  # noqa: E402
 
+from huggingface_version import hooks  # noqa: E402, F401  (registers the tracer utils.observe asks)
 from huggingface_version.configuration import MODEL_TYPE, TutorialTransformerConfig  # noqa: E402
 from huggingface_version.convert import KEY_TABLE, hf_to_pytorch, pytorch_to_hf  # noqa: E402
 from huggingface_version.modeling import (  # noqa: E402

@@ -22,8 +22,6 @@ from torch import nn
 from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from utils.fast.packing import Packing, grid
-
 
 def encoder_mask(input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, pad_id: int):
     """(B, S) ids or 0/1 mask -> (B, 1, 1, S): every query may look at every real key, no pads."""
@@ -94,7 +92,7 @@ class TutorialAttention(nn.Module):
 
     Used three times per model: encoder self-attention, decoder self-attention and decoder
     cross-attention (`encoder_attn`, keys and values from the encoder output). While
-    generating, keys and values come from the `past_key_values` Cache: appended to for
+    generating, keys and values come from the `cache` (a transformers Cache): appended to for
     self-attention, computed once for cross-attention.
     """
 
@@ -124,39 +122,35 @@ class TutorialAttention(nn.Module):
         hidden_states: torch.Tensor,
         key_value_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
-        rows: tuple[Packing, Packing] | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, T, D) queries attend to `key_value_states` (B, S, D), or to themselves when None.
 
         Returns the output (B, T, D) and the weights (B, H, T, S), None unless eager.
-        With `rows` (the packings of the query and key sides, utils/fast/packing.py) the inputs and
-        the output are packed rows of real tokens: the projections skip the padding.
         """
-        q_rows, kv_rows = rows if rows is not None else (None, None)
-        B, T, D = (*q_rows.shape, hidden_states.size(-1)) if rows is not None else hidden_states.shape
+        B, T, D = hidden_states.shape
         source = key_value_states if self.is_cross_attention else hidden_states
 
         # 1) Linear projections, then reshape for heads: (B, T, D) -> (B, H, T, d_k)
-        query = self._split_heads(grid(self.q_proj(hidden_states), q_rows))
-        cache = past_key_values
-        if isinstance(cache, EncoderDecoderCache):
-            cache = cache.cross_attention_cache if self.is_cross_attention else cache.self_attention_cache
+        query = self._split_heads(self.q_proj(hidden_states))
+        both, own = cache, cache  # an EncoderDecoderCache holds one Cache per kind of attention
+        if isinstance(both, EncoderDecoderCache):
+            own = both.cross_attention_cache if self.is_cross_attention else both.self_attention_cache
         reuse = (
             self.is_cross_attention
-            and isinstance(past_key_values, EncoderDecoderCache)
-            and past_key_values.is_updated.get(self.layer_idx, False)
+            and isinstance(both, EncoderDecoderCache)
+            and both.is_updated.get(self.layer_idx, False)
         )
         if reuse:  # the encoder output does not change while decoding: project it once
-            key, value = cache.layers[self.layer_idx].keys, cache.layers[self.layer_idx].values
+            key, value = own.layers[self.layer_idx].keys, own.layers[self.layer_idx].values
         else:
-            key = self._split_heads(grid(self.k_proj(source), kv_rows))
-            value = self._split_heads(grid(self.v_proj(source), kv_rows))
-            if cache is not None:  # append (self) or store (cross); get back everything so far
-                key, value = cache.update(key, value, self.layer_idx)
+            key = self._split_heads(self.k_proj(source))
+            value = self._split_heads(self.v_proj(source))
+            if own is not None:  # append (self) or store (cross); get back everything so far
+                key, value = own.update(key, value, self.layer_idx)
                 if self.is_cross_attention:
-                    past_key_values.is_updated[self.layer_idx] = True
+                    both.is_updated[self.layer_idx] = True
 
         # 2) Attention in every head at once, by the kernel the config names
         if self.config._attn_implementation in (None, "eager"):
@@ -175,6 +169,4 @@ class TutorialAttention(nn.Module):
 
         # 3) Concatenate the heads and mix them with W^O
         concat = z.reshape(B, T, D)  # (B, T, H, d_k) -> (B, T, D)
-        if q_rows is not None:
-            concat = q_rows.pack(concat)  # back to the real tokens' rows: W^O skips the padding too
         return self.out_proj(concat), weights

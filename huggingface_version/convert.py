@@ -1,4 +1,8 @@
-"""Weights from pytorch_version to the Hugging Face model and back: a key table, not code.
+"""Configs and weights from pytorch_version to the Hugging Face model and back: key tables, not code.
+
+The config: every ModelConfig field has the same name in TutorialTransformerConfig except those in
+configuration.TOOLKIT_NAMES; `hf_config_of` and `model_config_of` go field by field, and
+`model_config_of` is where a Hugging Face config is checked (ModelConfig's one-line errors).
 
 Both versions hold the same tensors under different module paths. Each row of KEY_TABLE
 maps a module path of pytorch_version to the Hugging Face one; `{i}` stands for a layer
@@ -8,13 +12,15 @@ unchanged. No tensor is reshaped or transposed: both store nn.Linear weights as 
 
 from __future__ import annotations
 
+import difflib
 import re
 
 import torch
 
-from huggingface_version.configuration import TutorialTransformerConfig
+from huggingface_version.configuration import TOOLKIT_NAMES, TutorialTransformerConfig
 from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
 from pytorch_version.model import Transformer
+from utils.runtime.config import ModelConfig, UserError
 
 KEY_TABLE: list[tuple[str, str]] = [
     # (pytorch_version module path,      Hugging Face module path)
@@ -36,6 +42,42 @@ KEY_TABLE: list[tuple[str, str]] = [
     ("decoder.layers.{i}.norm3", "model.decoder.layers.{i}.final_layer_norm"),
     ("decoder.norm", "model.decoder.layer_norm"),  # pre-LN only
 ]
+
+
+def hf_config_of(cfg: ModelConfig, **kwargs) -> TutorialTransformerConfig:
+    """The Hugging Face twin of a ModelConfig (same shape, same special ids; the decoder starts at BOS)."""
+    fields = {TOOLKIT_NAMES.get(name, name): value for name, value in cfg.to_dict().items()}
+    return TutorialTransformerConfig(**fields, decoder_start_token_id=cfg.bos_id, **kwargs)
+
+
+def model_config_of(config: TutorialTransformerConfig) -> ModelConfig:
+    """Back to a ModelConfig, checking every value: the one-line UserError of a bad config.json."""
+    _reject_near_misses(config)
+    names = ModelConfig.__dataclass_fields__
+    values = {name: getattr(config, TOOLKIT_NAMES.get(name, name)) for name in names}
+    for name in ("dropout", "attention_dropout"):  # JSON may hold 0 for 0.0
+        if isinstance(values[name], int) and not isinstance(values[name], bool):
+            values[name] = float(values[name])
+    cfg = ModelConfig(**values)
+    start = config.decoder_start_token_id
+    if not isinstance(start, int) or isinstance(start, bool) or not 0 <= start < cfg.tgt_vocab_size:
+        raise UserError(f"decoder_start_token_id must be an id in [0, {cfg.tgt_vocab_size}), got {start!r}")
+    if cfg.share_embeddings and not cfg.tie_output:
+        # Hugging Face ties weights only when tie_word_embeddings is set (PreTrainedModel.tie_weights)
+        raise UserError("share_embeddings=True needs tie_word_embeddings=True in the Hugging Face version")
+    return cfg
+
+
+def _reject_near_misses(config: TutorialTransformerConfig) -> None:
+    """A stray `num_layer=6` is kept by transformers without a word and ignored; name the field it
+    resembles."""
+    fields = [f for f in type(config).__dataclass_fields__ if not f.startswith("_")]
+    for key in vars(config):
+        if key in fields or key.startswith("_") or key in type(config).attribute_map:
+            continue
+        close = difflib.get_close_matches(key, fields, n=1, cutoff=0.85)
+        if close:
+            raise UserError(f"unknown config key {key!r}; did you mean {close[0]!r}?")
 
 
 def _compile(pattern: str) -> re.Pattern:
@@ -62,7 +104,7 @@ def pytorch_to_hf(
     pt_model: Transformer, attn_implementation: str = "sdpa"
 ) -> TutorialTransformerForConditionalGeneration:
     """A Hugging Face model holding copies of `pt_model`'s weights (same logits, same outputs)."""
-    config = TutorialTransformerConfig.from_model_config(pt_model.config)
+    config = hf_config_of(pt_model.config)
     hf_model = TutorialTransformerForConditionalGeneration._from_config(
         config, attn_implementation=attn_implementation
     )
@@ -73,7 +115,7 @@ def pytorch_to_hf(
 
 def hf_to_pytorch(hf_model: TutorialTransformerForConditionalGeneration) -> Transformer:
     """A pytorch_version Transformer holding copies of `hf_model`'s weights."""
-    pt_model = Transformer(hf_model.config.to_model_config())
+    pt_model = Transformer(model_config_of(hf_model.config))
     state = convert_state_dict(hf_model.state_dict(), to_hf=False)
     pt_model.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=True)
     return pt_model.to(hf_model.device).train(hf_model.training)

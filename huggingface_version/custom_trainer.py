@@ -30,12 +30,13 @@ from transformers import Seq2SeqTrainer, TrainerCallback
 
 from huggingface_version.resume import ResumableSampler
 from utils.data.batching import TokenBatchSampler
+from utils.fast import SpeedUps
 from utils.runtime.config import RunConfig
 from utils.runtime.distributed import EpochSampler, World, sampler, token_batches
 from utils.runtime.resilience import NonFiniteGuard
 from utils.runtime.tracking import Tracker, epoch_line
 from utils.training.metrics import exact_match, translation_scores
-from utils.training.recipe import labelled_loss_sum, noam_schedule, paper_adam
+from utils.training.recipe import noam_schedule, paper_adam
 
 logger = logging.getLogger("huggingface_version.train")  # epoch lines read as the run's own
 
@@ -60,9 +61,11 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
         translation: bool = False,
         max_tokens: int = 0,
         max_nonfinite_steps: int = RunConfig.max_nonfinite_steps,
+        speed: SpeedUps | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.speed = speed or SpeedUps()  # utils/fast: which speed-ups the training step takes
         self.guard = NonFiniteGuard(max_nonfinite_steps)
         self.label_smoothing = label_smoothing
         self.warmup_steps, self.lr_factor = warmup_steps, lr_factor
@@ -95,9 +98,9 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
             inputs["decoder_input_ids"] = unwrapped.prepare_decoder_input_ids_from_labels(labels)
         if model.training and num_items_in_batch:
             labelled = labels != -100  # the loss needs logits only where there is a label
-            outputs = model(**inputs, use_cache=False, logits_mask=labelled)
-            logits = outputs.logits  # (N, V)
-            loss_sum = labelled_loss_sum(logits, labels[labelled], self.label_smoothing)
+            logits = self._labelled_logits(model, inputs, labelled)  # (N, V)
+            outputs = None
+            loss_sum = self.speed.loss_sum()(logits, labels[labelled], self.label_smoothing)
             batch_loss = loss_sum.item() / max(int(labelled.sum()), 1)
             state = getattr(self, "state", None)  # None outside trainer.train()
             step, epoch = (state.global_step, int(state.epoch or 0)) if state else (0, 0)
@@ -111,6 +114,17 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
             logits = outputs.logits.reshape(-1, outputs.logits.size(-1))  # (B*T, V)
             loss = F.cross_entropy(logits, labels.reshape(-1), ignore_index=-100)
         return (loss, outputs) if return_outputs else loss
+
+    def _labelled_logits(self, model, inputs: dict, labelled: torch.Tensor) -> torch.Tensor:
+        """(N, V) logits of the labelled positions. transformers has no forward on packed rows: in one
+        process the step takes utils/fast's twin over the model's own modules (unless --no-fast);
+        under torchrun the step must run through DDP's forward, i.e. the model's, with `logits_to_keep`."""
+        if self.speed.packed_rows and self.args.world_size == 1:
+            pad = self.accelerator.unwrap_model(model).config.pad_token_id
+            step = self.speed.labelled_logits(model, pad)
+            return step(inputs["input_ids"], inputs["decoder_input_ids"], labelled,
+                        inputs.get("attention_mask"), inputs.get("decoder_attention_mask"))  # fmt: skip
+        return model(**inputs, use_cache=False, logits_to_keep=labelled).logits
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         """The Trainer's step; a window with a NaN/inf loss leaves no gradients, so Adam skips it
@@ -132,7 +146,7 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
-            self.optimizer = paper_adam((model or self.model).parameters())
+            self.optimizer = paper_adam((model or self.model).parameters(), fused=self.speed.fused_adam)
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):

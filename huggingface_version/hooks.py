@@ -32,7 +32,8 @@ import torch
 from torch import nn
 from transformers.cache_utils import EncoderDecoderCache
 
-from utils.observe.tracing import NameFilter, _matcher
+from huggingface_version.modeling import TutorialPreTrainedModel
+from utils.observe.tracing import NameFilter, _matcher, register_tracer
 
 INTERNAL = ("scores", "masked_scores", "weights")  # need q K^T: recomputed only when wanted
 
@@ -100,7 +101,7 @@ def _hook_attention(rec: _Recorder, attn: nn.Module, prefix: str) -> None:
 
     def on_attention(_module, _args, kwargs, output):
         # keys and values the kernel really used: all cached positions while decoding
-        cache = kwargs.get("past_key_values")
+        cache = kwargs.get("cache")
         if isinstance(cache, EncoderDecoderCache):
             cache = cache.cross_attention_cache if attn.is_cross_attention else cache.self_attention_cache
         if cache is not None:
@@ -213,3 +214,19 @@ def hook_count(model: nn.Module) -> int:
         len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._forward_hooks_with_kwargs)
         for m in model.modules()
     )
+
+
+def run_with_cache(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, names: NameFilter = None,
+                   detach: bool = True) -> tuple[torch.Tensor, dict]:  # fmt: skip
+    """Teacher-forced forward that also returns the activation cache {name: tensor}.
+
+    Same names and semantics as pytorch_version's `Transformer.run_with_cache`, recorded from
+    outside with forward hooks that are gone afterwards. utils.observe reaches it through
+    utils.observe.tracing.run_with_cache (registered below).
+    """
+    with record_activations(model, names, detach) as cache:
+        logits = model(input_ids=src, decoder_input_ids=tgt, use_cache=False).logits
+    return logits, cache
+
+
+register_tracer(TutorialPreTrainedModel, run_with_cache)

@@ -7,30 +7,39 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
 import huggingface_version  # noqa: F401  (registers the model type with the Auto classes)
+from huggingface_version.configuration import TutorialTransformerConfig
+from huggingface_version.convert import model_config_of
 from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
 from huggingface_version.resume import weights_refusal
+from utils.fast import SpeedUps
 from utils.observe.trace_printer import trace_example
 from utils.runtime.config import UserError
 
 logger = logging.getLogger(__name__)
 
 
-def load_hf_for_inference(folder, device: str | torch.device = "cpu"):
-    """A save_pretrained folder -> (model in eval mode, its tokenizer)."""
+def load_hf_for_inference(folder, device: str | torch.device = "cpu", fast: bool = True):
+    """A save_pretrained folder -> (model in eval mode, its tokenizer); `fast`: with the speed-ups
+    of utils/fast plugged in (--no-fast: the model as transformers builds it)."""
     folder = Path(folder)
     if refusal := _not_a_model_folder(folder):
         raise UserError(refusal)
     try:  # safetensors only: pickled weights (pytorch_model.bin) can run code when loaded
-        model = AutoModelForSeq2SeqLM.from_pretrained(folder, use_safetensors=True)
+        config = AutoConfig.from_pretrained(folder)
+        if isinstance(config, TutorialTransformerConfig):
+            model_config_of(config)  # every value checked before a model is built from it
+        model = AutoModelForSeq2SeqLM.from_pretrained(folder, config=config, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as err:
+        if isinstance(err, UserError):
+            raise UserError(f"{folder}/config.json: {err}") from err
         raise UserError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from err
     if not isinstance(model, TutorialTransformerForConditionalGeneration):
         raise UserError(f"{folder} holds a {type(model).__name__}, not a transformer-tutorial model")
-    return model.to(device).eval(), tokenizer
+    return SpeedUps.from_flag(fast).plug_in(model).to(device).eval(), tokenizer
 
 
 def _not_a_model_folder(folder: Path) -> str:

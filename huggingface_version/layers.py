@@ -7,9 +7,12 @@
     ffn.fc1, ffn.fc2           fc1, fc2
     norm1, norm2, norm3        self_attn_layer_norm, (encoder_attn_layer_norm,) final_layer_norm
 
-The residual wiring is pytorch_version's `add_and_norm`, written out inline as HF layers do:
+The residual wiring is pytorch_version's `add_and_norm`:
 post-LN (the paper, section 3.1): LayerNorm(x + Dropout(Sublayer(x)))
 pre-LN  (Xiong et al. 2020):      x + Dropout(Sublayer(LayerNorm(x)))
+
+This file ships with a saved model (save_pretrained copies it): it imports only torch and its
+siblings.
 """
 
 from __future__ import annotations
@@ -20,9 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from huggingface_version.attention import TutorialAttention
-from utils.fast.dropout import dropout as fast_dropout
-from utils.fast.packing import Rows
+from .attention import TutorialAttention
 
 
 class TutorialScaledEmbedding(nn.Embedding):
@@ -66,21 +67,22 @@ class TutorialSinusoidalPositions(nn.Module):
         return inputs_embeds + self.table[past_length : past_length + T]
 
 
-def residual(
-    x: torch.Tensor, sublayer: Callable, norm: nn.LayerNorm, dropout: float, norm_first: bool, training: bool
-):
+def residual(x: torch.Tensor, sublayer: Callable, norm: nn.LayerNorm, dropout: nn.Dropout, norm_first: bool):
     """Add & Norm around one sublayer; returns the new residual stream (B, T, D)."""
     if norm_first:
-        return x + fast_dropout(sublayer(norm(x)), dropout, training)  # utils/fast/dropout.py
-    return norm(x + fast_dropout(sublayer(x), dropout, training))
+        return x + dropout(sublayer(norm(x)))
+    return norm(x + dropout(sublayer(x)))
 
 
-def feed_forward(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """FFN(x) = max(0, x W1 + b1) W2 + b2, applied to each position alone (section 3.3)."""
-    return layer.fc2(torch.relu(layer.fc1(x)))  # (B, T, D) -> (B, T, d_ff) -> (B, T, D)
+class _FeedForward:
+    """The position-wise FFN of a layer that holds `fc1` and `fc2` (BART's layout)."""
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """FFN(x) = max(0, x W1 + b1) W2 + b2, applied to each position alone (section 3.3)."""
+        return self.fc2(torch.relu(self.fc1(x)))  # (B, T, D) -> (B, T, d_ff) -> (B, T, D)
 
 
-class TutorialEncoderLayer(nn.Module):
+class TutorialEncoderLayer(_FeedForward, nn.Module):
     """Self-attention, then the FFN, each wrapped in Add & Norm."""
 
     def __init__(self, config, layer_idx: int) -> None:
@@ -91,31 +93,26 @@ class TutorialEncoderLayer(nn.Module):
         self.fc1 = nn.Linear(D, config.ffn_size)
         self.fc2 = nn.Linear(config.ffn_size, D)
         self.final_layer_norm = nn.LayerNorm(D)
-        self.dropout = config.dropout
+        self.dropout = nn.Dropout(config.dropout)  # residual dropout, section 5.4
         self.norm_first = config.norm_first
 
     def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, rows: Rows | None = None
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, S, D) -> (B, S, D), plus the self-attention weights (B, H, S, S) when eager.
-        With `rows` (utils/fast/packing.py) the real tokens' rows, (N, D)."""
+        """(B, S, D) -> (B, S, D), plus the self-attention weights (B, H, S, S) when eager."""
         weights = None
-        pack = (rows.src, rows.src) if rows is not None else None
 
         def attend(h):
             nonlocal weights
-            out, weights = self.self_attn(h, attention_mask=attention_mask, rows=pack)
+            out, weights = self.self_attn(h, attention_mask=attention_mask)
             return out
 
-        x = residual(
-            hidden_states, attend, self.self_attn_layer_norm, self.dropout, self.norm_first, self.training
-        )
-        ffn = lambda h: feed_forward(self, h)
-        x = residual(x, ffn, self.final_layer_norm, self.dropout, self.norm_first, self.training)
+        x = residual(hidden_states, attend, self.self_attn_layer_norm, self.dropout, self.norm_first)
+        x = residual(x, self.feed_forward, self.final_layer_norm, self.dropout, self.norm_first)
         return x, weights
 
 
-class TutorialDecoderLayer(nn.Module):
+class TutorialDecoderLayer(_FeedForward, nn.Module):
     """Masked self-attention, attention over the encoder output, then the FFN (section 3.1)."""
 
     def __init__(self, config, layer_idx: int) -> None:
@@ -128,7 +125,7 @@ class TutorialDecoderLayer(nn.Module):
         self.fc1 = nn.Linear(D, config.ffn_size)
         self.fc2 = nn.Linear(config.ffn_size, D)
         self.final_layer_norm = nn.LayerNorm(D)
-        self.dropout = config.dropout
+        self.dropout = nn.Dropout(config.dropout)  # residual dropout, section 5.4
         self.norm_first = config.norm_first
 
     def forward(
@@ -137,18 +134,13 @@ class TutorialDecoderLayer(nn.Module):
         attention_mask: torch.Tensor | None,
         encoder_hidden_states: torch.Tensor,
         encoder_attention_mask: torch.Tensor | None,
-        past_key_values=None,
-        rows: Rows | None = None,
+        cache=None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """(B, T, D) -> (B, T, D), plus self- and cross-attention weights when eager.
-        With `rows` (utils/fast/packing.py) the hidden and encoder states are packed rows."""
+        """(B, T, D) -> (B, T, D), plus self- and cross-attention weights when eager."""
         weights: dict[str, torch.Tensor | None] = {}
-        own, cross = ((rows.tgt, rows.tgt), (rows.tgt, rows.src)) if rows is not None else (None, None)
 
         def attend_self(h):
-            out, weights["self"] = self.self_attn(
-                h, attention_mask=attention_mask, past_key_values=past_key_values, rows=own
-            )
+            out, weights["self"] = self.self_attn(h, attention_mask=attention_mask, cache=cache)
             return out
 
         def attend_encoder(h):
@@ -156,13 +148,12 @@ class TutorialDecoderLayer(nn.Module):
                 h,
                 key_value_states=encoder_hidden_states,
                 attention_mask=encoder_attention_mask,
-                past_key_values=past_key_values,
-                rows=cross,
+                cache=cache,
             )
             return out
 
-        p, first, training = self.dropout, self.norm_first, self.training
-        x = residual(hidden_states, attend_self, self.self_attn_layer_norm, p, first, training)
-        x = residual(x, attend_encoder, self.encoder_attn_layer_norm, p, first, training)
-        x = residual(x, lambda h: feed_forward(self, h), self.final_layer_norm, p, first, training)
+        p, first = self.dropout, self.norm_first
+        x = residual(hidden_states, attend_self, self.self_attn_layer_norm, p, first)
+        x = residual(x, attend_encoder, self.encoder_attn_layer_norm, p, first)
+        x = residual(x, self.feed_forward, self.final_layer_norm, p, first)
         return x, weights["self"], weights["cross"]

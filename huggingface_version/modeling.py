@@ -8,6 +8,11 @@ Same math and same masks as pytorch_version, so converted weights give the same 
 (huggingface_version.convert). What Hugging Face adds: `from_pretrained`/`save_pretrained`,
 the Auto classes, `generate` (greedy, beam search, sampling) over a `Cache`, and the Trainer.
 
+This file and its siblings (configuration, attention, layers, stacks) import only torch and
+transformers: `save_pretrained` copies them next to the weights, so a saved folder loads with
+plain transformers (`trust_remote_code=True`). The toolkit's tracing (huggingface_version.hooks)
+and speed-ups (utils/fast) reach the model from outside.
+
 Attention outputs are gathered by passing `output_attentions` down explicitly. transformers 5
 also offers `_can_record_outputs` + `@capture_outputs`, which installs permanent forward hooks
 on first use; explicit passing keeps the data flow visible and the model hook-free, so the
@@ -26,12 +31,10 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 
-from huggingface_version.attention import encoder_mask
-from huggingface_version.configuration import TutorialTransformerConfig
-from huggingface_version.layers import TutorialSinusoidalPositions
-from huggingface_version.stacks import CACHE_FIELD, TutorialDecoder, TutorialEncoder, shift_tokens_right
-from utils.fast.output_layer import OutputLinear, packed_output
-from utils.fast.packing import Rows, labelled_rows
+from .attention import encoder_mask
+from .configuration import TutorialTransformerConfig
+from .layers import TutorialSinusoidalPositions
+from .stacks import TutorialDecoder, TutorialEncoder, shift_tokens_right
 
 
 class TutorialPreTrainedModel(PreTrainedModel):
@@ -85,14 +88,12 @@ class TutorialTransformerModel(TutorialPreTrainedModel):
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | tuple | None = None,
         cache: Cache | None = None,
-        past_key_values: Cache | None = None,  # the name before transformers 5.24
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        rows: Rows | None = None,
         **kwargs,
     ) -> Seq2SeqModelOutput:
-        """Encoder and decoder; with `rows` (utils/fast/packing.py, training only) on real tokens' rows."""
+        """Encoder and decoder: the decoder's last hidden state (B, T, D) and what was asked for."""
         output_attentions = (
             output_attentions if output_attentions is not None else self.config.output_attentions
         )
@@ -103,9 +104,7 @@ class TutorialTransformerModel(TutorialPreTrainedModel):
             )
         output_hidden_states = bool(output_hidden_states or self.config.output_hidden_states)
         if encoder_outputs is None:  # generate runs the encoder once and passes its output on
-            encoder_outputs = self.encoder(
-                input_ids, attention_mask, output_attentions, output_hidden_states, rows=rows
-            )
+            encoder_outputs = self.encoder(input_ids, attention_mask, output_attentions, output_hidden_states)
         elif not isinstance(encoder_outputs, BaseModelOutput):
             encoder_outputs = BaseModelOutput(*encoder_outputs)
         memory = encoder_outputs.last_hidden_state  # (B, S, D)
@@ -120,11 +119,10 @@ class TutorialTransformerModel(TutorialPreTrainedModel):
             memory,
             attention_mask=decoder_attention_mask,
             encoder_attention_mask=memory_mask,
-            past_key_values=cache if cache is not None else past_key_values,
+            cache=cache,
             use_cache=bool(use_cache),
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
-            rows=rows,
         )
         return Seq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
@@ -134,7 +132,7 @@ class TutorialTransformerModel(TutorialPreTrainedModel):
             encoder_last_hidden_state=memory,
             encoder_hidden_states=encoder_outputs.hidden_states,
             encoder_attentions=encoder_outputs.attentions,
-            **{CACHE_FIELD: getattr(decoder_outputs, CACHE_FIELD)},
+            cache=decoder_outputs.cache,
         )
 
 
@@ -145,8 +143,7 @@ class TutorialTransformerForConditionalGeneration(TutorialPreTrainedModel, Gener
     def __init__(self, config: TutorialTransformerConfig) -> None:
         super().__init__(config)
         self.model = TutorialTransformerModel(config)
-        # the output layer: an nn.Linear that packs its weight once for inference (utils/fast/output_layer.py)
-        self.lm_head = OutputLinear(config.hidden_size, config.tgt_vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.hidden_size, config.tgt_vocab_size, bias=False)  # pre-softmax
         # "we share the same weight matrix between the two embedding layers and the pre-softmax
         # linear transformation" (section 3.4); PreTrainedModel ties when tie_word_embeddings is set
         if config.share_embeddings:
@@ -158,7 +155,6 @@ class TutorialTransformerForConditionalGeneration(TutorialPreTrainedModel, Gener
             self._tied_weights_keys = {"lm_head.weight": "model.decoder.embed_tokens.weight"}
         self.post_init()
         self._set_generation_defaults()
-        self.pack_rows = True  # training steps compute on real tokens only (utils/fast/packing.py)
 
     def _set_generation_defaults(self) -> None:
         """Decoding as in pytorch_version.decoding: start from BOS, stop at EOS, pad after it, never
@@ -172,11 +168,6 @@ class TutorialTransformerForConditionalGeneration(TutorialPreTrainedModel, Gener
             cfg.pad_token_id,
         )
         gen.suppress_tokens = [cfg.pad_token_id, cfg.bos_token_id]
-
-    def generate(self, *args, **kwargs):
-        """GenerationMixin.generate, with the output layer's weight packed once for every step."""
-        with packed_output(self.lm_head):  # utils/fast/output_layer.py
-            return super().generate(*args, **kwargs)
 
     def get_encoder(self, modality: str | None = None) -> TutorialEncoder:
         return self.model.encoder
@@ -205,92 +196,56 @@ class TutorialTransformerForConditionalGeneration(TutorialPreTrainedModel, Gener
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | tuple | None = None,
         cache: Cache | None = None,
-        past_key_values: Cache | None = None,  # the name before transformers 5.24
         labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        logits_mask: torch.Tensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> Seq2SeqLMOutput | tuple:
         """Teacher forcing with `decoder_input_ids` (BOS y1 y2 ...), or built from `labels` (y1 y2 ... EOS).
 
         `labels` use -100 for positions that carry no loss; the loss here is plain
         cross-entropy (label smoothing is the trainer's business, see custom_trainer.py).
-        With a (B, T) boolean `logits_mask` the logits are only those positions', (N, V), as in
-        pytorch_version.model.Transformer.decode: the output layer skips the padding, and unless
-        something watches (hooks, attentions, hidden states, a cache) every layer computes on the
-        real tokens' rows only (utils/fast/packing.py).
+        `logits_to_keep` as in transformers: 0 keeps every position, N the last N (generate asks
+        for 1), a 1-D tensor those positions; here also a (B, T) boolean mask, which gives only
+        those positions' logits, (N, V), and labels: a training step needs logits only where
+        there is a label, and the output layer, the largest matmul of the model, skips the rest.
         """
         if labels is not None and decoder_input_ids is None:
             decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
         if use_cache is None:  # keep keys and values only when someone will decode further
             use_cache = self.config.use_cache and labels is None and not self.training
-        rows = None
-        if logits_mask is not None and self._packable(input_ids, encoder_outputs, use_cache,
-                                                      output_attentions, output_hidden_states):  # fmt: skip
-            pad = self.config.pad_token_id
-            src = attention_mask.bool() if attention_mask is not None else input_ids != pad
-            tgt = (
-                decoder_attention_mask.bool()
-                if decoder_attention_mask is not None
-                else decoder_input_ids != pad
-            )
-            rows = Rows.of(src, tgt | logits_mask)  # every labelled position computed
         outputs = self.model(
             input_ids,
             attention_mask=attention_mask,
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
             encoder_outputs=encoder_outputs,
-            cache=cache if cache is not None else past_key_values,
+            cache=cache,
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
-            rows=rows,
         )
-        hidden = outputs.last_hidden_state
-        if logits_mask is not None:
-            labels = None if labels is None else labels[logits_mask]
-            hidden = hidden[logits_mask] if rows is None else labelled_rows(hidden, rows.tgt, logits_mask)
-        logits = self.lm_head(hidden)  # (B, T, V), or (N, V) with a logits_mask
+        hidden, keep = outputs.last_hidden_state, logits_to_keep  # (B, T, D)
+        if isinstance(keep, torch.Tensor) and keep.dtype == torch.bool and keep.dim() == 2:
+            hidden, labels = hidden[keep], None if labels is None else labels[keep]  # (N, D), (N,)
+        elif not (isinstance(keep, int) and keep == 0):
+            hidden = hidden[:, slice(-keep, None) if isinstance(keep, int) else keep]
+        logits = self.lm_head(hidden)  # (B, T, V), or (N, V) with a boolean mask
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
         output = Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
+            cache=outputs.cache,
             decoder_hidden_states=outputs.decoder_hidden_states,
             decoder_attentions=outputs.decoder_attentions,
             cross_attentions=outputs.cross_attentions,
             encoder_last_hidden_state=outputs.encoder_last_hidden_state,
             encoder_hidden_states=outputs.encoder_hidden_states,
             encoder_attentions=outputs.encoder_attentions,
-            **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
         return output.to_tuple() if return_dict is False else output
-
-    def _packable(
-        self, input_ids, encoder_outputs, use_cache, output_attentions, output_hidden_states
-    ) -> bool:
-        """May this forward run on packed rows? Not when anything wants (B, T, D) tensors: forward
-        hooks (huggingface_version.hooks), attentions, hidden states or a cache."""
-        if not self.pack_rows or input_ids is None or encoder_outputs is not None or use_cache:
-            return False
-        cfg = self.config
-        if output_attentions or output_hidden_states or cfg.output_attentions or cfg.output_hidden_states:
-            return False
-        return not any(m._forward_hooks or m._forward_pre_hooks for m in self.modules())
-
-    def run_with_cache(self, src: torch.Tensor, tgt: torch.Tensor, names=None, detach: bool = True):
-        """Teacher-forced forward that also returns the activation cache {name: tensor}.
-
-        Same names and semantics as pytorch_version's `Transformer.run_with_cache`, recorded
-        from outside with forward hooks (huggingface_version.hooks) that are gone afterwards.
-        """
-        from huggingface_version.hooks import record_activations
-
-        with record_activations(self, names, detach) as cache:
-            logits = self(input_ids=src, decoder_input_ids=tgt, use_cache=False).logits
-        return logits, cache

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from huggingface_version.convert import pytorch_to_hf
-from huggingface_version.hooks import hook_count
+from huggingface_version.hooks import hook_count, run_with_cache
 from pytorch_version.decoding import greedy_decode
 from pytorch_version.model import Transformer
 from utils.runtime.config import ModelConfig, RunConfig
@@ -68,7 +68,7 @@ def check_hook_cache() -> str:
     pt, hf = _twins()
     src, tgt = _batch()
     _, expected = pt.run_with_cache(src, tgt)
-    _, got = hf.run_with_cache(src, tgt)
+    _, got = run_with_cache(hf, src, tgt)
     assert list(got) == list(expected), "cache names differ"
     worst = max((got[k] - v).nan_to_num(0, 0, 0).abs().max().item() for k, v in expected.items())
     assert worst < 1e-4 and hook_count(hf) == 0, f"max difference {worst:.1e}"

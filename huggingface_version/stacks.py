@@ -9,23 +9,13 @@ from torch import nn
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPastAndCrossAttentions
 
-from huggingface_version.attention import decoder_self_mask, encoder_mask
-from huggingface_version.configuration import TutorialTransformerConfig
-from huggingface_version.layers import (
+from .attention import decoder_self_mask, encoder_mask
+from .configuration import TutorialTransformerConfig
+from .layers import (
     TutorialDecoderLayer,
     TutorialEncoderLayer,
     TutorialScaledEmbedding,
     TutorialSinusoidalPositions,
-)
-from utils.fast.dropout import dropout as fast_dropout
-from utils.fast.packing import Rows
-
-# transformers 5.24 renamed `past_key_values` to `cache`: generate passes `cache=` and model outputs
-# have a `cache` field. The models here take either name and fill the field this version has.
-CACHE_FIELD = (
-    "cache"
-    if "cache" in BaseModelOutputWithPastAndCrossAttentions.__dataclass_fields__
-    else "past_key_values"
 )
 
 
@@ -58,6 +48,7 @@ class TutorialEncoder(nn.Module):
         self.config = config
         self.embed_tokens = TutorialScaledEmbedding(config.src_vocab_size, config.hidden_size)
         self.embed_positions = TutorialSinusoidalPositions(config.max_position, config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)  # on embeddings + positions (section 5.4)
         self.layers = nn.ModuleList(TutorialEncoderLayer(config, i) for i in range(config.num_layers))
         # pre-LN leaves the residual stream un-normalised, so one last LayerNorm closes the stack
         self.layer_norm = nn.LayerNorm(config.hidden_size) if config.norm_first else None
@@ -69,19 +60,14 @@ class TutorialEncoder(nn.Module):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         return_dict: bool = True,
-        rows: Rows | None = None,
         **kwargs,
     ) -> TutorialEncoderOutput:
-        """(B, S) source ids -> last_hidden_state (B, S, D), the `memory` the decoder attends to.
-        With `rows` (utils/fast/packing.py): (N, D), the real tokens' rows only."""
+        """(B, S) source ids -> last_hidden_state (B, S, D), the `memory` the decoder attends to."""
         mask = encoder_mask(input_ids, attention_mask, self.config.pad_token_id)  # (B, 1, 1, S)
-        x = self.embed_positions(self.embed_tokens(input_ids))
-        if rows is not None:
-            x = rows.src.pack(x)
-        x = fast_dropout(x, self.config.dropout, self.training)  # section 5.4
+        x = self.dropout(self.embed_positions(self.embed_tokens(input_ids)))  # section 5.4
         hidden_states, attentions = (x,), ()
         for layer in self.layers:
-            x, weights = layer(x, mask, rows)
+            x, weights = layer(x, mask)
             hidden_states, attentions = hidden_states + (x,), attentions + (weights,)
         if self.layer_norm is not None:
             x = self.layer_norm(x)
@@ -101,6 +87,7 @@ class TutorialDecoder(nn.Module):
         self.config = config
         self.embed_tokens = TutorialScaledEmbedding(config.tgt_vocab_size, config.hidden_size)
         self.embed_positions = TutorialSinusoidalPositions(config.max_position, config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)  # on embeddings + positions (section 5.4)
         self.layers = nn.ModuleList(TutorialDecoderLayer(config, i) for i in range(config.num_layers))
         self.layer_norm = nn.LayerNorm(config.hidden_size) if config.norm_first else None
 
@@ -110,17 +97,15 @@ class TutorialDecoder(nn.Module):
         encoder_hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         use_cache: bool = False,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
-        rows: Rows | None = None,
     ) -> BaseModelOutputWithPastAndCrossAttentions:
-        """(B, T) target ids -> (B, T, D). With a Cache, `input_ids` holds only the new positions.
-        With `rows` (utils/fast/packing.py) the encoder states and the output are packed rows."""
-        if use_cache and past_key_values is None:
-            past_key_values = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        """(B, T) target ids -> (B, T, D). With a Cache, `input_ids` holds only the new positions."""
+        if use_cache and cache is None:
+            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        past_length = cache.get_seq_length() if cache is not None else 0
         self_mask = decoder_self_mask(
             input_ids,
             attention_mask,
@@ -129,15 +114,10 @@ class TutorialDecoder(nn.Module):
             input_ids.shape,
             input_ids.device,
         )
-        x = self.embed_positions(self.embed_tokens(input_ids), past_length)
-        if rows is not None:
-            x = rows.tgt.pack(x)
-        x = fast_dropout(x, self.config.dropout, self.training)
+        x = self.dropout(self.embed_positions(self.embed_tokens(input_ids), past_length))
         hidden_states, self_attns, cross_attns = (x,), (), ()
         for layer in self.layers:
-            x, self_w, cross_w = layer(
-                x, self_mask, encoder_hidden_states, encoder_attention_mask, past_key_values, rows
-            )
+            x, self_w, cross_w = layer(x, self_mask, encoder_hidden_states, encoder_attention_mask, cache)
             hidden_states, self_attns, cross_attns = (
                 hidden_states + (x,),
                 self_attns + (self_w,),
@@ -150,5 +130,5 @@ class TutorialDecoder(nn.Module):
             hidden_states=hidden_states if output_hidden_states else None,
             attentions=self_attns if output_attentions else None,
             cross_attentions=cross_attns if output_attentions else None,
-            **{CACHE_FIELD: past_key_values if use_cache else None},
+            cache=cache if use_cache else None,
         )

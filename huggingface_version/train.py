@@ -24,8 +24,7 @@ import torch
 from transformers import DataCollatorForSeq2Seq, PrinterCallback, Seq2SeqTrainingArguments
 
 from huggingface_version.averaging import average_last_epochs
-from huggingface_version.configuration import TutorialTransformerConfig
-from huggingface_version.convert import pytorch_to_hf
+from huggingface_version.convert import hf_config_of, model_config_of, pytorch_to_hf
 from huggingface_version.custom_trainer import InternalsCallback, MetricsLogCallback, TutorialSeq2SeqTrainer
 from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
 from huggingface_version.resume import (
@@ -37,6 +36,7 @@ from huggingface_version.resume import (
 )
 from huggingface_version.tokenization import to_fast_tokenizer
 from utils.data.tasks import PairDataset, collate, first_example, load_task_data
+from utils.fast import SpeedUps
 from utils.figures.training_curves import plot_training_curves
 from utils.observe.monitor import InternalsRecorder, write_analysis
 from utils.observe.trace_printer import trace_example
@@ -56,7 +56,8 @@ def build_hf_model(cfg: RunConfig, tokenizer) -> TutorialTransformerForCondition
         "eos_id": tokenizer.eos_token_id,
     }
     model_cfg = cfg.model_config(len(tokenizer), len(tokenizer), **ids)
-    return TutorialTransformerForConditionalGeneration(TutorialTransformerConfig.from_model_config(model_cfg))
+    model = TutorialTransformerForConditionalGeneration(hf_config_of(model_cfg))
+    return SpeedUps.from_flag(cfg.fast).plug_in(model)  # module swaps: the state dict stays HF's
 
 
 def encode_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[dict]:
@@ -150,11 +151,11 @@ def _train(cfg, init_from_pytorch, out, device, precision, resume_from, saved, w
     tokenizer = to_fast_tokenizer(data_tokenizer)  # same ids as data_tokenizer (characters or BPE)
     model = build_hf_model(cfg, tokenizer)
     if init_from_pytorch is not None:
-        expected = model.config.to_model_config()
+        expected = model_config_of(model.config)
         if init_from_pytorch.config != expected:
             raise UserError(f"init_from_pytorch has config {init_from_pytorch.config}, expected {expected}")
-        model = pytorch_to_hf(init_from_pytorch).train()
-    config_record = {"run": cfg.to_dict(), "model": model.config.to_model_config().to_dict()}
+        model = SpeedUps.from_flag(cfg.fast).plug_in(pytorch_to_hf(init_from_pytorch).train())
+    config_record = {"run": cfg.to_dict(), "model": model_config_of(model.config).to_dict()}
     report_to = _report_to(cfg, out, config_record) if main else "none"
 
     args = Seq2SeqTrainingArguments(
@@ -207,6 +208,7 @@ def _train(cfg, init_from_pytorch, out, device, precision, resume_from, saved, w
         translation=cfg.task == "translation",  # BLEU and chrF in compute_metrics
         max_tokens=cfg.max_tokens,
         max_nonfinite_steps=cfg.max_nonfinite_steps,
+        speed=SpeedUps.from_flag(cfg.fast),
     )
     resumer = ResumeCallback(cfg, trainer, tracker, recorder, saved)  # Ctrl-C / SIGTERM, tutorial_state.pt
     trainer.add_callback(resumer)

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.fast.packing import Packing, grid
 from utils.observe.tracing import HookPoint
 
 
@@ -34,45 +33,27 @@ class KVCache:
     Decoder self-attention appends one position per step (`append`); cross-attention
     computes its keys and values from the encoder output once and reuses them (`store`).
     Beam search reorders the batch axis with `reorder` when beams are re-ranked.
-
-    Appended positions go into a buffer with room to spare, doubled when full, so a step
-    writes its own position only instead of copying the whole past (`torch.cat` would);
-    `store` holds views of the filled part, (B, H, t, d_k). Views handed out stay as they were:
-    later steps write past their end, and a larger buffer or a reorder makes new tensors.
+    `store` maps a key such as "0.self" to (B, H, t, d_k) keys and values.
+    (utils/fast/kv_cache.py has a twin that appends into a growing buffer instead of
+    concatenating the whole past every step.)
     """
 
     def __init__(self) -> None:
         self.store: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._room: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # the buffers behind `append`
 
     def append(self, key: str, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Add (B, H, T, d_k) new positions under `key`; returns all positions so far."""
-        past = self.store.get(key)
-        t0 = past[0].size(2) if past is not None else 0
-        t1 = t0 + k.size(2)
-        room = self._room.get(key)
-        fits = room is not None and room[0].size(2) >= t1
-        if not (fits and (past is None or past[0].data_ptr() == room[0].data_ptr())):
-            # no buffer yet, a full one, or `store` was set from outside: a new one, the past copied in
-            capacity = max(16, 2 * t1)
-            room = self._room[key] = tuple(
-                x.new_empty(x.size(0), x.size(1), capacity, x.size(3)) for x in (k, v)
-            )
-            if past is not None:
-                room[0][:, :, :t0], room[1][:, :, :t0] = past
-        room[0][:, :, t0:t1] = k
-        room[1][:, :, t0:t1] = v
-        self.store[key] = (room[0][:, :, :t1], room[1][:, :, :t1])
-        return self.store[key]
+        if key in self.store:
+            past_k, past_v = self.store[key]
+            k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)  # along the positions
+        self.store[key] = (k, v)
+        return k, v
 
     def reorder(self, index: torch.Tensor) -> None:
-        for key, (k, v) in self.store.items():
-            room = self._room.get(key)
-            if room is not None and k.data_ptr() == room[0].data_ptr():  # views of `append`'s buffer
-                room = self._room[key] = tuple(x.index_select(0, index) for x in room)
-                self.store[key] = (room[0][:, :, : k.size(2)], room[1][:, :, : k.size(2)])
-            else:
-                self.store[key] = (k.index_select(0, index), v.index_select(0, index))
+        """Beam search: row i of every entry becomes row index[i] of before."""
+        self.store = {
+            key: (k.index_select(0, index), v.index_select(0, index)) for key, (k, v) in self.store.items()
+        }
 
     def __len__(self) -> int:
         """Number of decoded positions held by the self-attention entries."""
@@ -126,26 +107,21 @@ class MultiHeadAttention(nn.Module):
         cache: KVCache | None = None,
         cache_key: str = "",
         static_kv: bool = False,
-        rows: tuple[Packing, Packing] | None = None,
     ) -> torch.Tensor:
         """Attend from `query` (B, T, D) to `key_value` (B, S, D); returns (B, T, D).
 
         With a `cache`, keys and values are stored under `cache_key`: appended to
         (self-attention while decoding) or, when `static_kv`, computed once (cross-attention).
-        With `rows` (the packings of the query and key sides, utils/fast/packing.py) `query` and
-        `key_value` are packed rows of real tokens, (N, D) and (M, D), and so is the output:
-        the projections skip the padding, attention itself runs on the (B, T) grid.
         """
-        q_rows, kv_rows = rows if rows is not None else (None, None)
-        B, T, D = (*q_rows.shape, query.size(-1)) if rows is not None else query.shape
+        B, T, D = query.shape
 
         # 1) Linear projections, then 2) reshape for heads: (B, T, D) -> (B, H, T, d_k)
-        q = self.hook_q(self._split_heads(self.hook_q_proj(grid(self.q_proj(query), q_rows))))
+        q = self.hook_q(self._split_heads(self.hook_q_proj(self.q_proj(query))))
         if cache is not None and static_kv and cache_key in cache.store:
             k, v = cache.store[cache_key]
         else:
-            k = self._split_heads(self.hook_k_proj(grid(self.k_proj(key_value), kv_rows)))
-            v = self._split_heads(self.hook_v_proj(grid(self.v_proj(key_value), kv_rows)))
+            k = self._split_heads(self.hook_k_proj(self.k_proj(key_value)))
+            v = self._split_heads(self.hook_v_proj(self.v_proj(key_value)))
             if cache is not None and not static_kv:
                 k, v = cache.append(cache_key, k, v)  # the past positions and this step's
             elif cache is not None:
@@ -171,6 +147,4 @@ class MultiHeadAttention(nn.Module):
 
         # 7) Concatenate the heads and mix them with W^O
         concat = self.hook_concat(z.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
-        if q_rows is not None:
-            concat = q_rows.pack(concat)  # back to the real tokens' rows: W^O skips the padding too
         return self.hook_out(self.out_proj(concat))

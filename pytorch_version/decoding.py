@@ -3,9 +3,7 @@
 Both run the encoder once and the decoder once per new token. With `use_cache=True`
 (the default) the decoder sees only the newest token and reads earlier keys and values
 from a `KVCache`; with `use_cache=False` it re-reads the whole prefix each step. The
-two give the same tokens; the cache makes a step cost O(T) instead of O(T^2). The output
-layer, the largest matmul of a step, multiplies by a weight packed once per call
-(`packed_output`, utils/fast/output_layer.py).
+two give the same tokens; the cache makes a step cost O(T) instead of O(T^2).
 """
 
 from __future__ import annotations
@@ -14,9 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pytorch_version.attention import KVCache
 from pytorch_version.model import Transformer
-from utils.fast.output_layer import packed_output
 
 
 def _next_token_logprobs(model: Transformer, logits: torch.Tensor) -> torch.Tensor:
@@ -43,17 +39,16 @@ def greedy_decode(
     memory = model.encode(src, src_mask)
     ys = torch.full((src.size(0), 1), cfg.bos_id, dtype=torch.long, device=src.device)
     finished = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
-    cache = KVCache() if use_cache else None
+    cache = model.new_cache() if use_cache else None
     never = torch.tensor([cfg.pad_id, cfg.bos_id], device=src.device)  # as in _next_token_logprobs
-    with packed_output(model.lm_head):  # its weight laid out once for all steps (utils/fast/output_layer.py)
-        for _ in range(max_new_tokens):
-            logits = _step(model, ys, memory, src_mask, cache)
-            token = logits.index_fill(1, never, float("-inf")).argmax(dim=-1)  # argmax: no softmax needed
-            token = token.masked_fill(finished, cfg.pad_id)
-            ys = torch.cat([ys, token[:, None]], dim=1)
-            finished |= token == cfg.eos_id
-            if finished.all():
-                break
+    for _ in range(max_new_tokens):
+        logits = _step(model, ys, memory, src_mask, cache)
+        token = logits.index_fill(1, never, float("-inf")).argmax(dim=-1)  # argmax: no softmax needed
+        token = token.masked_fill(finished, cfg.pad_id)
+        ys = torch.cat([ys, token[:, None]], dim=1)
+        finished |= token == cfg.eos_id
+        if finished.all():
+            break
     return ys[:, 1:]
 
 
@@ -96,26 +91,25 @@ def beam_search(
     scores = torch.zeros(B, K, device=src.device)
     scores[:, 1:] = float("-inf")  # all beams start equal: keep one until the first step branches
     finished = torch.zeros(B * K, dtype=torch.bool, device=src.device)
-    cache = KVCache() if use_cache else None
+    cache = model.new_cache() if use_cache else None
     batch_base = (torch.arange(B, device=src.device) * K)[:, None]  # (B, 1)
 
-    with packed_output(model.lm_head):  # as in greedy_decode
-        for _ in range(max_new_tokens):
-            logprobs = _next_token_logprobs(model, _step(model, ys, memory, src_mask, cache))
-            logprobs[finished] = float("-inf")
-            logprobs[finished, cfg.pad_id] = 0.0
-            vocab = logprobs.size(-1)
-            candidates = (scores.view(B * K, 1) + logprobs).view(B, K * vocab)
-            scores, flat = candidates.topk(K, dim=1)  # (B, K)
-            beam = batch_base + flat // vocab  # which row of ys each survivor extends
-            token = (flat % vocab).view(-1)
-            order = beam.view(-1)
-            ys = torch.cat([ys[order], token[:, None]], dim=1)
-            finished = finished[order] | (token == cfg.eos_id)
-            if cache is not None:
-                cache.reorder(order)
-            if finished.all():
-                break
+    for _ in range(max_new_tokens):
+        logprobs = _next_token_logprobs(model, _step(model, ys, memory, src_mask, cache))
+        logprobs[finished] = float("-inf")
+        logprobs[finished, cfg.pad_id] = 0.0
+        vocab = logprobs.size(-1)
+        candidates = (scores.view(B * K, 1) + logprobs).view(B, K * vocab)
+        scores, flat = candidates.topk(K, dim=1)  # (B, K)
+        beam = batch_base + flat // vocab  # which row of ys each survivor extends
+        token = (flat % vocab).view(-1)
+        order = beam.view(-1)
+        ys = torch.cat([ys[order], token[:, None]], dim=1)
+        finished = finished[order] | (token == cfg.eos_id)
+        if cache is not None:
+            cache.reorder(order)
+        if finished.all():
+            break
 
     outputs = ys[:, 1:].view(B, K, -1)
     normalised = scores / length_penalty((outputs != cfg.pad_id).sum(-1), alpha)

@@ -114,7 +114,7 @@ def evaluate_average(cfg: RunConfig, out: Path, history: list[dict], evaluate_mo
     path = average_checkpoints(
         [folder / f"checkpoint_epoch_{e}.pt" for e in epochs], folder / "averaged_model.pt"
     )
-    metrics = evaluate_model(load_for_inference(path, device)[0])
+    metrics = evaluate_model(load_for_inference(path, device, cfg.fast)[0])
     metrics.pop("eval_examples", None)
     better = metrics["eval_exact_match"] >= history[-1]["eval_exact_match"]
     logger.info("average of epochs %s: exact match %.4f (epoch %d alone: %.4f), saved as %s; final model: %s",
@@ -139,7 +139,7 @@ def final_evaluation(cfg: RunConfig, out: Path, eval_pairs, history: list[dict],
     sources, references = [s for s, _ in eval_pairs], [t for _, t in eval_pairs]
     results = {}
     for name, path in candidates.items():
-        model, tokenizer, _ = load_for_inference(path, device)
+        model, tokenizer, _ = load_for_inference(path, device, cfg.fast)
         decode = partial(translate, model, tokenizer, beam_size=cfg.beam_size, alpha=cfg.length_penalty,
                          max_length=cfg.max_length)  # fmt: skip
         hypotheses = translate_sorted(decode, sources, batch_sentences=max(16, 512 // cfg.beam_size))

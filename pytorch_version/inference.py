@@ -10,6 +10,7 @@ from pytorch_version.decoding import generate
 from pytorch_version.model import Transformer
 from utils.data.tasks import pad_batch
 from utils.data.tokenizer import tokenizer_from_dict
+from utils.fast import SpeedUps
 from utils.observe.trace_printer import trace_example
 from utils.runtime.checkpoint import load_checkpoint, model_config_of
 from utils.runtime.config import UserError
@@ -17,8 +18,9 @@ from utils.runtime.config import UserError
 logger = logging.getLogger(__name__)
 
 
-def load_for_inference(path, device: str | torch.device = "cpu"):
-    """Checkpoint file -> (model in eval mode, tokenizer, the raw checkpoint dict)."""
+def load_for_inference(path, device: str | torch.device = "cpu", fast: bool = True):
+    """Checkpoint file -> (model in eval mode, tokenizer, the raw checkpoint dict); `fast`: with the
+    speed-ups of utils/fast plugged in (--no-fast: the readable model)."""
     data = load_checkpoint(path)
     model = Transformer(model_config_of(data))
     try:
@@ -29,6 +31,7 @@ def load_for_inference(path, device: str | torch.device = "cpu"):
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         message = f"checkpoint {path} does not match its own model config: {problems[0]}{more}"
         raise UserError(message) from err
+    model = SpeedUps.from_flag(fast).plug_in(model)
     return model.to(device).eval(), tokenizer_from_dict(data["tokenizer"]), data
 
 

@@ -9,8 +9,6 @@ import torch
 from torch import nn
 
 from pytorch_version.attention import KVCache, MultiHeadAttention
-from utils.fast.dropout import Dropout
-from utils.fast.packing import Rows
 from utils.observe.tracing import HookPoint
 from utils.runtime.config import ModelConfig
 
@@ -78,7 +76,7 @@ def add_and_norm(
     x: torch.Tensor,
     sublayer: Callable[[torch.Tensor], torch.Tensor],
     norm: LayerNorm,
-    dropout: Dropout,
+    dropout: nn.Dropout,
     norm_first: bool,
 ) -> torch.Tensor:
     """The residual connection around a sublayer.
@@ -101,21 +99,17 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(d_model, d_ff)
         self.norm1 = LayerNorm(d_model)
         self.norm2 = LayerNorm(d_model)
-        self.dropout = Dropout(cfg.dropout)  # "residual dropout", section 5.4 (utils/fast/dropout.py)
+        self.dropout = nn.Dropout(cfg.dropout)  # "residual dropout", section 5.4
         self.norm_first = cfg.norm_first
         self.hook_resid_pre = HookPoint()
         self.hook_resid_mid = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(
-        self, x: torch.Tensor, src_mask: torch.Tensor | None, rows: Rows | None = None
-    ) -> torch.Tensor:
-        """(B, S, D) -> (B, S, D); with `rows` (utils/fast/packing.py) the real tokens' rows, (N, D)."""
+    def forward(self, x: torch.Tensor, src_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, S, D) -> (B, S, D)."""
         x = self.hook_resid_pre(x)
-        pack = (rows.src, rows.src) if rows is not None else None
-        x = add_and_norm(
-            x, lambda h: self.self_attn(h, h, src_mask, rows=pack), self.norm1, self.dropout, self.norm_first
-        )
+        attend = lambda h: self.self_attn(h, h, src_mask)
+        x = add_and_norm(x, attend, self.norm1, self.dropout, self.norm_first)
         x = self.hook_resid_mid(x)
         x = add_and_norm(x, self.ffn, self.norm2, self.dropout, self.norm_first)
         return self.hook_resid_post(x)
@@ -133,7 +127,7 @@ class DecoderLayer(nn.Module):
         self.norm1 = LayerNorm(d_model)
         self.norm2 = LayerNorm(d_model)
         self.norm3 = LayerNorm(d_model)
-        self.dropout = Dropout(cfg.dropout)  # "residual dropout", section 5.4 (utils/fast/dropout.py)
+        self.dropout = nn.Dropout(cfg.dropout)  # "residual dropout", section 5.4
         self.norm_first = cfg.norm_first
         self.index = index  # names this layer's entries in a KVCache
         self.hook_resid_pre = HookPoint()
@@ -148,14 +142,12 @@ class DecoderLayer(nn.Module):
         src_mask: torch.Tensor | None,
         tgt_mask: torch.Tensor | None,
         cache: KVCache | None = None,
-        rows: Rows | None = None,
     ) -> torch.Tensor:
-        """(B, T, D) -> (B, T, D); with `rows` (utils/fast/packing.py) `x` and `memory` are packed rows."""
+        """(B, T, D) -> (B, T, D); with a `cache`, `x` holds only the new positions."""
         x = self.hook_resid_pre(x)
-        own, cross = ((rows.tgt, rows.tgt), (rows.tgt, rows.src)) if rows is not None else (None, None)
         x = add_and_norm(
             x,
-            lambda h: self.self_attn(h, h, tgt_mask, cache, f"{self.index}.self", rows=own),
+            lambda h: self.self_attn(h, h, tgt_mask, cache, f"{self.index}.self"),
             self.norm1,
             self.dropout,
             self.norm_first,
@@ -163,7 +155,7 @@ class DecoderLayer(nn.Module):
         x = self.hook_resid_mid(x)
         x = add_and_norm(
             x,
-            lambda h: self.cross_attn(h, memory, src_mask, cache, f"{self.index}.cross", True, cross),
+            lambda h: self.cross_attn(h, memory, src_mask, cache, f"{self.index}.cross", static_kv=True),
             self.norm2,
             self.dropout,
             self.norm_first,

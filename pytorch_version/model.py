@@ -12,9 +12,6 @@ from torch import nn
 
 from pytorch_version.attention import KVCache, causal_mask, padding_mask
 from pytorch_version.layers import DecoderLayer, Embeddings, EncoderLayer, LayerNorm, PositionalEncoding
-from utils.fast.dropout import Dropout
-from utils.fast.output_layer import OutputLinear
-from utils.fast.packing import Rows, labelled_rows
 from utils.observe.tracing import HookPoint, NameFilter, capture
 from utils.runtime.config import ModelConfig
 
@@ -26,11 +23,9 @@ class Encoder(nn.Module):
         # pre-LN leaves the residual stream un-normalised, so one last LayerNorm closes the stack
         self.norm = LayerNorm(cfg.hidden_size) if cfg.norm_first else None
 
-    def forward(
-        self, x: torch.Tensor, src_mask: torch.Tensor | None, rows: Rows | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, src_mask: torch.Tensor | None) -> torch.Tensor:
         for layer in self.layers:
-            x = layer(x, src_mask, rows)
+            x = layer(x, src_mask)
         return self.norm(x) if self.norm is not None else x
 
 
@@ -40,14 +35,16 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_layers))
         self.norm = LayerNorm(cfg.hidden_size) if cfg.norm_first else None
 
-    def forward(self, x, memory, src_mask, tgt_mask, cache: KVCache | None = None, rows: Rows | None = None):
+    def forward(self, x, memory, src_mask, tgt_mask, cache: KVCache | None = None):
         for layer in self.layers:
-            x = layer(x, memory, src_mask, tgt_mask, cache, rows)
+            x = layer(x, memory, src_mask, tgt_mask, cache)
         return self.norm(x) if self.norm is not None else x
 
 
 class Transformer(nn.Module):
     """Encoder-decoder Transformer; `forward(src, tgt_in)` returns logits (B, T, V_tgt)."""
+
+    cache_class = KVCache  # what `new_cache` builds for decoding
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -57,16 +54,12 @@ class Transformer(nn.Module):
             self.src_embed if cfg.share_embeddings else Embeddings(cfg.tgt_vocab_size, cfg.hidden_size)
         )
         self.positions = PositionalEncoding(cfg.hidden_size, cfg.max_position)
-        self.dropout = Dropout(cfg.dropout)  # on embeddings + positions (section 5.4)
+        self.dropout = nn.Dropout(cfg.dropout)  # on embeddings + positions (section 5.4)
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
-        self.lm_head = OutputLinear(
-            cfg.hidden_size, cfg.tgt_vocab_size, bias=False
-        )  # utils/fast/output_layer.py
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.tgt_vocab_size, bias=False)  # the pre-softmax linear
         for name in ("src_embed", "src_pos", "tgt_embed", "tgt_pos", "memory", "logits"):
             self.add_module(f"hook_{name}", HookPoint())
-        self.pack_rows = True  # training steps compute on real tokens only (utils/fast/packing.py)
-        self._points = [m for m in self.modules() if isinstance(m, HookPoint)]
         self.apply(self._init_weights)
         if cfg.tie_output:
             # "we share the same weight matrix between the two embedding layers and the
@@ -91,56 +84,35 @@ class Transformer(nn.Module):
         """Look-ahead AND padding: position i sees real tokens at positions <= i."""
         return causal_mask(tgt.size(1), tgt.device) & padding_mask(tgt, self.config.pad_id)
 
-    def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None, rows: Rows | None = None):
-        """(B, S) source ids -> (B, S, D) memory for the decoder (with `rows`: (N, D), real tokens)."""
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, S) source ids -> (B, S, D) memory for the decoder."""
         if src_mask is None:
             src_mask = self.src_mask(src)
         x = self.hook_src_pos(self.positions(self.hook_src_embed(self.src_embed(src))))
-        if rows is not None:
-            x = rows.src.pack(x)
-        return self.hook_memory(self.encoder(self.dropout(x), src_mask, rows))
+        return self.hook_memory(self.encoder(self.dropout(x), src_mask))
 
     def decode(
-        self,
-        tgt: torch.Tensor,
-        memory: torch.Tensor,
-        src_mask: torch.Tensor,
-        cache: KVCache | None = None,
-        logits_mask: torch.Tensor | None = None,
-        rows: Rows | None = None,
+        self, tgt: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, cache: KVCache | None = None
     ) -> torch.Tensor:
         """(B, T) target ids -> (B, T, V) logits.
 
         With a `cache`, `tgt` holds only the new positions; the ones before are in the cache.
-        With a (B, T) boolean `logits_mask`, only the logits of those positions, (N, V): training
-        needs them only where there is a label, and the output layer, the largest matmul of the
-        model (D x V per position), then skips the padding. With `rows` (and a `logits_mask`)
-        `memory` is packed rows and the decoder computes on real tokens only (utils/fast/packing.py).
         """
         start = len(cache) if cache is not None else 0
         # a decoding step's single query may see every cached key; no mask needed
         tgt_mask = self.tgt_mask(tgt) if start == 0 else None
         x = self.hook_tgt_pos(self.positions(self.hook_tgt_embed(self.tgt_embed(tgt)), start))
-        if rows is not None:
-            x = rows.tgt.pack(x)
-        x = self.decoder(self.dropout(x), memory, src_mask, tgt_mask, cache, rows)
-        if rows is not None:
-            x = labelled_rows(x, rows.tgt, logits_mask)
-        elif logits_mask is not None:
-            x = x[logits_mask]  # (N, D): the positions that carry a label
+        x = self.decoder(self.dropout(x), memory, src_mask, tgt_mask, cache)
         return self.hook_logits(self.lm_head(x))
 
-    def forward(self, src: torch.Tensor, tgt: torch.Tensor, logits_mask: torch.Tensor | None = None):
-        """Teacher forcing: `tgt` is the shifted-right target (BOS y1 y2 ...); (B, T, V) logits, or
-        with `logits_mask` only those positions' (N, V) (see `decode`): then, unless something
-        is tracing, every layer computes on the real tokens' rows only (utils/fast/packing.py)."""
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: `tgt` is the shifted-right target (BOS y1 y2 ...); returns (B, T, V) logits."""
         src_mask = self.src_mask(src)
-        rows = None
-        if logits_mask is not None and self.pack_rows and not any(p.active for p in self._points):
-            pad = self.config.pad_id
-            rows = Rows.of(src != pad, (tgt != pad) | logits_mask)  # every labelled position computed
-        memory = self.encode(src, src_mask, rows)
-        return self.decode(tgt, memory, src_mask, logits_mask=logits_mask, rows=rows)
+        return self.decode(tgt, self.encode(src, src_mask), src_mask)
+
+    def new_cache(self) -> KVCache:
+        """An empty cache for incremental decoding (utils/fast/kv_cache.py plugs in a faster twin here)."""
+        return self.cache_class()
 
     def run_with_cache(self, src: torch.Tensor, tgt: torch.Tensor, names: NameFilter = None, detach=True):
         """Teacher-forced forward that also returns the activation cache {name: tensor}.

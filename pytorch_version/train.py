@@ -23,6 +23,7 @@ from pytorch_version.model import Transformer
 from pytorch_version.resume import INTERRUPTED, Progress, save_resumable
 from utils.data.stats import report_data
 from utils.data.tasks import PairDataset, first_example, load_task_data, make_loader
+from utils.fast import SpeedUps
 from utils.figures.training_curves import plot_training_curves
 from utils.observe.monitor import InternalsRecorder, write_analysis
 from utils.observe.trace_printer import trace_example
@@ -39,7 +40,6 @@ from utils.runtime.distributed import (
     shutdown,
     sum_across,
     tokens_per_replica,
-    unwrap,
     wrap,
 )
 from utils.runtime.resilience import (
@@ -50,23 +50,29 @@ from utils.runtime.resilience import (
     resume_command,
 )
 from utils.runtime.tracking import Tracker, add_file_log, epoch_line
-from utils.training.recipe import labelled_loss_sum, noam_schedule, out_of_time, paper_adam
+from utils.training.recipe import noam_schedule, out_of_time, paper_adam
 
 logger = logging.getLogger(__name__)
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device, desc: str, recorder=None,
                     progress: Progress | None = None, stop: GracefulStop | None = None,
-                    guard: NonFiniteGuard | None = None, world: World | None = None) -> float:  # fmt: skip
+                    guard: NonFiniteGuard | None = None, world: World | None = None,
+                    step: torch.nn.Module | None = None) -> float:  # fmt: skip
     """One pass over the data; returns the mean training loss. `recorder` watches internals.
+
+    `step` gives a batch's labelled logits (utils.fast.LabelledLogits over `model`, packed unless
+    --no-fast; built here when not given). Under torchrun it is wrapped in DistributedDataParallel.
 
     `progress` (pytorch_version.resume) says where the pass starts (a resumed run skips the
     batches it trained on before) and is kept up to date. Once `stop` is requested the pass ends
     after the current optimizer step. A batch with a NaN/inf loss is left out and its step skipped.
-    Under torchrun `model` is a DistributedDataParallel and `world` says which process this is.
+    `world` says which process this is.
     """
     model.train()
-    world, bare = world or World(), unwrap(model)
+    speed = SpeedUps.from_flag(cfg.fast)
+    world, step = world or World(), step or speed.labelled_logits(model, model.config.pad_id)
+    loss_sum_of = speed.loss_sum()  # the smoothed loss, with its gradient written down unless --no-fast
     progress, stop = progress or Progress(), stop or GracefulStop()
     guard = guard or NonFiniteGuard(cfg.max_nonfinite_steps)
     bar = tqdm(loader, desc=desc, disable=cfg.quiet, leave=False)
@@ -77,14 +83,14 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device,
         if i < progress.batches_done:
             continue  # trained on before the run was interrupted: the same batches, in the same order
         src, tgt_in, tgt_out = (batch[k].to(device) for k in ("src", "tgt_in", "tgt_out"))
-        labelled = tgt_out != bare.config.pad_id  # the loss needs logits only where there is a label
+        labelled = tgt_out != model.config.pad_id  # the loss needs logits only where there is a label
         tokens = int(labelled.sum())
         last = (i + 1) % accum == 0 or i + 1 == len(loader)  # the window's last batch: a step follows
         # DDP all-reduces gradients during backward; the window's earlier batches add up locally first
-        with model.no_sync() if world.distributed and not last else nullcontext():
+        with step.no_sync() if world.distributed and not last else nullcontext():
             with torch.autocast(autocast, dtype=torch.bfloat16, enabled=cfg.bf16):  # --bf16: mixed precision
-                logits = model(src, tgt_in, logits_mask=labelled)  # (N, V): no logits for padding
-            loss_sum = labelled_loss_sum(logits.float(), tgt_out[labelled], cfg.label_smoothing)
+                logits = step(src, tgt_in, labelled)  # (N, V): no logits for padding
+            loss_sum = loss_sum_of(logits.float(), tgt_out[labelled], cfg.label_smoothing)
             loss = loss_sum.item() / max(tokens, 1)
             if guard.check(loss, f"epoch {progress.epoch}, batch {i}"):
                 loss_sum.backward()  # gradients of the window's batches add up...
@@ -111,7 +117,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device,
             optimizer.zero_grad(set_to_none=True)
             window_tokens, window_ok = 0, True
             if recorder is not None:
-                recorder.maybe_record(bare, scheduler.last_epoch)  # last_epoch counts optimizer steps
+                recorder.maybe_record(model, scheduler.last_epoch)  # last_epoch counts optimizer steps
             if agree_to_stop(world, stop):  # under torchrun all processes stop after the same step
                 break  # a whole step is done: the caller saves a checkpoint to resume from
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
@@ -119,8 +125,11 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device,
 
 
 def build_model(cfg: RunConfig, tokenizer) -> Transformer:
+    """A freshly initialised model of the configured shape, with the speed-ups of utils/fast plugged
+    in unless --no-fast (module swaps: the state dict is that of the readable model)."""
     ids = {"pad_id": tokenizer.pad_id, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
-    return Transformer(cfg.model_config(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, **ids))
+    model = Transformer(cfg.model_config(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, **ids))
+    return SpeedUps.from_flag(cfg.fast).plug_in(model)
 
 
 def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
@@ -157,7 +166,7 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
     eval_loader = make_loader(PairDataset(eval_pairs, tokenizer), 256, False, max_tokens=cfg.max_tokens)
     data_report = report_data(cfg, out, train_loader) if main else {}  # padding; translation: a figure
     model = build_model(cfg, tokenizer).to(device)
-    optimizer = paper_adam(model.parameters())
+    optimizer = paper_adam(model.parameters(), fused=SpeedUps.from_flag(cfg.fast).fused_adam)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, noam_schedule(cfg.hidden_size, cfg.warmup_steps, cfg.lr_factor)
     )
@@ -167,7 +176,9 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
         progress, saved = resume.restore(
             resume_from, cfg, model, optimizer, scheduler, train_loader, world.size
         )
-    ddp_model = wrap(model, world, device)  # `model` stays the bare module: saving, decoding, tracing
+    # the step's forward (packed unless --no-fast), under torchrun in DDP; `model` stays the bare
+    # module for saving, decoding and tracing
+    step = wrap(SpeedUps.from_flag(cfg.fast).labelled_logits(model, model.config.pad_id), world, device)
     config_record = {"run": cfg.to_dict(), "model": model.config.to_dict(), "processes": world.size}
     tracker = None
     if main:
@@ -210,8 +221,8 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
             progress.begin_epoch(train_loader)
             set_epoch(train_loader, epoch)  # under torchrun: this epoch's order, the same on every process
             desc = f"epoch {epoch}/{cfg.epochs}"
-            train_one_epoch(ddp_model, train_loader, optimizer, scheduler, cfg, device, desc, recorder,
-                            progress, stop, guard, world)  # fmt: skip
+            train_one_epoch(model, train_loader, optimizer, scheduler, cfg, device, desc, recorder,
+                            progress, stop, guard, world, step)  # fmt: skip
             loss_total, loss_batches = sum_across(world, progress.loss_total, progress.loss_batches)
             train_loss = loss_total / max(loss_batches, 1)  # the mean over every process's batches
             if progress.batches_done < len(train_loader):  # Ctrl-C / SIGTERM mid-epoch

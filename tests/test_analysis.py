@@ -148,10 +148,11 @@ def test_comprehensive_analysis_writes_a_json_report(analyzer, batch, tmp_path):
 def test_the_hugging_face_model_feeds_the_same_analysis(batch):
     """Only the cache contract, the config and parameter names are used, so HF naming works too."""
     hf = pytest.importorskip("huggingface_version.modeling")
-    from huggingface_version.configuration import TutorialTransformerConfig
 
     torch.manual_seed(0)
-    config = TutorialTransformerConfig.from_model_config(tiny_config())
+    from huggingface_version.convert import hf_config_of
+
+    config = hf_config_of(tiny_config())
     model = hf.TutorialTransformerForConditionalGeneration(config)
     report = TransformerAnalyzer(model.eval()).comprehensive_analysis(*batch)
     assert sorted(report["attention_patterns"]) == sorted(SUBLAYERS)

@@ -27,7 +27,7 @@ def test_model_config_rejects_impossible_shapes(overrides, fragment):
 
 
 def test_model_config_round_trips_and_ignores_unknown_keys():
-    cfg = ModelConfig(30, 31, hidden_size=32, num_heads=4, norm_first=True)
+    cfg = ModelConfig(src_vocab_size=30, tgt_vocab_size=31, hidden_size=32, num_heads=4, norm_first=True)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     assert ModelConfig.from_dict({**cfg.to_dict(), "added_later": 1}) == cfg
     assert cfg.head_dim == 8

@@ -164,8 +164,9 @@ def test_a_run_that_cannot_start_writes_nothing(tmp_path):
 
 
 def test_logits_only_where_there_are_labels_give_the_same_loss_and_gradients(batch):
-    """The training step projects only labelled positions (logits_mask): same loss, same gradients
-    as full (B, T, V) logits with the padding ignored by the loss."""
+    """Logits only where there is a label (the readable model's `[labelled]`, the HF model's
+    `logits_to_keep` mask): same loss, same gradients as full (B, T, V) logits with the padding
+    ignored by the loss."""
     from huggingface_version.convert import pytorch_to_hf
     from pytorch_version.model import Transformer
     from tests.conftest import tiny_config
@@ -178,7 +179,7 @@ def test_logits_only_where_there_are_labels_give_the_same_loss_and_gradients(bat
     def loss_and_grads(model, masked: bool):
         model.zero_grad()
         if masked:
-            loss = seq2seq_loss(model(src, tgt, logits_mask=labelled), tgt_out[labelled], 0, 0.1, "sum")
+            loss = seq2seq_loss(model(src, tgt)[labelled], tgt_out[labelled], 0, 0.1, "sum")
         else:
             loss = seq2seq_loss(model(src, tgt), tgt_out, 0, 0.1, "sum")
         loss.backward()
@@ -193,13 +194,13 @@ def test_logits_only_where_there_are_labels_give_the_same_loss_and_gradients(bat
     hf = pytorch_to_hf(model).eval()
     with torch.no_grad():
         inputs = dict(input_ids=src, attention_mask=(src != 0).long(), decoder_input_ids=tgt)
-        all_logits, some = hf(**inputs).logits, hf(**inputs, logits_mask=labelled).logits
+        all_logits, some = hf(**inputs).logits, hf(**inputs, logits_to_keep=labelled).logits
     torch.testing.assert_close(some, all_logits[labelled])
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
 def test_written_down_loss_gradient_equals_autograd_through_cross_entropy(smoothing):
-    from utils.training.recipe import labelled_loss_sum
+    from utils.fast.loss import labelled_loss_sum
 
     g = torch.Generator().manual_seed(0)
     logits = (3 * torch.randn(17, 11, generator=g, dtype=torch.float64)).requires_grad_()

@@ -52,14 +52,21 @@ def test_eval_p0_p1_and_seeded_reproducibility():
     assert module(x) is x and isinstance(module, torch.nn.Dropout)
 
 
-def test_both_versions_use_it():
-    from huggingface_version import layers as hf_layers
+def test_the_swap_replaces_every_nn_dropout_of_both_versions_and_keeps_the_state_dict():
+    from huggingface_version.convert import pytorch_to_hf
     from pytorch_version.model import Transformer
+    from utils.fast import SpeedUps
     from utils.runtime.config import ModelConfig
 
     model = Transformer(ModelConfig(src_vocab_size=11, tgt_vocab_size=11, hidden_size=16, num_layers=1,
-                                    num_heads=2, ffn_size=32))  # fmt: skip
-    residual = [m for m in model.modules() if type(m) is torch.nn.Dropout]
-    assert all(m.p == 0.0 for m in residual), "attention-weight dropout only (off by default)"
-    assert sum(isinstance(m, Dropout) for m in model.modules()) == 3  # embeddings, encoder, decoder layer
-    assert hf_layers.fast_dropout is dropout
+                                    num_heads=2, ffn_size=32, dropout=0.2))  # fmt: skip
+    hf = pytorch_to_hf(model)
+    for m in (model, hf):
+        keys = list(m.state_dict())
+        readable = [x for x in m.modules() if type(x) is torch.nn.Dropout]
+        assert readable and not any(isinstance(x, Dropout) for x in m.modules()), "readable: nn.Dropout"
+        SpeedUps.only("fast_dropout").plug_in(m)
+        assert not any(type(x) is torch.nn.Dropout for x in m.modules())
+        swapped = [x for x in m.modules() if isinstance(x, Dropout)]
+        assert len(swapped) == len(readable) and {x.p for x in swapped} == {x.p for x in readable}
+        assert list(m.state_dict()) == keys

@@ -9,6 +9,7 @@ from huggingface_version import pytorch_to_hf
 from huggingface_version.hooks import hook_count, record_activations
 from pytorch_version.model import Transformer
 from tests.conftest import tiny_config
+from utils.observe.tracing import run_with_cache
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -33,7 +34,7 @@ def test_hook_cache_equals_the_pytorch_cache(padded_batch, norm_first, attn):
     src, tgt = padded_batch
     pt, hf = twins(attn, norm_first=norm_first)
     pt_logits, expected = pt.run_with_cache(src, tgt)
-    hf_logits, got = hf.run_with_cache(src, tgt)
+    hf_logits, got = run_with_cache(hf, src, tgt)
     assert list(got) == list(expected)  # the same names, in the same (execution) order
     for name, value in expected.items():
         torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-5, msg=name)
@@ -46,15 +47,15 @@ def test_name_filters_and_outputs_unchanged(padded_batch):
     _, hf = twins()
     with torch.no_grad():
         plain = hf(input_ids=src, decoder_input_ids=tgt).logits
-    logits, cache = hf.run_with_cache(src, tgt, names="*.weights")
+    logits, cache = run_with_cache(hf, src, tgt, names="*.weights")
     assert sorted(cache) == sorted(
         f"{stack}.{i}.{m}.weights" for stack, m in [("encoder", "self_attn"), ("decoder", "self_attn"),
                                                       ("decoder", "cross_attn")] for i in range(2)
     )  # fmt: skip
     assert torch.equal(logits, plain)  # looking changes nothing
-    _, cache = hf.run_with_cache(src, tgt, names=["logits", "decoder.1.ffn.*"])
+    _, cache = run_with_cache(hf, src, tgt, names=["logits", "decoder.1.ffn.*"])
     assert set(cache) == {"logits", "decoder.1.ffn.pre_act", "decoder.1.ffn.post_act", "decoder.1.ffn.out"}
-    _, cache = hf.run_with_cache(src, tgt, names=lambda n: n.endswith(".z"))
+    _, cache = run_with_cache(hf, src, tgt, names=lambda n: n.endswith(".z"))
     assert len(cache) == 6 and cache["encoder.0.self_attn.z"].shape == (3, 4, 7, 8)
 
 
@@ -95,7 +96,7 @@ def test_shared_analyzer_runs_on_the_hf_model(padded_batch):
     src, tgt = padded_batch
     pt, hf = twins()
     reports = [
-        TransformerAnalyzer(m).analyze_qkv_statistics(m.run_with_cache(src, tgt)[1], src, tgt)
+        TransformerAnalyzer(m).analyze_qkv_statistics(run_with_cache(m, src, tgt)[1], src, tgt)
         for m in (pt, hf)
     ]
     assert reports[0].keys() == reports[1].keys()

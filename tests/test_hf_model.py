@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
 from huggingface_version import TutorialTransformerConfig, TutorialTransformerForConditionalGeneration
-from huggingface_version.stacks import CACHE_FIELD
+from huggingface_version.convert import hf_config_of, model_config_of
 from tests.conftest import tiny_config
 from utils.runtime.config import UserError
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def hf_tiny(attn: str = "sdpa", **overrides) -> TutorialTransformerForConditionalGeneration:
     torch.manual_seed(0)
-    config = TutorialTransformerConfig.from_model_config(tiny_config(**overrides))
+    config = hf_config_of(tiny_config(**overrides))
     model = TutorialTransformerForConditionalGeneration._from_config(config, attn_implementation=attn)
     with torch.no_grad():  # sharper than the xavier init, so decoding branches and stops
         for p in model.parameters():
@@ -41,20 +41,25 @@ def padded_batch(batch):
         (dict(num_layers=0), "num_layers must be a positive integer, got 0"),
         (dict(dropout=1.0), "dropout must be in [0, 1), got 1.0"),
         (dict(num_layer=3), "unknown config key 'num_layer'; did you mean 'num_layers'?"),
-        (dict(pad_token_id=99), "pad_token_id must be an id in [0, 30), got 99"),
+        (dict(pad_token_id=99), "pad_id must be an id in [0, 30), got 99"),
+        (dict(decoder_start_token_id=-1), "decoder_start_token_id must be an id in [0, 30), got -1"),
+        (dict(share_embeddings=True, tie_word_embeddings=False), "needs tie_word_embeddings=True"),
         (dict(share_embeddings=True, tgt_vocab_size=31), "share_embeddings needs one vocabulary"),
     ],
 )
-def test_config_rejects_bad_fields_with_one_line_errors(kwargs, message):
+def test_config_values_are_checked_where_the_toolkit_reads_them_with_one_line_errors(kwargs, message):
+    """The config ships with the model and checks nothing itself; model_config_of (the toolkit's
+    loaders call it before building a model) gives ModelConfig's one-line errors."""
+    config = TutorialTransformerConfig(**kwargs)
     with pytest.raises(UserError) as err:
-        TutorialTransformerConfig(**kwargs)
-    assert message in str(err.value)
+        model_config_of(config)
+    assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_config_mirrors_model_config_and_hf_names():
     cfg = tiny_config(norm_first=True, tie_output=False)
-    config = TutorialTransformerConfig.from_model_config(cfg)
-    assert config.to_model_config() == cfg
+    config = hf_config_of(cfg)
+    assert model_config_of(config) == cfg
     assert config.is_encoder_decoder and config.decoder_start_token_id == cfg.bos_id
     assert (config.num_hidden_layers, config.d_model, config.vocab_size) == (2, 32, 30)
     assert (config.pad_id, config.tie_output) == (0, False)  # ModelConfig's names work too
@@ -121,19 +126,18 @@ def test_forward_returns_a_real_cache_and_incremental_decoding_matches(batch):
     with torch.no_grad():
         full = model(input_ids=src, decoder_input_ids=tgt, use_cache=False).logits
         out = model(input_ids=src, decoder_input_ids=tgt[:, :3], use_cache=True)
-        cache = getattr(out, CACHE_FIELD)  # `cache` from transformers 5.24, `past_key_values` before
+        cache = out.cache
         assert type(cache).__name__ == "EncoderDecoderCache" and cache.get_seq_length() == 3
         steps = [out.logits]
         for t in range(3, tgt.size(1)):
-            name = ("cache", "past_key_values")[t % 2]  # the model takes either name
             out = model(
                 encoder_outputs=(out.encoder_last_hidden_state,),
                 attention_mask=(src != 0).long(),
                 decoder_input_ids=tgt[:, t : t + 1],
                 use_cache=True,
-                **{name: cache},
+                cache=cache,
             )
-            assert getattr(out, CACHE_FIELD) is cache and cache.get_seq_length() == t + 1
+            assert out.cache is cache and cache.get_seq_length() == t + 1
             steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-5)
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tests.conftest import COPY_RUN
+from utils.fast import SpeedUps
 from utils.runtime.config import RunConfig, UserError
 from utils.training.recipe import seq2seq_loss
 
@@ -110,11 +111,14 @@ def test_trainer_loss_matches_pytorch_per_accumulation_window():
     expected = sum(seq2seq_loss(lg, t, 0, 0.1, "sum") for lg, t in zip(logits, targets)) / tokens
 
     class Stub(torch.nn.Module):  # hands back the prepared logits, only the asked positions' as a model does
-        def forward(self, logits_mask=None, **inputs):
-            return type("Out", (), {"logits": self.next if logits_mask is None else self.next[logits_mask]})()
+        def forward(self, logits_to_keep=None, **inputs):
+            keep = logits_to_keep
+            return type("Out", (), {"logits": self.next if keep is None else self.next[keep]})()
 
     trainer = TutorialSeq2SeqTrainer.__new__(TutorialSeq2SeqTrainer)
     trainer.label_smoothing, trainer._batch_losses = 0.1, []
+    trainer.speed = SpeedUps(packed_rows=False)  # the stub has no modules to pack
+    trainer.args = type("Args", (), {"world_size": 1})()
     model, total = Stub().train(), 0.0
     for lg, t in zip(logits, targets):
         model.next = lg

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from huggingface_version.configuration import TutorialTransformerConfig
+from huggingface_version.convert import hf_config_of
 from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
 from huggingface_version.tokenization import from_char_tokenizer
 from pytorch_version.model import Transformer
@@ -42,9 +42,7 @@ def files(tmp_path_factory, single_thread) -> dict[str, Path]:
     torch.manual_seed(0)
     save_checkpoint(tmp / "valid.pt", Transformer(tiny_config(**vocab)), tokenizer)
     save_checkpoint(tmp / "short.pt", Transformer(tiny_config(**vocab, max_position=16)), tokenizer)
-    hf = TutorialTransformerForConditionalGeneration(
-        TutorialTransformerConfig.from_model_config(tiny_config(**vocab, max_position=16))
-    )
+    hf = TutorialTransformerForConditionalGeneration(hf_config_of(tiny_config(**vocab, max_position=16)))
     hf.save_pretrained(tmp / "hf")
     from_char_tokenizer(tokenizer).save_pretrained(tmp / "hf")
     (tmp / "hf_trainer").mkdir()

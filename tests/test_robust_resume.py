@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import pytorch_version.train as pt_train
 from pytorch_version.train import train
 from tests.faults import SIGTERM_AFTER_STEP_ENV
 from tests.robust_helpers import (
@@ -31,6 +30,7 @@ from tests.robust_helpers import (
     metrics_without_time,
     run_main,
 )
+from utils.fast import SpeedUps
 from utils.runtime.checkpoint import load_checkpoint
 from utils.runtime.config import RunConfig
 from utils.runtime.resilience import GracefulStop
@@ -135,16 +135,16 @@ def test_graceful_stop_codes_and_a_second_ctrl_c():
 
 
 def _nan_at(monkeypatch, bad_calls):
-    """Make the training loop's loss (labelled_loss_sum) NaN on the given (0-based) calls."""
+    """Make the training loop's loss (SpeedUps.loss_sum's function) NaN on the given (0-based) calls."""
     calls = {"n": 0}
-    original = pt_train.labelled_loss_sum
+    original = SpeedUps().loss_sum()
 
     def loss(*args, **kwargs):
         value = original(*args, **kwargs)
         calls["n"] += 1
         return value * float("nan") if bad_calls(calls["n"] - 1) else value
 
-    monkeypatch.setattr(pt_train, "labelled_loss_sum", loss)
+    monkeypatch.setattr(SpeedUps, "loss_sum", lambda self: loss)
 
 
 def test_a_nan_loss_skips_its_step_and_names_the_batch(tmp_path, monkeypatch, caplog):

@@ -6,10 +6,13 @@ serves four elements: each keeps its value when its 16 bits, read as a signed nu
 the threshold of p, so p is rounded to a multiple of 1/65536 (0.1 becomes 0.100006).
 
 Same contract as `F.dropout`: identity when not training or p == 0; kept values scaled by
-1 / (1 - p). On a GPU it is `F.dropout` (torch's GPU kernel is fast already). Both versions
-use it for their residual and embedding dropout; tests/test_fast_dropout.py checks the keep
-rate, the scale, independent masks, the gradient and seeding. benchmarks/dropout_step.py
-measures a training step with it and with nn.Dropout.
+1 / (1 - p). On a GPU it is `F.dropout` (torch's GPU kernel is fast already).
+
+Seam: a module swap. The readable models use `nn.Dropout`; `swap_dropout(model)` replaces each
+with `Dropout` of the same p (dropout has no parameters: the state dict is unchanged). The
+attention-weight dropout inside `F.scaled_dot_product_attention` is not a module and stays
+torch's. tests/test_fast_dropout.py checks the keep rate, the scale, independent masks, the
+gradient and seeding; benchmarks/speed_pieces.py measures what it buys.
 """
 
 from __future__ import annotations
@@ -38,3 +41,14 @@ class Dropout(nn.Dropout):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dropout(x, self.p, self.training)
+
+
+def swap_dropout(model: nn.Module) -> int:
+    """Replace every `nn.Dropout` submodule of `model` with `Dropout` (same p); returns how many."""
+    swapped = 0
+    for module in model.modules():
+        for name, child in list(module.named_children()):
+            if type(child) is nn.Dropout:
+                setattr(module, name, Dropout(child.p))
+                swapped += 1
+    return swapped

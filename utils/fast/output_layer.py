@@ -6,23 +6,23 @@ re-lays-out ("packs") its weight into the blocks its kernel reads, on every call
 rows that costs about as much as the multiplication itself. oneDNN, which ships inside
 torch's CPU builds, can keep the packed copy (torch.compile's `freezing` does the same):
 for 64 rows x 256 -> 8000 on 2 cores, 4.9 ms per call becomes 2.6 ms, and a greedy
-decoding step spends a quarter of its time there (benchmarks/speed.py). The smaller
+decoding step spends a quarter of its time there (benchmarks/speed_pieces.py). The smaller
 D x D and D x d_ff projections gain nothing from it, so only the output layer uses it.
 
-`OutputLinear` is an nn.Linear: same parameters, same state dict, same training. Decoding
-runs inside `with packed_output(lm_head):` (`lm_head.packed()`, or nothing for another kind
-of layer), which packs the weight once on entry and drops the copy on exit; within it, calls
-that want no gradient, on the CPU in float32 with oneDNN present, use the packed copy.
-Scoped this way, the copy can never be stale: fused optimizers update a
-weight in place without bumping its version counter, so a cache kept between calls could
-not tell that the weight had changed. Results equal `F.linear`'s up to float rounding
-(tests/test_fast_linear.py).
+Seam: a module swap. `swap_output_layer(model)` replaces the model's `lm_head` nn.Linear with
+an `OutputLinear` holding the same Parameter objects (tied weights stay tied; the state dict is
+unchanged), so the readable decoding code and transformers' `generate` need no change.
+
+When the copy is made and dropped: it is made on the first call that wants no gradient, on
+the CPU in float32, in eval mode, and kept while the weight stays the same tensor with the
+same version counter. It is dropped when the module goes back to training (`train()`): fused
+optimizers update a weight in place without bumping its version counter, so the version alone
+could not tell that training changed it, while a weight changed outside training
+(`load_state_dict`, checkpoint averaging, `copy_`) does bump it. Results equal `F.linear`'s up
+to float rounding (tests/test_fast_linear.py).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -40,45 +40,56 @@ ONEDNN = _has_onednn_linear()
 
 
 class OutputLinear(nn.Linear):
-    """nn.Linear that, inside `packed()`, multiplies by a copy of its weight packed once by oneDNN."""
+    """nn.Linear that, for inference on the CPU, multiplies by a copy of its weight packed once by oneDNN."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._packed: torch.Tensor | None = None  # the packed copy, while inside `packed()`
+        self._packed: tuple[torch.Tensor, int, int] | None = None  # (copy, weight version, data pointer)
 
-    @contextmanager
-    def packed(self) -> Iterator[None]:
-        """Pack the weight for the calls inside; the weight must not change until the block ends."""
-        w = self.weight
-        usable = (
-            ONEDNN and torch.backends.mkldnn.enabled and w.device.type == "cpu" and w.dtype == torch.float32
-        )
-        if self._packed is not None or not usable:
-            yield  # nested, or nothing to gain: plain F.linear
-            return
-        try:
-            self._packed = torch.ops.mkldnn._reorder_linear_weight(w.detach())
-        except RuntimeError:  # a oneDNN that cannot pack this weight: F.linear as ever
-            self._packed = None
-        try:
-            yield
-        finally:
-            self._packed = None
+    @classmethod
+    def like(cls, layer: nn.Linear) -> OutputLinear:
+        """An OutputLinear sharing `layer`'s Parameter objects (no copy: a tie stays a tie)."""
+        new = cls(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
+        new.weight = layer.weight
+        new.bias = layer.bias
+        new.train(layer.training)
+        return new
+
+    def train(self, mode: bool = True) -> OutputLinear:
+        self._packed = None  # training will change the weight, maybe without a version bump
+        return super().train(mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        packed = self._packed  # read once: another thread may leave `packed()` meanwhile
-        if packed is None or not self._may_use_packed(x):
+        packed = self._packed_weight() if self._may_use_packed(x) else None
+        if packed is None:
             return F.linear(x, self.weight, self.bias)
         bias = self.bias.detach() if self.bias is not None else None
         return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
+    def _packed_weight(self) -> torch.Tensor | None:
+        """The packed copy of the weight as it is now (made again if the weight changed)."""
+        w = self.weight
+        key = (w._version, w.data_ptr())
+        if self._packed is None or self._packed[1:] != key:
+            try:
+                self._packed = (torch.ops.mkldnn._reorder_linear_weight(w.detach()), *key)
+            except RuntimeError:  # a oneDNN that cannot pack this weight: F.linear as ever
+                return None
+        return self._packed[0]
+
     def _may_use_packed(self, x: torch.Tensor) -> bool:
-        """Only where F.linear would give the same: no gradient wanted, float32 on the CPU, no
-        autocast (it would change the output's dtype), not being traced by torch.compile (Inductor
-        cannot lower the packed op)."""
-        wants_grad = torch.is_grad_enabled() and (self.weight.requires_grad or x.requires_grad)
+        """Only where F.linear would give the same: inference (eval mode, no gradient wanted),
+        float32 on the CPU, no autocast (it would change the output's dtype), not being traced by
+        torch.compile (Inductor cannot lower the packed op)."""
+        w = self.weight
+        wants_grad = torch.is_grad_enabled() and (w.requires_grad or x.requires_grad)
         return not (
-            wants_grad
+            not ONEDNN
+            or not torch.backends.mkldnn.enabled
+            or self.training
+            or wants_grad
+            or w.device.type != "cpu"
+            or w.dtype != torch.float32
             or x.device.type != "cpu"
             or x.dtype != torch.float32
             or torch.is_autocast_enabled("cpu")
@@ -91,7 +102,10 @@ class OutputLinear(nn.Linear):
         return state
 
 
-def packed_output(layer: nn.Module) -> AbstractContextManager:
-    """`layer.packed()` for an OutputLinear; for any other output layer (a plain nn.Linear put
-    in its place, say by transformers' resize_token_embeddings) a block that changes nothing."""
-    return layer.packed() if isinstance(layer, OutputLinear) else nullcontext()
+def swap_output_layer(model: nn.Module) -> bool:
+    """Make `model.lm_head` (an nn.Linear) an OutputLinear with the same parameters; False if it has none."""
+    layer = getattr(model, "lm_head", None)
+    if type(layer) is not nn.Linear:
+        return isinstance(layer, OutputLinear)
+    model.lm_head = OutputLinear.like(layer)
+    return True

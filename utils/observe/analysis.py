@@ -25,6 +25,7 @@ from utils.observe.attention_patterns import (
     _row_measures,
     classify_features,
 )
+from utils.observe.tracing import run_with_cache
 
 _ATTN = re.compile(r"^(encoder|decoder)\.(\d+)\.(self_attn|cross_attn)\.")
 _LAYER_PARAM = re.compile(r"(encoder|decoder)\.(?:layers?|block)\.(\d+)\.(.+)")
@@ -101,7 +102,7 @@ class TransformerAnalyzer:
         self.model.eval()
         try:
             dev = self._device()
-            return self.model.run_with_cache(input_ids.to(dev), target_ids.to(dev), names=names)
+            return run_with_cache(self.model, input_ids.to(dev), target_ids.to(dev), names=names)
         finally:
             self.model.train(was_training)
 
@@ -234,7 +235,7 @@ class TransformerAnalyzer:
             for _, p in params:
                 p.grad = None
             with torch.enable_grad():
-                logits, _ = self.model.run_with_cache(src, tgt, names=["logits"])
+                logits, _ = run_with_cache(self.model, src, tgt, names=["logits"])
                 logits = logits.float().flatten(0, 1)  # (B*T, V)
                 loss = F.cross_entropy(logits, labels.to(dev).flatten(), ignore_index=self.pad_id)
                 loss.backward()

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
+from utils.observe.tracing import run_with_cache
+
 RULE = "=" * 78
 THIN = "-" * 78
 MAX_MATRIX = 12  # print attention matrices only when both sides have at most this many tokens
@@ -185,7 +187,8 @@ def format_trace(cache, src_tokens, tgt_tokens, num_layers, layers=None, heads=(
 def trace_example(model, src: torch.Tensor, tgt_in: torch.Tensor, to_tokens, layers="all", heads="0") -> str:
     """The trace of row 0 of a batch, padding cut off, in eval mode, for either implementation.
 
-    `model` needs `run_with_cache` and a config with pad_id, num_layers and num_heads;
+    `model` needs a tracer (utils.observe.tracing.run_with_cache) and a config with pad_id,
+    num_layers and num_heads;
     `to_tokens` turns a sequence of ids into token strings (the figure and trace labels); a pair
     (source_fn, target_fn) labels each side with its own vocabulary.
     """
@@ -196,7 +199,7 @@ def trace_example(model, src: torch.Tensor, tgt_in: torch.Tensor, to_tokens, lay
     was_training = model.training
     model.eval()
     try:
-        logits, cache = model.run_with_cache(src, tgt)
+        logits, cache = run_with_cache(model, src, tgt)
     finally:
         model.train(was_training)
     return format_trace(

@@ -6,7 +6,12 @@ one module call; `capture(model)` attaches forward hooks for the duration of a
 `with` block and collects every value into a flat `{name: tensor}` cache.
 
 Cache names are derived from module paths: `encoder.layers.0.self_attn.hook_q`
-becomes `encoder.0.self_attn.q` (see ../shared/DESIGN.md, "The cache contract").
+becomes `encoder.0.self_attn.q` (docs/ARCHITECTURE.md, "The cache contract").
+
+`run_with_cache(model, src, tgt)` is how everything in utils.observe asks any model for its
+cache: a model with its own `run_with_cache` method (pytorch_version) answers itself; a model
+without capture points (the Hugging Face one, which ships alone and knows nothing of tracing)
+is answered by the tracer its package registered with `register_tracer`.
 """
 
 from __future__ import annotations
@@ -92,3 +97,24 @@ def capture(model: nn.Module, names: NameFilter = None, detach: bool = True) -> 
     finally:
         for handle in handles:
             handle.remove()
+
+
+Tracer = Callable[..., tuple[torch.Tensor, dict]]
+TRACERS: dict[type, Tracer] = {}  # model class -> fn(model, src, tgt, names, detach) -> (logits, cache)
+
+
+def register_tracer(model_class: type, tracer: Tracer) -> None:
+    """Say how to record the cache of `model_class` (and its subclasses) from outside the model."""
+    TRACERS[model_class] = tracer
+
+
+def run_with_cache(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, names: NameFilter = None,
+                   detach: bool = True) -> tuple[torch.Tensor, dict]:  # fmt: skip
+    """Teacher-forced logits and the activation cache of either version's model."""
+    own = getattr(model, "run_with_cache", None)
+    if own is not None:
+        return own(src, tgt, names=names, detach=detach)
+    for cls in type(model).__mro__:
+        if cls in TRACERS:
+            return TRACERS[cls](model, src, tgt, names, detach)
+    raise TypeError(f"no tracer for a {type(model).__name__}: import the package that registers one")

@@ -25,30 +25,43 @@ class UserError(ValueError):
     """A user-facing configuration mistake; the CLI prints its message on one line."""
 
 
-@dataclass
-class ModelConfig:
-    """The architecture of the encoder-decoder Transformer (paper, section 3)."""
+def _require_positive(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise UserError(f"{name} must be a positive integer, got {value!r}")
 
-    src_vocab_size: int  # size of the source token set
-    tgt_vocab_size: int  # size of the target token set
-    hidden_size: int = 128  # d_model; the paper's base model uses 512
-    num_layers: int = 2  # N, for the encoder and for the decoder; the paper uses 6
-    num_heads: int = 4  # h; each head works in d_k = d_model / h dimensions
-    ffn_size: int = 512  # d_ff, the inner size of the position-wise FFN (paper: 4 x d_model)
-    dropout: float = 0.1  # P_drop on sublayer outputs and embeddings (section 5.4)
-    attention_dropout: float = 0.0  # on attention weights: not in the paper (tensor2tensor adds it)
-    max_position: int = 256  # longest sequence the sinusoidal table covers
-    norm_first: bool = False  # False: post-LN as in the paper. True: pre-LN, steadier when deep
-    tie_output: bool = True  # share the target embedding with the pre-softmax linear (section 3.4)
-    share_embeddings: bool = False  # also share source and target embeddings (needs one vocabulary)
-    pad_id: int = 0
-    bos_id: int = 1
-    eos_id: int = 2
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class ModelShape:
+    """The architecture's hyperparameters (paper, section 3): flags of main.py, fields of ModelConfig.
+
+    The one place each is declared. RunConfig inherits them (so they are flags), ModelConfig adds
+    the vocabularies and special ids; huggingface_version/configuration.py names them for
+    Hugging Face. A field marked `training_only` shapes training, not the weights: a loaded
+    checkpoint need not match it.
+    """
+
+    hidden_size: int = _opt(128, "d_model, the width of every token vector")  # the paper's base: 512
+    num_layers: int = _opt(2, "encoder layers and decoder layers (N in the paper)")  # the paper: 6
+    num_heads: int = _opt(4, "attention heads (h); must divide hidden_size")  # each works in d_k = D / h
+    ffn_size: int = _opt(512, "inner size of the position-wise feed-forward network (d_ff)")  # paper: 4 D
+    # P_drop on sublayer outputs and embeddings (section 5.4)
+    dropout: float = _opt(0.1, "dropout on sublayer outputs and embeddings (paper: 0.1)",
+                          task_defaults={"addition": 0.0}, training_only=True)  # fmt: skip
+    # on attention weights: not in the paper (tensor2tensor adds it)
+    attention_dropout: float = _opt(0.0, "dropout on attention weights (not in the paper)",
+                                    training_only=True)  # fmt: skip
+    # False: post-LN as in the paper. True: pre-LN (Xiong et al. 2020), steadier when deep
+    norm_first: bool = _opt(False, "pre-LN instead of the paper's post-LN")
+    # share the target embedding with the pre-softmax linear (section 3.4)
+    tie_output: bool = _opt(True, "tie the output projection to the target embedding")
 
     def __post_init__(self) -> None:
-        for name in ("src_vocab_size", "tgt_vocab_size", "hidden_size", "num_layers"):
-            _require_positive(name, getattr(self, name))
-        for name in ("num_heads", "ffn_size", "max_position"):
+        """The checks of every architecture setting, with one-line errors: the only place they are made."""
+        for name in ("hidden_size", "num_layers", "num_heads", "ffn_size"):
             _require_positive(name, getattr(self, name))
         if self.hidden_size % self.num_heads:
             raise UserError(
@@ -56,13 +69,45 @@ class ModelConfig:
                 f"and num_heads={self.num_heads}"
             )
         for name in ("dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise UserError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise UserError(f"{name} must be in [0, 1), got {value!r}")
+
+    @classmethod
+    def names(cls, training_only: bool | None = None) -> list[str]:
+        """The field names; `training_only=False`: those that shape the weights; True: the others."""
+        fields = dataclasses.fields(ModelShape)
+        return [f.name for f in fields if training_only in (None, bool(f.metadata.get("training_only")))]
+
+    def shape(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in ModelShape.names()}
+
+
+@dataclass
+class ModelConfig(ModelShape):
+    """The architecture of the encoder-decoder Transformer: its shape and its vocabularies."""
+
+    src_vocab_size: int = field(kw_only=True)  # size of the source token set
+    tgt_vocab_size: int = field(kw_only=True)  # size of the target token set
+    max_position: int = field(default=256, kw_only=True)  # longest sequence the sinusoidal table covers
+    share_embeddings: bool = field(default=False, kw_only=True)  # also share src/tgt embeddings (one vocab)
+    pad_id: int = field(default=0, kw_only=True)
+    bos_id: int = field(default=1, kw_only=True)
+    eos_id: int = field(default=2, kw_only=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("src_vocab_size", "tgt_vocab_size", "max_position"):
+            _require_positive(name, getattr(self, name))
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             raise UserError(
                 "share_embeddings needs one vocabulary, got "
                 f"src_vocab_size={self.src_vocab_size} and tgt_vocab_size={self.tgt_vocab_size}"
             )
+        for name in ("pad_id", "bos_id", "eos_id"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < self.tgt_vocab_size:
+                raise UserError(f"{name} must be an id in [0, {self.tgt_vocab_size}), got {value!r}")
 
     @property
     def head_dim(self) -> int:
@@ -102,18 +147,10 @@ def check_precision(cfg: RunConfig, device: torch.device) -> None:
         raise UserError("--fp16 is for --version huggingface; pytorch_version has --bf16 (no loss scaling)")
 
 
-def _require_positive(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise UserError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _opt(default: Any, help: str, **extra: Any) -> Any:
-    return field(default=default, metadata={"help": help, **extra})
-
-
 @dataclass
-class RunConfig:
-    """Everything one run needs; each field is also a command-line flag of main.py."""
+class RunConfig(ModelShape):
+    """Everything one run needs; each field is also a command-line flag of main.py (the model's
+    shape comes from ModelShape)."""
 
     # what to run
     version: str = _opt("pytorch", "which implementation to run", choices=VERSIONS)
@@ -133,16 +170,6 @@ class RunConfig:
     vocab_size: int = _opt(8000, "translation: BPE vocabulary size (per language with --separate_vocab)")
     separate_vocab: bool = _opt(False, "translation: one BPE vocabulary per language instead of a shared one")
     max_tokens: int = _opt(0, "batch by length: up to N padded tokens a batch, per process (0: --batch_size)")
-    # model
-    hidden_size: int = _opt(128, "d_model, the width of every token vector")
-    num_layers: int = _opt(2, "encoder layers and decoder layers (N in the paper)")
-    num_heads: int = _opt(4, "attention heads (h); must divide hidden_size")
-    ffn_size: int = _opt(512, "inner size of the position-wise feed-forward network (d_ff)")
-    dropout: float = _opt(0.1, "dropout on sublayer outputs and embeddings (paper: 0.1)",
-                          task_defaults={"addition": 0.0})  # fmt: skip
-    attention_dropout: float = _opt(0.0, "dropout on attention weights (not in the paper)")
-    norm_first: bool = _opt(False, "pre-LN instead of the paper's post-LN")
-    tie_output: bool = _opt(True, "tie the output projection to the target embedding")
     # training
     epochs: int = _opt(6, "passes over the training set")
     batch_size: int = _opt(64, "examples per batch (per process)")
@@ -185,8 +212,11 @@ class RunConfig:
     wandb: bool = _opt(False, "log to Weights & Biases (offline unless logged in)")
     wandb_project: str = _opt("transformer-tutorial", "Weights & Biases project name")
     quiet: bool = _opt(False, "hide progress bars")
+    fast: bool = _opt(True, "the speed-ups of utils/fast/ (packed rows, fast dropout, ...); --no-fast trains "
+                      "and decodes on the plain readable path")  # fmt: skip
 
     def __post_init__(self) -> None:
+        super().__post_init__()  # the model's shape
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
@@ -195,14 +225,8 @@ class RunConfig:
         for name in ("epochs", "batch_size", "gradient_accumulation_steps", "train_size", "eval_size",
                      "dist_timeout"):  # fmt: skip
             _require_positive(name, getattr(self, name))
-        for name in ("hidden_size", "num_layers", "num_heads", "ffn_size", "beam_size", "warmup_steps",
-                     "track_every"):  # fmt: skip
+        for name in ("beam_size", "warmup_steps", "track_every"):
             _require_positive(name, getattr(self, name))
-        if self.hidden_size % self.num_heads:
-            raise UserError(
-                f"hidden_size must be divisible by num_heads, got hidden_size={self.hidden_size} "
-                f"and num_heads={self.num_heads}"
-            )
         if not 1 <= self.min_len <= self.max_len:
             raise UserError(f"need 1 <= min_len <= max_len, got {self.min_len} and {self.max_len}")
         if self.max_length < 0 or self.dataloader_num_workers < 0:
@@ -216,9 +240,6 @@ class RunConfig:
             raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.max_nonfinite_steps < 0:
             raise UserError(f"max_nonfinite_steps must be >= 0, got {self.max_nonfinite_steps}")
-        for name in ("dropout", "attention_dropout"):  # checked here too, before any data is made
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise UserError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.fp16 and self.bf16:
             raise UserError("--fp16 and --bf16 exclude each other; choose one")
         if self.resume and (self.checkpoint or self.version not in ("pytorch", "huggingface")):
@@ -228,26 +249,23 @@ class RunConfig:
 
         check_translation_flags(self)
 
+    @classmethod
+    def flags(cls) -> list[dataclasses.Field]:
+        """The fields in the order of --help: the run's own, with the model's shape (inherited from
+        ModelShape, so first among dataclass fields) where the model settings belong, before training."""
+        shape = dataclasses.fields(ModelShape)
+        own = [f for f in dataclasses.fields(cls) if f.name not in ModelShape.names()]
+        at = next(i for i, f in enumerate(own) if f.name == "epochs")
+        return [*own[:at], *shape, *own[at:]]
+
     @property
     def share_embeddings(self) -> bool:
         """Translation with one vocabulary shares the source and target embeddings (section 3.4)."""
         return self.task == "translation" and not self.separate_vocab
 
     def model_config(self, src_vocab_size: int, tgt_vocab_size: int, **ids: int) -> ModelConfig:
-        return ModelConfig(
-            src_vocab_size=src_vocab_size,
-            tgt_vocab_size=tgt_vocab_size,
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            num_heads=self.num_heads,
-            ffn_size=self.ffn_size,
-            dropout=self.dropout,
-            attention_dropout=self.attention_dropout,
-            norm_first=self.norm_first,
-            tie_output=self.tie_output,
-            share_embeddings=self.share_embeddings,
-            **ids,
-        )
+        return ModelConfig(**self.shape(), src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
+                           share_embeddings=self.share_embeddings, **ids)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

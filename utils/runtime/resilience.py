@@ -14,7 +14,6 @@ Shared by both versions:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -175,7 +174,7 @@ class GracefulStop:
 def resume_command(cfg, checkpoint: str | Path) -> str:
     """`python main.py <every setting that differs from its default> --resume CHECKPOINT`."""
     words = ["python", "main.py"]
-    for f in dataclasses.fields(cfg):
+    for f in cfg.flags():
         value = getattr(cfg, f.name)
         if f.name == "resume" or (value == f.default and f.name != "version"):
             continue

@@ -6,14 +6,10 @@ import torch
 import torch.nn.functional as F
 
 
-def paper_adam(parameters) -> torch.optim.Adam:
+def paper_adam(parameters, fused: bool = False) -> torch.optim.Adam:
     """Adam with beta1 0.9, beta2 0.98, eps 1e-9 (section 5.3) and lr 1: the Noam schedule's
-    multiplier *is* the learning rate.
-
-    `fused=True` updates every parameter in one kernel instead of about ten small tensor
-    operations per parameter (torch's default on the CPU), the same arithmetic in fewer passes.
-    """
-    return torch.optim.Adam(parameters, lr=1.0, betas=(0.9, 0.98), eps=1e-9, fused=True)
+    multiplier *is* the learning rate. `fused` is a speed-up (utils/fast/__init__.py chooses it)."""
+    return torch.optim.Adam(parameters, lr=1.0, betas=(0.9, 0.98), eps=1e-9, fused=fused)
 
 
 def noam_schedule(d_model: int, warmup_steps: int, factor: float = 1.0):
@@ -43,39 +39,11 @@ def seq2seq_loss(
     )
 
 
-class SmoothedCrossEntropySum(torch.autograd.Function):
-    """seq2seq_loss(logits, targets, smoothing=eps, reduction="sum") for rows that all carry a label,
-    with its gradient written down instead of traced through log_softmax.
-
-    With q = (1 - eps) * onehot(target) + eps / V, the loss of a row is -sum_c q_c log p_c, and its
-    gradient with respect to the logits is simply p - q. Autograd would instead go back through
-    the smoothing sum, the gather and log_softmax's backward, several passes over the (N, V)
-    logits, the largest tensor of a training step; here it is one exp and two in-place updates.
-    tests/test_core_training.py checks loss and gradient against seq2seq_loss.
-    """
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, smoothing: float) -> torch.Tensor:
-        log_probs = logits.log_softmax(-1)  # (N, V)
-        nll = -log_probs.gather(1, targets[:, None]).sum()
-        uniform = -log_probs.sum() / logits.size(-1)  # cross-entropy against the uniform distribution
-        ctx.save_for_backward(log_probs, targets)
-        ctx.smoothing = smoothing
-        return (1 - smoothing) * nll + smoothing * uniform
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        log_probs, targets = ctx.saved_tensors
-        eps = ctx.smoothing
-        g = log_probs.exp().sub_(eps / log_probs.size(-1))  # p - eps / V ...
-        g.scatter_add_(1, targets[:, None], g.new_full((len(targets), 1), eps - 1))  # ... - (1 - eps) at y
-        return g.mul_(grad), None, None
-
-
 def labelled_loss_sum(logits: torch.Tensor, targets: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """Summed label-smoothed cross-entropy of (N, V) logits whose N targets are all real tokens (the
-    training step's, after `logits_mask`): seq2seq_loss's value, computed by SmoothedCrossEntropySum."""
-    return SmoothedCrossEntropySum.apply(logits, targets, smoothing)
+    """Summed label-smoothed cross-entropy of (N, V) logits whose N targets are all real tokens (a
+    training step's labelled positions). utils/fast/loss.py computes the same with its gradient
+    written down."""
+    return F.cross_entropy(logits, targets, label_smoothing=smoothing, reduction="sum")
 
 
 def mean_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
