@@ -3,6 +3,9 @@
 
 Every flag is a field of utils.runtime.config.RunConfig; `--config FILE.yaml` takes the same
 keys, and flags given on the command line win over the file.
+
+This file only parses the flags and dispatches; what each command does lives in commands/
+(training runs, decoding, --evaluate), so main.py reads as the list of settings and the exit codes.
 """
 
 from __future__ import annotations
@@ -12,13 +15,12 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 
-from utils.runtime.compatibility import mismatched_flags
-from utils.runtime.config import RunConfig, UserError, resolve_device
+from commands.decode import bad_byte, decode_with_checkpoint
+from commands.evaluate import evaluate_with_checkpoint
+from commands.train import run_version
+from utils.runtime.config import RunConfig, UserError
 from utils.runtime.resilience import Terminated, TrainingStopped, ensure_offline, sigterm_raises
-
-logger = logging.getLogger("transformer_tutorial")
 
 EXAMPLES = """examples:
   python main.py --version pytorch                  train on the reversal task
@@ -46,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,  # so we know which flags were given explicitly
     )
     parser.add_argument("--config", help="YAML file whose keys are these flags' names")
-    for f in RunConfig.flags():
+    for f in RunConfig.flags():  # the model's shape among them (utils.runtime.config.ModelShape)
         own = "".join(f"; {task}: {value}" for task, value in f.metadata.get("task_defaults", {}).items())
         help_text = f"{f.metadata['help']} (default: {f.default}{own})"
         if isinstance(f.default, bool):
@@ -67,7 +69,7 @@ def load_yaml(path: str) -> dict:
     except OSError as err:
         raise UserError(f"cannot read --config {path}: {err.strerror}") from err
     except UnicodeDecodeError as err:
-        raise UserError(f"--config {path} is not UTF-8 text: {_bad_byte(err)}") from err
+        raise UserError(f"--config {path} is not UTF-8 text: {bad_byte(err)}") from err
     except yaml.YAMLError as err:
         raise UserError(f"--config {path} is not valid YAML: {str(err).splitlines()[0]}") from err
     if not isinstance(data, dict):
@@ -87,173 +89,21 @@ def parse_config(argv: list[str] | None = None) -> RunConfig:
     return RunConfig.from_dict(parse_values(argv))
 
 
-def _bad_byte(err: UnicodeError) -> str:
-    bad = err.object[err.start]
-    bad = bad if isinstance(bad, int) else ord(bad) - 0xDC00  # argv keeps bad bytes as U+DCxx
-    return f"byte 0x{bad:02x} at position {err.start}"
-
-
-def _utf8(text: str, what: str) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise UserError(f"{what} is not valid UTF-8 text: {_bad_byte(err)}") from err
-    return text
-
-
-def _input_lines():
-    """stdin line by line; a line that is not UTF-8 ends the session with one error line."""
-    stream = getattr(sys.stdin, "buffer", sys.stdin)
-    for number, line in enumerate(stream, 1):
-        if isinstance(line, bytes):
-            try:
-                line = line.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise UserError(f"input line {number} is not valid UTF-8 text: {_bad_byte(err)}") from err
-        yield line
-
-
-def decode_with_checkpoint(cfg: RunConfig, given: frozenset = frozenset()) -> int:
-    """--checkpoint PATH with --source or --interactive: a .pt file (pytorch_version) or a
-    save_pretrained folder (huggingface_version). Architecture flags given explicitly must
-    match the checkpoint's; the others are read from it."""
-    if not cfg.source and not cfg.interactive:
-        raise UserError("--checkpoint needs --source TEXT or --interactive")
-    _utf8(cfg.source, "--source")
-    if Path(cfg.checkpoint).is_dir():
-        from huggingface_version.convert import model_config_of
-        from huggingface_version.inference import load_hf_for_inference, translate_hf
-
-        model, tokenizer = load_hf_for_inference(cfg.checkpoint, resolve_device(cfg.device), cfg.fast)
-        model_config = model_config_of(model.config)
-        trace = None
-        translate = translate_hf
-        if cfg.debug:
-            from huggingface_version.inference import trace_translation_hf as trace
-    else:
-        from pytorch_version.inference import load_for_inference, trace_translation, translate
-
-        model, tokenizer, _ = load_for_inference(cfg.checkpoint, resolve_device(cfg.device), cfg.fast)
-        model_config = model.config
-        trace = trace_translation if cfg.debug else None
-    differences = mismatched_flags(cfg, given, model_config)
-    if differences:
-        raise UserError(f"checkpoint {cfg.checkpoint} does not fit the flags: {differences}")
-
-    def decode(text: str) -> str:
-        output = translate(model, tokenizer, [text], cfg.beam_size, cfg.length_penalty, cfg.max_length)[0]
-        if trace is not None:
-            print(trace(model, tokenizer, text, output, cfg.debug_layers, cfg.debug_heads))
-        return output
-
-    if cfg.interactive:
-        print("Type an input and press Enter (Ctrl-D to quit).")
-        for line in _input_lines():
-            if line.strip():
-                print(decode(line.rstrip("\n")))
-        return 0
-    print(f"source: {cfg.source}\noutput: {decode(cfg.source)}")
-    return 0
-
-
-def evaluate_with_checkpoint(cfg: RunConfig) -> int:
-    """--evaluate: translate PREFIX.src_lang with the checkpoint (a .pt file or a results_huggingface
-    folder), score it against PREFIX.tgt_lang, write the hypotheses and test_metrics.json next to it."""
-    from functools import partial
-
-    from utils.training.translation_eval import evaluate_test_set, format_scores
-
-    if Path(cfg.checkpoint).is_dir():
-        from huggingface_version.inference import load_hf_for_inference
-        from huggingface_version.inference import translate_hf as translate
-
-        model, tokenizer = load_hf_for_inference(cfg.checkpoint, resolve_device(cfg.device))
-    else:
-        from pytorch_version.inference import load_for_inference, translate
-
-        model, tokenizer, _ = load_for_inference(cfg.checkpoint, resolve_device(cfg.device))
-    decoding = dict(beam_size=cfg.beam_size, alpha=cfg.length_penalty, max_length=cfg.max_length)
-    batch = partial(translate, model, tokenizer, **decoding)
-    metrics = evaluate_test_set(batch, cfg.checkpoint, cfg.test_prefix, cfg.src_lang, cfg.tgt_lang, decoding)
-    print(format_scores(metrics))
-    return 0
-
-
-def _done(name: str, summary: dict, folder: str, cfg: RunConfig) -> None:
-    if cfg.task == "translation":
-        final = summary.get("final_translation", {})
-        best = final.get("best")
-        beam = f", {best} with beam {final['beam_size']}: {final[best]['bleu']:.2f}" if best else ""
-        score = f"validation BLEU {summary['best_eval_bleu']:.2f} (best epoch, greedy{beam})"
-    else:
-        score = f"exact match {summary['final']['eval_exact_match']:.2%} on {cfg.eval_size} held-out examples"
-        if summary.get("averaged_is_final"):  # --checkpoint_average: the final model is a mean
-            epochs = summary["averaged_epochs"]
-            score += f" (mean of the weights of epochs {epochs[0]}-{epochs[-1]})"
-    folder = Path(cfg.output_dir) / folder
-    print(f"{name} done: {score} in {summary['wall_time_s']:.0f}s; results in {folder}/")
-
-
-def _hf_console() -> None:
-    """No "Loading weights" progress bars from transformers: the console is for the run's own story."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-
-
 def run(cfg: RunConfig, given: frozenset = frozenset()) -> int:
-    """Dispatch on --version; `given` names the settings the user gave explicitly."""
+    """Dispatch to the command the flags name (commands/); `given` names the settings the user gave
+    explicitly (a checkpoint's architecture must not contradict those)."""
     processes = int(os.environ.get("WORLD_SIZE", "1"))  # > 1: started by torchrun
     if processes > 1 and (cfg.version not in ("pytorch", "huggingface") or cfg.checkpoint or cfg.evaluate):
         what = "--checkpoint" if cfg.checkpoint or cfg.evaluate else f"--version {cfg.version}"
         raise UserError(f"under torchrun only --version pytorch or huggingface trains; run {what} "
                         f"as a single process: python main.py ...")  # fmt: skip
-    if cfg.version in ("huggingface", "both") or Path(cfg.checkpoint or "/nonexistent").is_dir():
-        _hf_console()
     if cfg.evaluate:
         return evaluate_with_checkpoint(cfg)
     if cfg.checkpoint:
         return decode_with_checkpoint(cfg, given)
     if cfg.source or cfg.interactive:
         raise UserError("--source and --interactive need --checkpoint PATH")
-    if cfg.version == "pytorch":
-        from pytorch_version.train import train
-
-        summary = train(cfg)  # under torchrun only rank 0 has a summary
-        if summary:
-            _done("pytorch_version", summary, "results_pytorch", cfg)
-    elif cfg.version == "huggingface":
-        from huggingface_version.train import train_huggingface
-
-        summary = train_huggingface(cfg)
-        if summary:
-            _done("huggingface_version", summary, "results_huggingface", cfg)
-    elif cfg.version == "both":
-        from huggingface_version.compare import run_comparison
-
-        result = run_comparison(cfg)
-        pt, hf = result["pytorch"], result["huggingface"]
-        print(
-            f"both done: exact match pytorch {pt['final_eval_exact_match']:.2%} "
-            f"({pt['wall_time_s']:.0f}s), huggingface {hf['final_eval_exact_match']:.2%} "
-            f"({hf['wall_time_s']:.0f}s); converted logits differ by "
-            f"{result['max_abs_logit_diff_converted']:.1e}; side by side in "
-            f"{Path(cfg.output_dir) / 'results_comparison'}/comparison.md"
-        )
-    elif cfg.version == "analysis":
-        from pytorch_version.demo import analysis_demo
-
-        summary = analysis_demo(cfg)
-        print(
-            f"analysis demo done ({summary['wall_time_s']:.0f}s, exact match "
-            f"{summary['final']['eval_exact_match']:.2%}): figures, analysis_report.json and report.md "
-            f"in {Path(cfg.output_dir) / 'results_analysis'}/"
-        )
-    else:  # test
-        from selfcheck import run_selfcheck
-
-        return run_selfcheck()
-    return 0
+    return run_version(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,7 @@ from utils.figures.training_curves import plot_training_curves
 from utils.observe.monitor import InternalsRecorder, write_analysis
 from utils.observe.trace_printer import trace_example
 from utils.runtime.config import RunConfig, UserError, check_precision, resolve_device
+from utils.runtime.console import progress_bars
 from utils.runtime.distributed import World, shutdown
 from utils.runtime.resilience import atomic_write_json, ensure_writable
 from utils.runtime.tracking import Tracker, add_file_log
@@ -176,14 +177,14 @@ def _train(cfg, init_from_pytorch, out, device, precision, resume_from, saved, w
         predict_with_generate=True,
         report_to=report_to,
         run_name=f"huggingface-{cfg.task}",
-        disable_tqdm=cfg.quiet,
+        disable_tqdm=not progress_bars(cfg.quiet),
         ddp_backend=("nccl" if device.type == "cuda" else "gloo") if world.distributed else None,
         ddp_timeout=cfg.dist_timeout,
         **precision,
     )
     metrics_file = out / "logs" / "metrics.jsonl" if main else None  # other ranks: in memory only
     tracker = Tracker(metrics_file, history=saved["history"] if saved else None)
-    callbacks = [MetricsLogCallback(tracker, cfg.stop_at_exact_match, announce=cfg.quiet)]
+    callbacks = [MetricsLogCallback(tracker, cfg.stop_at_exact_match, announce=args.disable_tqdm)]
     # the probe: the first held-out examples, batched exactly as pytorch_version.train does
     probe = collate([PairDataset(eval_pairs[:8], data_tokenizer)[i] for i in range(min(8, len(eval_pairs)))])
     probe_src, probe_tgt = first_example(probe, data_tokenizer.pad_id)
@@ -217,7 +218,7 @@ def _train(cfg, init_from_pytorch, out, device, precision, resume_from, saved, w
         cfg.task, len(train_pairs), len(eval_pairs), f"{model.num_parameters():,}", device,
     )  # fmt: skip
 
-    if cfg.quiet:
+    if args.disable_tqdm:
         trainer.remove_callback(PrinterCallback)  # no progress bar, and no log dicts either
     generation_config = copy.deepcopy(model.generation_config)  # evaluation adds its defaults to it
     if cfg.debug and main:

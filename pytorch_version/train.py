@@ -29,6 +29,7 @@ from utils.observe.monitor import InternalsRecorder, write_analysis
 from utils.observe.trace_printer import trace_example
 from utils.runtime.checkpoint import save_checkpoint
 from utils.runtime.config import RunConfig, check_precision, resolve_device
+from utils.runtime.console import progress_bars
 from utils.runtime.distributed import (
     World,
     agree_to_stop,
@@ -75,7 +76,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device,
     loss_sum_of = speed.loss_sum()  # the smoothed loss, with its gradient written down unless --no-fast
     progress, stop = progress or Progress(), stop or GracefulStop()
     guard = guard or NonFiniteGuard(cfg.max_nonfinite_steps)
-    bar = tqdm(loader, desc=desc, disable=cfg.quiet, leave=False)
+    bar = tqdm(loader, desc=desc, disable=not progress_bars(cfg.quiet), leave=False)
     accum, autocast = cfg.gradient_accumulation_steps, torch.device(device).type
     window_tokens, window_ok = 0, True
     optimizer.zero_grad(set_to_none=True)

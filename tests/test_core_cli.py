@@ -55,6 +55,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     cfg = tiny_config(src_vocab_size=tokenizer.vocab_size, tgt_vocab_size=tokenizer.vocab_size)
     save_checkpoint(tmp / "valid.pt", Transformer(cfg), tokenizer)
     (tmp / "garbage.pt").write_bytes(random.Random(0).randbytes(3000))
+    (tmp / "notes.txt").write_text("not a model\n")
+    (tmp / "empty_folder").mkdir()
     data = torch.load(tmp / "valid.pt", weights_only=True)
     torch.save({**data, "model_config": {**data["model_config"], "hidden_size": 64}}, tmp / "mismatch.pt")
     torch.save({**data, "extra": _RunsCode(tmp / "PWNED")}, tmp / "evil.pt")
@@ -95,7 +97,10 @@ IN_PROCESS_ERROR_CASES = [
     ("garbage_checkpoint", ["--checkpoint", "{garbage}", "--source", "hi"], "garbage.pt"),
     ("mismatched_checkpoint", ["--checkpoint", "{mismatch}", "--source", "hi"], "does not match"),
     ("checkpoint_with_code", ["--checkpoint", "{evil}", "--source", "hi"], "refusing"),
-]
+    ("checkpoint_neither", ["--checkpoint", "{notes}", "--source", "hi"], "notes.txt is not a checkpoint"),
+    ("checkpoint_empty_folder", ["--evaluate", "--checkpoint", "{empty_folder}", "--test_prefix", "{dir}/t"],
+     "no config.json in it"),
+]  # fmt: skip
 
 
 def _fill(args: list[str], files: dict[str, Path]) -> list[str]:

@@ -1,0 +1,92 @@
+"""--checkpoint PATH: which version wrote it, and loading it for decoding.
+
+The CLI takes either version's checkpoint in the same flag: a pytorch_version `.pt` file or a
+huggingface_version `save_pretrained` folder. `checkpoint_kind` is the one place that tells them
+apart, so decoding and --evaluate cannot disagree about a path, and a path that is neither (or the
+wrong half of one, e.g. a file out of a Hugging Face folder) ends with one line saying what to pass.
+The contents are checked by the versions' loaders (empty, truncated, foreign or malicious files).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from utils.runtime.config import UserError
+from utils.runtime.console import hide_loading_bars
+
+EXPECTED = "expected a pytorch_version .pt file or a Hugging Face save_pretrained folder (with config.json)"
+
+
+def checkpoint_kind(path: str | Path) -> Literal["pytorch", "huggingface"]:
+    """What a --checkpoint path holds: 'pytorch' for a .pt file, 'huggingface' for a save_pretrained
+    folder. Anything else (missing, a folder of .pt files, a file out of a Hugging Face folder, ...)
+    is a one-line UserError that says what to pass instead."""
+    path = Path(path)
+    if path.is_dir():
+        return _folder_kind(path)
+    if path.is_file():
+        if path.suffix == ".pt":
+            return "pytorch"
+        if path.suffix in (".safetensors", ".bin") or _is_hf_config(path.parent / "config.json"):
+            raise UserError(
+                f"{path} belongs to a Hugging Face model folder; pass the folder {path.parent} "
+                "(huggingface_version), or a pytorch_version .pt checkpoint"
+            )
+        raise UserError(f"{path} is not a checkpoint: {EXPECTED}")
+    raise UserError(f"checkpoint not found: {path}; {EXPECTED}")
+
+
+def _folder_kind(folder: Path) -> Literal["huggingface"]:
+    pt_files = sorted(folder.glob("*.pt"))
+    if pt_files:
+        raise UserError(
+            f"{folder} holds pytorch_version checkpoints; pass one of its .pt files, e.g. {pt_files[0]}"
+        )
+    config = folder / "config.json"
+    if not config.is_file():
+        raise UserError(f"{folder} is not a saved Hugging Face model (no config.json in it); {EXPECTED}")
+    if not _is_hf_config(config):  # results_pytorch/ has a config.json too: the run's settings
+        raise UserError(
+            f"{folder} is a pytorch_version results folder; pass {folder}/checkpoints/best_model.pt"
+        )
+    return "huggingface"
+
+
+def _is_hf_config(config: Path) -> bool:
+    """A Hugging Face config.json names its model_type; the run settings of results_pytorch/ do not."""
+    try:
+        return config.is_file() and '"model_type"' in config.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+
+
+@dataclass
+class Loaded:
+    """A checkpoint ready to decode, whichever version wrote it."""
+
+    kind: str
+    model: Any
+    tokenizer: Any
+    model_config: Any  # a ModelConfig: what explicitly given architecture flags are checked against
+    translate: Callable  # (model, tokenizer, texts, beam_size, alpha, max_length) -> outputs
+    trace: Callable  # (model, tokenizer, text, output, layers, heads) -> the --debug trace
+
+
+def load_checkpoint_for_decoding(path: str, device, fast: bool = True) -> Loaded:
+    """The model of a .pt file or a save_pretrained folder, in eval mode on `device`; `fast`: with
+    the speed-ups of utils/fast plugged in (--no-fast: the readable model)."""
+    if checkpoint_kind(path) == "huggingface":
+        hide_loading_bars()  # before transformers loads the weights
+        from huggingface_version.convert import model_config_of
+        from huggingface_version.inference import load_hf_for_inference, trace_translation_hf, translate_hf
+
+        model, tokenizer = load_hf_for_inference(path, device, fast)
+        return Loaded("huggingface", model, tokenizer, model_config_of(model.config), translate_hf,
+                      trace_translation_hf)  # fmt: skip
+    from pytorch_version.inference import load_for_inference, trace_translation, translate
+
+    model, tokenizer, _ = load_for_inference(path, device, fast)
+    return Loaded("pytorch", model, tokenizer, model.config, translate, trace_translation)
