@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny configs, in the style of HF's model testers (hidden 32, 2 layers, 4 heads)."""
+"""Shared fixtures: no network, the tiny model (tests/factory.py builds every model), shared runs."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ no_network = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(no_network)  # blocks on import, before any test module is collected
 
 from pytorch_version.model import Transformer
-from utils.runtime.config import ModelConfig
+from tests.factory import tiny_config, tiny_pytorch  # noqa: F401  (tests import tiny_config from here too)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -35,17 +35,9 @@ def network_blocked():
     yield
 
 
-def tiny_config(**overrides) -> ModelConfig:
-    values = dict(src_vocab_size=30, tgt_vocab_size=30, hidden_size=32, num_layers=2,
-                  num_heads=4, ffn_size=64, dropout=0.0)  # fmt: skip
-    values.update(overrides)
-    return ModelConfig(**values)
-
-
 @pytest.fixture
 def tiny_model() -> Transformer:
-    torch.manual_seed(0)
-    return Transformer(tiny_config()).eval()
+    return tiny_pytorch()
 
 
 @pytest.fixture

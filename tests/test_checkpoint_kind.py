@@ -21,7 +21,7 @@ from utils.runtime.config import UserError
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory) -> dict[str, Path]:
     """A real checkpoint of each version, and the paths that are neither."""
-    from huggingface_version.configuration import TutorialTransformerConfig
+    from huggingface_version.convert import hf_config_of
     from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
 
     tmp = tmp_path_factory.mktemp("kinds")
@@ -29,7 +29,7 @@ def paths(tmp_path_factory) -> dict[str, Path]:
     tokenizer = tokenizer_for_task("copy")
     cfg = tiny_config(src_vocab_size=tokenizer.vocab_size, tgt_vocab_size=tokenizer.vocab_size, num_layers=1)
     save_checkpoint(tmp / "model.pt", Transformer(cfg), tokenizer)
-    hf_config = TutorialTransformerConfig.from_model_config(cfg)
+    hf_config = hf_config_of(cfg)
     TutorialTransformerForConditionalGeneration(hf_config).save_pretrained(tmp / "hf")
     (tmp / "no_config").mkdir()
     (tmp / "no_config" / "notes.txt").write_text("not a model\n")

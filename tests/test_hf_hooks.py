@@ -5,19 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from huggingface_version import pytorch_to_hf
 from huggingface_version.hooks import hook_count, record_activations
-from pytorch_version.model import Transformer
-from tests.conftest import tiny_config
+from tests.factory import tiny_twins
 from utils.observe.tracing import run_with_cache
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def twins(attn: str = "sdpa", **overrides):
-    torch.manual_seed(0)
-    pt = Transformer(tiny_config(**overrides)).eval()
-    return pt, pytorch_to_hf(pt, attn_implementation=attn).eval()
+    return tiny_twins(attn, **overrides)
 
 
 @pytest.fixture

@@ -1,0 +1,47 @@
+"""The one place tests get their models: tiny configs for both versions, as transformers' model
+testers build theirs (hidden 32, 2 layers, 4 heads, vocabulary 30).
+
+    tiny_config(**overrides)        a ModelConfig
+    tiny_pytorch(**overrides)       pytorch_version's Transformer, seeded, eval mode
+    tiny_hf(attn, **overrides)      the Hugging Face model with the same weights (converted)
+    tiny_twins(attn, **overrides)   both, the same function
+
+The readable models: pass `speed=SpeedUps()` (utils/fast) to plug the speed-ups in.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from utils.runtime.config import ModelConfig
+
+TINY = dict(src_vocab_size=30, tgt_vocab_size=30, hidden_size=32, num_layers=2, num_heads=4, ffn_size=64,
+            dropout=0.0)  # fmt: skip
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    return ModelConfig(**{**TINY, **overrides})
+
+
+def tiny_pytorch(seed: int = 0, speed=None, **overrides):
+    from pytorch_version.model import Transformer
+
+    torch.manual_seed(seed)
+    model = Transformer(tiny_config(**overrides)).eval()
+    return speed.plug_in(model) if speed is not None else model
+
+
+def tiny_hf(attn: str = "sdpa", seed: int = 0, speed=None, **overrides):
+    return tiny_twins(attn, seed, speed, **overrides)[1]
+
+
+def tiny_twins(attn: str = "sdpa", seed: int = 0, speed=None, **overrides):
+    """(pytorch model, HF model) holding the same weights."""
+    from huggingface_version.convert import pytorch_to_hf
+
+    pt = tiny_pytorch(seed, **overrides)
+    hf = pytorch_to_hf(pt, attn_implementation=attn).eval()
+    if speed is not None:
+        speed.plug_in(pt)
+        speed.plug_in(hf)
+    return pt, hf
