@@ -416,6 +416,33 @@ def test_length_penalty_reaches_hf_generate_from_the_cli(checkpoints, monkeypatc
     assert "output:" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("version", ["pytorch", "huggingface"])
+def test_length_penalty_reaches_the_decoder_in_evaluate(version, checkpoints, monkeypatch, tmp_path, capsys):
+    """--evaluate translates a test set with --beam_size and --length_penalty too."""
+    from huggingface_version.modeling import TutorialTransformerForConditionalGeneration as Model
+
+    received = []
+    real_beam_search, real_generate = decoding.beam_search, Model.generate
+
+    def beam_search_spy(*args, **kwargs):
+        received.append(_alpha_of(real_beam_search, args, kwargs))
+        return real_beam_search(*args, **kwargs)
+
+    def generate_spy(self, *args, **kwargs):
+        received.append(kwargs.get("length_penalty"))
+        return real_generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(decoding, "beam_search", beam_search_spy)
+    monkeypatch.setattr(Model, "generate", generate_spy)
+    prefix = tmp_path / "test"
+    for lang in ("de", "en"):
+        (tmp_path / f"test.{lang}").write_text("abc\nxy\n")
+    argv = ["--evaluate", "--checkpoint", checkpoints[version], "--test_prefix", str(prefix),
+            "--beam_size", "3", "--length_penalty", "0.37", "--device", "cpu"]  # fmt: skip
+    assert main.main(argv) == 0, capsys.readouterr().err
+    assert received and set(received) == {0.37}
+
+
 def _half_trained(checkpoints):
     """The half-trained copy model and 24 random inputs of 2-6 letters, padded."""
     from pytorch_version.inference import load_for_inference
