@@ -32,11 +32,11 @@ from huggingface_version.resume import ResumableSampler
 from utils.data.batching import TokenBatchSampler
 from utils.fast import SpeedUps
 from utils.runtime.config import RunConfig
-from utils.runtime.distributed import EpochSampler, World, sampler, token_batches
+from utils.runtime.distributed import EpochSampler, World, from_rank0, sampler, token_batches
 from utils.runtime.resilience import NonFiniteGuard
 from utils.runtime.tracking import Tracker, epoch_line
 from utils.training.metrics import exact_match, translation_scores
-from utils.training.recipe import noam_schedule, paper_adam
+from utils.training.recipe import noam_schedule, out_of_time, paper_adam
 
 logger = logging.getLogger("huggingface_version.train")  # epoch lines read as the run's own
 
@@ -122,8 +122,9 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
         if self.speed.packed_rows and self.args.world_size == 1:
             pad = self.accelerator.unwrap_model(model).config.pad_token_id
             step = self.speed.labelled_logits(model, pad)
-            return step(inputs["input_ids"], inputs["decoder_input_ids"], labelled,
-                        inputs.get("attention_mask"), inputs.get("decoder_attention_mask"))  # fmt: skip
+            with self.accelerator.autocast():  # accelerate puts --bf16/--fp16 on model.forward only
+                return step(inputs["input_ids"], inputs["decoder_input_ids"], labelled,
+                            inputs.get("attention_mask"), inputs.get("decoder_attention_mask"))  # fmt: skip
         return model(**inputs, use_cache=False, logits_to_keep=labelled).logits
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -258,13 +259,17 @@ class MetricsLogCallback(TrainerCallback):
     """One metrics.jsonl record per evaluation, with pytorch_version.train's keys.
 
     With `stop_at_exact_match` > 0, training stops once held-out exact match reaches it
-    (--stop_at_exact_match, as in pytorch_version.train). With `announce` (--quiet, where the
-    Trainer prints nothing) each record is also logged as one line, as pytorch_version logs it.
+    (--stop_at_exact_match, as in pytorch_version.train). With `time_budget_minutes` > 0 it stops
+    when another epoch would end past the budget (--time_budget_minutes, utils.training.recipe.out_of_time).
+    With `announce` (--quiet, where the Trainer prints nothing) each record is also logged as one
+    line, as pytorch_version logs it.
     """
 
-    def __init__(self, tracker: Tracker, stop_at_exact_match: float = 0.0, announce: bool = False) -> None:
+    def __init__(self, tracker: Tracker, stop_at_exact_match: float = 0.0, announce: bool = False,
+                 time_budget_minutes: float = 0.0) -> None:  # fmt: skip
         self.tracker = tracker
         self.stop_at_exact_match = stop_at_exact_match
+        self.time_budget_minutes = time_budget_minutes
         self.announce = announce
         self.start = time.perf_counter()
         self._train: dict = {}
@@ -294,6 +299,11 @@ class MetricsLogCallback(TrainerCallback):
             logger.info(epoch_line(record))
         if self.stop_at_exact_match and (record["eval_exact_match"] or 0.0) >= self.stop_at_exact_match:
             control.should_training_stop = True
+        if self.time_budget_minutes > 0:  # under torchrun every process takes rank 0's decision
+            world = World(getattr(args, "process_index", 0), getattr(args, "world_size", 1))
+            if from_rank0(world, out_of_time(self.time_budget_minutes, record["elapsed_s"], record["epoch"])):
+                logger.info("another epoch would overrun --time_budget_minutes: stopping")
+                control.should_training_stop = True
 
 
 class InternalsCallback(TrainerCallback):

@@ -184,7 +184,8 @@ def _train(cfg, init_from_pytorch, out, device, precision, resume_from, saved, w
     )
     metrics_file = out / "logs" / "metrics.jsonl" if main else None  # other ranks: in memory only
     tracker = Tracker(metrics_file, history=saved["history"] if saved else None)
-    callbacks = [MetricsLogCallback(tracker, cfg.stop_at_exact_match, announce=args.disable_tqdm)]
+    callbacks = [MetricsLogCallback(tracker, cfg.stop_at_exact_match, announce=args.disable_tqdm,
+                                    time_budget_minutes=cfg.time_budget_minutes)]  # fmt: skip
     # the probe: the first held-out examples, batched exactly as pytorch_version.train does
     probe = collate([PairDataset(eval_pairs[:8], data_tokenizer)[i] for i in range(min(8, len(eval_pairs)))])
     probe_src, probe_tgt = first_example(probe, data_tokenizer.pad_id)
