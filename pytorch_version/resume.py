@@ -11,7 +11,7 @@ Which batches come next: the loader's shuffling generator is saved as it was at 
 the epoch, with the number of batches already trained on; the resumed run rewinds the generator,
 draws the same permutation and skips that many batches. Dropout draws from torch's global RNG,
 restored too. So on the CPU an interrupted-then-resumed run ends with bitwise the same weights as
-one that never stopped (tests/test_robust_resume.py).
+one that never stopped (tests/robust/test_robust_resume.py).
 
 Written: checkpoints/checkpoint_epoch_N.pt after every epoch, checkpoints/interrupted.pt when
 Ctrl-C or SIGTERM stops a run mid-epoch (removed once an epoch checkpoint supersedes it).

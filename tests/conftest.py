@@ -27,6 +27,15 @@ _spec.loader.exec_module(no_network)  # blocks on import, before any test module
 from pytorch_version.model import Transformer
 from tests.factory import tiny_config, tiny_pytorch  # noqa: F401  (tests import tiny_config from here too)
 
+# Fixtures that train a model: every test that asks for one is `slow` (pytest -m "not slow" skips it).
+TRAINING_FIXTURES = {"copy_run", "copy_model"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if TRAINING_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def network_blocked():

@@ -15,7 +15,7 @@ dropout masks' random numbers).
     growing_kv_cache     Transformer.cache_class (pytorch_version)      kv_cache.py
     fused_adam           the optimizer a trainer builds                 torch.optim.Adam(fused=True)
 
-Each module's docstring gives its reason and measurement; tests/test_fast_pieces.py holds each
+Each module's docstring gives its reason and measurement; tests/fast/test_fast_pieces.py holds each
 equal to the readable computation; benchmarks/speed_pieces.py prints what each buys, one row each.
 """
 

@@ -11,7 +11,7 @@ Same contract as `F.dropout`: identity when not training or p == 0; kept values 
 Seam: a module swap. The readable models use `nn.Dropout`; `swap_dropout(model)` replaces each
 with `Dropout` of the same p (dropout has no parameters: the state dict is unchanged). The
 attention-weight dropout inside `F.scaled_dot_product_attention` is not a module and stays
-torch's. tests/test_fast_dropout.py checks the keep rate, the scale, independent masks, the
+torch's. tests/fast/test_fast_dropout.py checks the keep rate, the scale, independent masks, the
 gradient and seeding; benchmarks/speed_pieces.py measures what it buys.
 """
 

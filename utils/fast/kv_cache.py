@@ -10,7 +10,7 @@ reorder makes new tensors. Measured on the benchmark model (64 sources, 32 new t
 
 Seam: `Transformer.cache_class`, the class `new_cache()` builds; `utils.fast.plug_in` sets it.
 Same interface as the readable cache (`store`, `append`, `reorder`, `len`), so it does not
-import pytorch_version; tests/test_fast_pieces.py holds the two equal step by step.
+import pytorch_version; tests/fast/test_fast_pieces.py holds the two equal step by step.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ passes over the (N, V) logits, the largest tensor of a training step. Here the b
 one exp and two in-place updates.
 
 Seam: the loss function a trainer calls, chosen by utils.fast.SpeedUps (`written_down_loss`).
-tests/test_fast_pieces.py holds loss and gradient equal to the readable one.
+tests/fast/test_fast_pieces.py holds loss and gradient equal to the readable one.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class SmoothedCrossEntropySum(torch.autograd.Function):
     gradient with respect to the logits is simply p - q. Autograd would instead go back through
     the smoothing sum, the gather and log_softmax's backward, several passes over the (N, V)
     logits, the largest tensor of a training step; here it is one exp and two in-place updates.
-    tests/test_fast_pieces.py checks loss and gradient against the readable loss.
+    tests/fast/test_fast_pieces.py checks loss and gradient against the readable loss.
     """
 
     @staticmethod

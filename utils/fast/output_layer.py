@@ -19,7 +19,7 @@ same version counter. It is dropped when the module goes back to training (`trai
 optimizers update a weight in place without bumping its version counter, so the version alone
 could not tell that training changed it, while a weight changed outside training
 (`load_state_dict`, checkpoint averaging, `copy_`) does bump it. Results equal `F.linear`'s up
-to float rounding (tests/test_fast_linear.py).
+to float rounding (tests/fast/test_fast_linear.py).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ utils.fast.SpeedUps whether to pack). It is a twin of the readable forward that 
 (embeddings, projections, FFN, norms, dropouts, output layer: the same parameters) in the same
 order, so the readable model code carries no trace of it. `seq2seq_view` describes either
 version's model in the paper's terms. The result equals the padded computation on every real
-position (tests/test_fast_pieces.py); only the padding's rows, which nothing reads, are left
+position (tests/fast/test_fast_pieces.py); only the padding's rows, which nothing reads, are left
 out. `why_not_packed` names the reason a model must take the readable path instead.
 """
 

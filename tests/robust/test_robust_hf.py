@@ -18,7 +18,10 @@ from tests.robust_helpers import TINY, metrics_without_time
 from utils.runtime.config import RunConfig, UserError
 from utils.runtime.resilience import TrainingStopped
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [
+    pytest.mark.usefixtures("single_thread"),
+    pytest.mark.slow,
+]  # slow: Trainer runs interrupted and resumed
 
 
 def _run(folder: Path, **overrides) -> dict:

@@ -35,7 +35,10 @@ from utils.runtime.checkpoint import load_checkpoint
 from utils.runtime.config import RunConfig
 from utils.runtime.resilience import GracefulStop
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [
+    pytest.mark.usefixtures("single_thread"),
+    pytest.mark.slow,
+]  # slow: runs interrupted and resumed
 
 
 @pytest.fixture(scope="module")

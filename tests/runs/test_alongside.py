@@ -16,6 +16,8 @@ import torch
 from tests.robust_helpers import ENV, ROOT, flags
 from utils.runtime.config import RunConfig
 
+pytestmark = pytest.mark.slow  # two training processes side by side
+
 SMALL = dict(task="copy", seed=0, device="cpu", train_size=256, eval_size=32, min_len=2, max_len=4,
              hidden_size=32, num_layers=2, num_heads=4, ffn_size=64, dropout=0.0, epochs=2,
              batch_size=32, warmup_steps=20, lr_factor=1.0, quiet=True)  # fmt: skip

@@ -18,13 +18,14 @@ from utils.data.bpe import BPETokenizer
 from utils.data.tasks import pad_batch
 from utils.runtime.config import RunConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-MULTI30K = Path(__file__).resolve().parents[2] / "shared/data/multi30k"
+ROOT = Path(__file__).resolve().parents[2]
+MULTI30K = ROOT.parent / "shared/data/multi30k"
 pytestmark = [
     pytest.mark.skipif(
         not (MULTI30K / "train.de").is_file(), reason=f"the shared Multi30k copy is not at {MULTI30K}"
     ),
     pytest.mark.usefixtures("single_thread"),
+    pytest.mark.slow,  # translation runs on Multi30k
 ]
 # a model this small learns little in a few steps; the point is that every stage runs and scores
 TINY = dict(task="translation", src_lang="de", tgt_lang="en", seed=0, device="cpu", vocab_size=400,

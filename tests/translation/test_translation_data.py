@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import ROOT
 from utils.data.batching import TokenBatchSampler, padded_size, padding_ratio
 from utils.data.bpe import BPETokenizer, SeparateVocabTokenizer, train_bpe
 from utils.data.corpus import load_parallel, normalize, read_lines, read_parallel, tokenizers_normalizer
@@ -14,7 +15,7 @@ from utils.data.tokenizer import tokenizer_from_dict
 from utils.runtime.config import RunConfig, UserError
 from utils.training.metrics import translation_scores
 
-MULTI30K = Path(__file__).resolve().parents[2] / "shared/data/multi30k"
+MULTI30K = ROOT.parent / "shared/data/multi30k"
 needs_multi30k = pytest.mark.skipif(
     not (MULTI30K / "train.de").is_file(), reason=f"the shared Multi30k copy is not at {MULTI30K}"
 )

@@ -31,7 +31,10 @@ from utils.observe.tracing import run_with_cache
 from utils.runtime.checkpoint import load_checkpoint
 from utils.runtime.config import RunConfig
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [
+    pytest.mark.usefixtures("single_thread"),
+    pytest.mark.slow,
+]  # slow: a short run of both versions per flag
 
 # one epoch of 64 examples is 2 optimizer steps; evaluation decodes 8 examples
 TINY = dict(task="copy", seed=0, device="cpu", train_size=64, eval_size=8, min_len=2, max_len=4,
@@ -518,11 +521,13 @@ def test_hf_accumulating_two_batches_makes_the_steps_of_one_double_batch(tmp_pat
     divided by the tokens of the whole window, and lengths vary), so the same weights up to float
     rounding; with the flag ignored there would be twice the steps and other weights.
 
-    Plain SGD instead of Adam, as in tests/test_core_training.py: Adam's first steps are about
+    Plain SGD instead of Adam, as in tests/core/test_core_training.py: Adam's first steps are about
     lr * sign(gradient), which turns rounding noise in near-zero gradients into lr-sized differences."""
     import huggingface_version.custom_trainer as custom_trainer
 
-    monkeypatch.setattr(custom_trainer, "paper_adam", lambda parameters, **_: torch.optim.SGD(parameters, lr=1.0))
+    monkeypatch.setattr(
+        custom_trainer, "paper_adam", lambda parameters, **_: torch.optim.SGD(parameters, lr=1.0)
+    )
     kwargs = dict(train_size=64, min_len=2, max_len=9, epochs=2, lr_factor=20.0)  # Noam x 20 for SGD
     accumulated = run_hf(tmp_path / "a", batch_size=8, gradient_accumulation_steps=2, **kwargs)
     double = run_hf(tmp_path / "d", batch_size=16, gradient_accumulation_steps=1, **kwargs)

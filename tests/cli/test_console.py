@@ -17,7 +17,9 @@ import pytest
 
 from utils.runtime.console import progress_bars
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # redirected CLI runs
+
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 SMALL_RUN = ["--task", "copy", "--train_size", "300", "--eval_size", "50", "--epochs", "1", "--hidden_size",
              "32", "--num_layers", "1", "--num_heads", "2", "--ffn_size", "64"]  # fmt: skip

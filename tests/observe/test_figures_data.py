@@ -1,6 +1,6 @@
 """What the figures show: the data drawn, read back from the matplotlib objects before saving.
 
-tests/test_visualization.py checks that every figure is a PNG; a figure of the wrong head, the
+tests/observe/test_visualization.py checks that every figure is a PNG; a figure of the wrong head, the
 wrong example, untrimmed padding or another run's losses passes that. Here `Figure.savefig` is
 replaced by a recorder (nothing is rendered, so the tests are fast) and each figure's artists
 are compared with the numbers they should show: the heatmap's QuadMesh array with the cache's
@@ -27,7 +27,10 @@ from utils.observe.analysis import TransformerAnalyzer
 from utils.observe.tracing import run_with_cache
 from utils.training.recipe import noam_schedule
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [
+    pytest.mark.usefixtures("single_thread"),
+    pytest.mark.slow,
+]  # slow: every figure drawn, write_analysis after runs
 
 VOCAB = ["<pad>", "<s>", "</s>", "<unk>"] + [chr(ord("a") + i) for i in range(26)]
 SRC = torch.tensor([[8, 9, 10, 11, 2, 0, 0], [5, 6, 7, 8, 9, 10, 2]])  # example 0 has 2 PADs

@@ -1,9 +1,9 @@
 """The bad input table: each row ends with one `main.py: error:` line naming the problem, a non-zero
 exit and no traceback, and leaves every file already saved as it was.
 
-Rows already covered by tests/test_core_cli.py (heads not dividing, zero/negative epochs, --beam_size 0,
+Rows already covered by tests/cli/test_core_cli.py (heads not dividing, zero/negative epochs, --beam_size 0,
 --device cuda without CUDA, missing/garbage/mismatched/malicious checkpoint, unknown YAML keys, wrong
-YAML types, empty --source, ...) and tests/test_robust_io.py (results folder not writable, disk full)
+YAML types, empty --source, ...) and tests/robust/test_robust_io.py (results folder not writable, disk full)
 are not repeated here. Run in this process through main.main(), so each row costs no torch import.
 """
 
@@ -28,7 +28,10 @@ from utils.data.tasks import tokenizer_for_task
 from utils.runtime.checkpoint import save_checkpoint
 from utils.runtime.config import RunConfig
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [
+    pytest.mark.usefixtures("single_thread"),
+    pytest.mark.slow,
+]  # slow: one CLI process per bad input
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,10 @@ from tests.conftest import COPY_RUN
 from utils.runtime.checkpoint import load_checkpoint
 from utils.runtime.config import RunConfig, UserError
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [
+    pytest.mark.usefixtures("single_thread"),
+    pytest.mark.slow,
+]  # slow: several epochs of both versions
 
 
 def _records(out: Path) -> list[dict]:

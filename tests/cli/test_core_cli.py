@@ -21,7 +21,9 @@ from tests.robust_helpers import error_lines, main_in_process
 from utils.data.tasks import tokenizer_for_task
 from utils.runtime.checkpoint import save_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # one CLI process per case, and a trained checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
 # one thread per process: several of these run at once on a small machine
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [
+    pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash"),
+    pytest.mark.slow,
+]  # slow: the setup script in a temporary folder
 
 FAKE_PYTHON = f"""#!{sys.executable}
 import json, os, sys

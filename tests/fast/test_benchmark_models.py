@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from benchmarks.speed_models import BUILDERS, VOCAB, logits_of, make_batch, ours, strip_capture_points
+
+pytestmark = pytest.mark.slow  # the benchmark's d_model 256 models and Bart
 
 
 def test_stripped_model_computes_the_same_function():

@@ -25,7 +25,10 @@ from tests.robust_helpers import ENV, ROOT, TINY, assert_one_error_line, flags, 
 from utils.runtime.checkpoint import atomic_save, load_checkpoint
 from utils.runtime.resilience import WriteError, atomic_write_json, atomic_write_text
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [
+    pytest.mark.usefixtures("single_thread"),
+    pytest.mark.slow,
+]  # slow: killed and signalled processes
 
 WRITER = """
 import sys, torch

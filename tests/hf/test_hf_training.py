@@ -13,7 +13,7 @@ from utils.fast import SpeedUps
 from utils.runtime.config import RunConfig, UserError
 from utils.training.recipe import seq2seq_loss
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.slow]  # slow: Trainer runs
 
 TINY = dict(task="copy", seed=0, device="cpu", train_size=256, eval_size=32, min_len=2, max_len=4,
             hidden_size=32, num_layers=2, num_heads=4, ffn_size=64, dropout=0.0, epochs=2,

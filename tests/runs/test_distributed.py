@@ -16,6 +16,8 @@ import torch
 from tests.faults import FAIL_RANK_ENV
 from tests.robust_helpers import ENV, ROOT, TINY, flags, main_script, run_main
 
+pytestmark = pytest.mark.slow  # torchrun jobs of several processes
+
 # 8 global batches of 32 per epoch; dropout 0, so one process and two must agree
 SETTINGS = TINY | dict(train_size=256, eval_size=16, dropout=0.0, epochs=2)
 # Softmax ignores a bias added to every key (it shifts a query's scores by a constant), so the
