@@ -46,6 +46,15 @@ class TutorialPreTrainedModel(PreTrainedModel):
     _no_split_modules: ClassVar[list[str]] = ["TutorialEncoderLayer", "TutorialDecoderLayer"]
     accepts_loss_kwargs = False  # the loss is plain; custom_trainer.py normalises it for accumulation
 
+    def post_init(self) -> None:
+        """PreTrainedModel's, then: the tied copies (lm_head.weight, and with share_embeddings the decoder's
+        embedding) are keys not saved. save_pretrained writes a tied tensor once, since safetensors holds
+        no aliases, and says so nowhere; the Trainer, resuming, loads checkpoint-N/ with strict=False and
+        warns of every missing key that is not in `_keys_to_ignore_on_save`, but re-ties those. Naming the
+        tied keys here makes a resume tie them back instead of warning that lm_head.weight is missing."""
+        super().post_init()
+        self._keys_to_ignore_on_save = set(self.all_tied_weights_keys)  # empty unless tie_word_embeddings
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """Xavier-uniform matrices, zero biases: as pytorch_version and the Annotated Transformer."""

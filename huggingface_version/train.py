@@ -244,6 +244,7 @@ def _train(cfg, init_from_pytorch, out, device, precision, resume_from, saved, w
         tracker.finish()
         if log_handler is not None:
             logging.getLogger().removeHandler(log_handler)
+            log_handler.close()  # the file, which removing the handler leaves open (a ResourceWarning)
     if not main:
         return {}
     wall_time = time.perf_counter() - start
