@@ -36,11 +36,18 @@ from huggingface_version.modeling import (  # noqa: E402
     TutorialTransformerModel,
 )
 
+# in this process: the Auto classes build these classes for model_type "tutorial_transformer" (local
+# code: transformers prefers a registered class that is not its own even with trust_remote_code=True)
 AutoConfig.register(MODEL_TYPE, TutorialTransformerConfig, exist_ok=True)
 AutoModel.register(TutorialTransformerConfig, TutorialTransformerModel, exist_ok=True)
 AutoModelForSeq2SeqLM.register(
     TutorialTransformerConfig, TutorialTransformerForConditionalGeneration, exist_ok=True
 )
+# in a saved folder: save_pretrained copies the file of each class and every file it imports relatively
+# (transformers.dynamic_module_utils.custom_object_save) and writes config.json's auto_map
+TutorialTransformerConfig.register_for_auto_class()  # "AutoConfig": "configuration.TutorialTransformerConfig"
+TutorialTransformerModel.register_for_auto_class("AutoModel")
+TutorialTransformerForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 
 __all__ = [
     "KEY_TABLE",

@@ -40,7 +40,8 @@ def test_train_huggingface_learns_and_writes_its_results_folder(hf_run):
     cfg, summary, out = hf_run
     expected = ["model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
                 "tokenizer_config.json", "training_args.bin", "summary.json", "training_curves.png",
-                "logs/metrics.jsonl", "logs/train.log", "analysis_report.json", "internals.json"]  # fmt: skip
+                "logs/metrics.jsonl", "logs/train.log", "analysis_report.json", "internals.json",
+                "configuration.py", "modeling.py", "attention.py", "layers.py", "stacks.py"]  # fmt: skip
     for name in expected:
         assert (out / name).is_file(), name
     records = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
