@@ -124,7 +124,9 @@ def decode_with_checkpoint(cfg: RunConfig, given: frozenset = frozenset()) -> in
         from huggingface_version.convert import model_config_of
         from huggingface_version.inference import load_hf_for_inference, translate_hf
 
-        model, tokenizer = load_hf_for_inference(cfg.checkpoint, resolve_device(cfg.device), cfg.fast)
+        model, tokenizer = load_hf_for_inference(
+            cfg.checkpoint, resolve_device(cfg.device), cfg.fast, cfg.trust_remote_code
+        )
         model_config = model_config_of(model.config)
         trace = None
         translate = translate_hf
@@ -167,7 +169,9 @@ def evaluate_with_checkpoint(cfg: RunConfig) -> int:
         from huggingface_version.inference import load_hf_for_inference
         from huggingface_version.inference import translate_hf as translate
 
-        model, tokenizer = load_hf_for_inference(cfg.checkpoint, resolve_device(cfg.device))
+        model, tokenizer = load_hf_for_inference(
+            cfg.checkpoint, resolve_device(cfg.device), trust_remote_code=cfg.trust_remote_code
+        )
     else:
         from pytorch_version.inference import load_for_inference, translate
 

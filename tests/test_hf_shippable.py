@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -139,3 +140,37 @@ def test_plain_transformers_loads_the_folder_and_generates_the_toolkits_tokens(r
             tokens = model.generate(**batch, max_new_tokens=NEW_TOKENS)
         assert tokens.tolist() == plain["tokens"], fast
     assert tokenizer.decode(tokens, skip_special_tokens=True) == plain["decoded"]
+
+
+def _variant(results: Path, folder: Path) -> Path:
+    """A copy of `results` whose model_type is one no class of this toolkit is registered for: loading it
+    runs the copy of configuration.py / modeling.py in the folder (as a model edited and shipped would)."""
+    shutil.copytree(results, folder, ignore=shutil.ignore_patterns("checkpoint-*", "logs"))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"model_type": "tutorial_variant"}))
+    code = (folder / "configuration.py").read_text()
+    (folder / "configuration.py").write_text(code.replace('"tutorial_transformer"', '"tutorial_variant"'))
+    return folder
+
+
+def test_the_toolkit_runs_a_folders_code_only_with_trust_remote_code(results, tmp_path, capsys):
+    from huggingface_version.inference import load_hf_for_inference
+    from tests.robust_helpers import assert_one_error_line, main_in_process, run_main
+    from utils.runtime.config import UserError
+
+    variant = _variant(results, tmp_path / "variant")
+    with pytest.raises(UserError) as refused:  # by default: refused before transformers sees the folder
+        load_hf_for_inference(variant)
+    assert "model_type 'tutorial_variant'" in str(refused.value) and "\n" not in str(refused.value)
+    argv = ["--checkpoint", str(variant), "--source", "abc", "--device", "cpu"]
+    line = assert_one_error_line(*main_in_process(argv, capsys), "unless you pass --trust_remote_code")
+    assert "configuration.py, modeling.py" in line
+
+    # the toolkit's own folder loads with the toolkit's classes, with the flag or without it
+    own = main_in_process(["--checkpoint", str(results), "--source", "abc", "--device", "cpu"], capsys)
+    assert own[0] == 0 and own[1].startswith("source: abc\noutput: "), own
+    env = {"HF_MODULES_CACHE": str(tmp_path / "modules")}  # where transformers copies a folder's code
+    done = run_main(*argv, "--trust_remote_code", env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-2:] == own[1].splitlines()[-2:]  # the same output as the toolkit's model
+    assert list((tmp_path / "modules").rglob("modeling.py")), "the folder's own code did not run"
