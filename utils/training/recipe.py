@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+ADAM_BETAS, ADAM_EPS = (0.9, 0.98), 1e-9  # section 5.3
+
 
 def paper_adam(parameters, fused: bool = False) -> torch.optim.Adam:
     """Adam with beta1 0.9, beta2 0.98, eps 1e-9 (section 5.3) and lr 1: the Noam schedule's
     multiplier *is* the learning rate. `fused` is a speed-up (utils/fast/__init__.py chooses it)."""
-    return torch.optim.Adam(parameters, lr=1.0, betas=(0.9, 0.98), eps=1e-9, fused=fused)
+    return torch.optim.Adam(parameters, lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS, fused=fused)
 
 
 def noam_schedule(d_model: int, warmup_steps: int, factor: float = 1.0):
@@ -24,6 +26,12 @@ def noam_schedule(d_model: int, warmup_steps: int, factor: float = 1.0):
         return factor * d_model**-0.5 * min(step**-0.5, step * warmup_steps**-1.5)
 
     return rate
+
+
+def noam_peak(d_model: int, warmup_steps: int, factor: float = 1.0) -> float:
+    """The schedule's highest rate, at step `warmup_steps`: factor * d_model^-0.5 * warmup^-0.5. As the
+    base rate of transformers' inverse_sqrt schedule it gives noam_schedule (huggingface_version/train.py)."""
+    return factor * d_model**-0.5 * warmup_steps**-0.5
 
 
 def seq2seq_loss(
