@@ -1,5 +1,9 @@
 """Decoding text with a saved results_huggingface/ folder (the Hugging Face twin of
-pytorch_version.inference): `--checkpoint results_huggingface --source TEXT`."""
+pytorch_version.inference): `--checkpoint results_huggingface --source TEXT`.
+
+The folder carries the model's .py files (huggingface_version/__init__.py); the toolkit builds the
+model from its own classes and runs a folder's code only with `--trust_remote_code`.
+Without the toolkit: `AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True)`."""
 
 from __future__ import annotations
 

@@ -9,9 +9,11 @@ Same math and same masks as pytorch_version, so converted weights give the same 
 the Auto classes, `generate` (greedy, beam search, sampling) over a `Cache`, and the Trainer.
 
 This file and its siblings (configuration, attention, layers, stacks) import only torch and
-transformers: `save_pretrained` copies them next to the weights, so a saved folder loads with
-plain transformers (`trust_remote_code=True`). The toolkit's tracing (huggingface_version.hooks)
-and speed-ups (utils/fast) reach the model from outside.
+transformers: `save_pretrained` copies them next to the weights (huggingface_version/__init__.py
+registers the classes with `register_for_auto_class`), so a saved folder loads with plain
+transformers: `AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True)`. The
+toolkit's tracing (huggingface_version.hooks) and speed-ups (utils/fast) reach the model from
+outside.
 
 Attention outputs are gathered by passing `output_attentions` down explicitly. transformers 5
 also offers `_can_record_outputs` + `@capture_outputs`, which installs permanent forward hooks

@@ -125,7 +125,8 @@ class disk_errors_in:  # lower case: a `with` statement, like contextlib's helpe
 
 
 def save_model_atomically(trainer, out: Path) -> None:
-    """trainer.save_model into a temporary folder, then each file renamed into `out`.
+    """trainer.save_model into a temporary folder, then each file renamed into `out` (the weights,
+    config.json, generation_config.json, the tokenizer's files and the model's .py files).
 
     Each rename is atomic, so a crash leaves every file either old and whole or new and whole.
     """

@@ -83,7 +83,7 @@ def results(tmp_path_factory, single_thread) -> Path:
 
 
 def test_the_results_folder_and_every_checkpoint_carry_the_model_files_and_an_auto_map(results):
-    from transformers.dynamic_module_utils import get_relative_import_files
+    from transformers.dynamic_module_utils import get_imports, get_relative_import_files
 
     import huggingface_version
 
@@ -103,6 +103,7 @@ def test_the_results_folder_and_every_checkpoint_carry_the_model_files_and_an_au
         imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level}
         assert {m.split(".")[0] for m in imported} <= STANDALONE, (name, imported)
+        assert set(get_imports(package / name)) <= STANDALONE  # what transformers demands before loading
 
 
 def test_plain_transformers_loads_the_folder_and_generates_the_toolkits_tokens(results, tmp_path):
