@@ -166,6 +166,14 @@ def test_resume_refuses_other_settings_and_foreign_or_pickled_checkpoints(tmp_pa
     torch.save(load_file(checkpoint / "model.safetensors"), pickled / "pytorch_model.bin")
     with pytest.raises(UserError, match=r"refusing .*no model.safetensors .*pickled pytorch_model.bin"):
         resume_checkpoint(RunConfig(version="huggingface", resume=str(pickled)), tmp_path)
+    # a checkpoint of the toolkit before the Trainer built its optimizer (torch Adam, one parameter group)
+    older = tmp_path / "older"
+    shutil.copytree(checkpoint, older)
+    state = torch.load(older / "tutorial_state.pt", weights_only=True)
+    torch.save({k: v for k, v in state.items() if k != "optimizer"}, older / "tutorial_state.pt")
+    with pytest.raises(UserError, match="earlier version of the toolkit wrote it") as err:
+        load_state(older, RunConfig(version="huggingface", output_dir=str(tmp_path), **TINY))
+    assert "\n" not in str(err.value)
     # --resume auto passes over a checkpoint it must not load, and over one cut short
     (tmp_path / "checkpoint-30").mkdir()
     assert resume_checkpoint(RunConfig(version="huggingface", resume="auto"), tmp_path) is None
