@@ -75,15 +75,18 @@ class Loaded:
     trace: Callable  # (model, tokenizer, text, output, layers, heads) -> the --debug trace
 
 
-def load_checkpoint_for_decoding(path: str, device, fast: bool = True) -> Loaded:
+def load_checkpoint_for_decoding(
+    path: str, device, fast: bool = True, trust_remote_code: bool = False
+) -> Loaded:
     """The model of a .pt file or a save_pretrained folder, in eval mode on `device`; `fast`: with
-    the speed-ups of utils/fast plugged in (--no-fast: the readable model)."""
+    the speed-ups of utils/fast plugged in (--no-fast: the readable model); `trust_remote_code`:
+    a folder may run the code it carries (--trust_remote_code)."""
     if checkpoint_kind(path) == "huggingface":
         hide_loading_bars()  # before transformers loads the weights
         from huggingface_version.convert import model_config_of
         from huggingface_version.inference import load_hf_for_inference, trace_translation_hf, translate_hf
 
-        model, tokenizer = load_hf_for_inference(path, device, fast)
+        model, tokenizer = load_hf_for_inference(path, device, fast, trust_remote_code)
         return Loaded("huggingface", model, tokenizer, model_config_of(model.config), translate_hf,
                       trace_translation_hf)  # fmt: skip
     from pytorch_version.inference import load_for_inference, trace_translation, translate

@@ -50,7 +50,9 @@ def decode_with_checkpoint(cfg: RunConfig, given: frozenset = frozenset()) -> in
     if not cfg.source and not cfg.interactive:
         raise UserError("--checkpoint needs --source TEXT or --interactive")
     utf8(cfg.source, "--source")
-    loaded = load_checkpoint_for_decoding(cfg.checkpoint, resolve_device(cfg.device), cfg.fast)
+    loaded = load_checkpoint_for_decoding(
+        cfg.checkpoint, resolve_device(cfg.device), cfg.fast, cfg.trust_remote_code
+    )
     differences = mismatched_flags(cfg, given, loaded.model_config)
     if differences:
         raise UserError(f"checkpoint {cfg.checkpoint} does not fit the flags: {differences}")

@@ -17,7 +17,9 @@ def evaluate_with_checkpoint(cfg: RunConfig) -> int:
     folder), score it against PREFIX.tgt_lang, write the hypotheses and test_metrics.json next to it."""
     from utils.training.translation_eval import evaluate_test_set, format_scores
 
-    loaded = load_checkpoint_for_decoding(cfg.checkpoint, resolve_device(cfg.device), cfg.fast)
+    loaded = load_checkpoint_for_decoding(
+        cfg.checkpoint, resolve_device(cfg.device), cfg.fast, cfg.trust_remote_code
+    )
     decoding = dict(beam_size=cfg.beam_size, alpha=cfg.length_penalty, max_length=cfg.max_length)
     batch = partial(loaded.translate, loaded.model, loaded.tokenizer, **decoding)
     metrics = evaluate_test_set(batch, cfg.checkpoint, cfg.test_prefix, cfg.src_lang, cfg.tgt_lang, decoding)

@@ -2,7 +2,27 @@
 
 Importing this package registers the model with the Auto classes, so after
 `import huggingface_version` a saved folder loads with
-`AutoModelForSeq2SeqLM.from_pretrained(folder)` and `AutoConfig.from_pretrained(folder)`.
+`AutoModelForSeq2SeqLM.from_pretrained(folder)` and `AutoConfig.from_pretrained(folder)`,
+built from the classes of this package (local code).
+
+What ships: the classes are also registered with `register_for_auto_class`, so `save_pretrained`
+(the Trainer's checkpoint-N/ folders, and results_huggingface/ through
+huggingface_version.resume.save_model_atomically) writes next to the weights configuration.py,
+modeling.py and the files modeling.py imports relatively (attention.py, layers.py, stacks.py),
+and an `auto_map` in config.json. These five "model files" import only torch and transformers, so
+the folder loads where this repository is not installed, with plain transformers:
+
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    model = AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    print(tokenizer.decode(model.generate(**tokenizer(["abc"], return_tensors="pt"),
+                                          max_new_tokens=20), skip_special_tokens=True))
+
+Without trust_remote_code=True transformers refuses ("... contains custom code which must be
+executed to correctly load the model ... Please pass the argument `trust_remote_code=True`"); the
+tokenizer is transformers' own class (TokenizersBackend), but AutoTokenizer reads config.json
+too, so pass the flag there as well or it asks, then warns. The toolkit itself never runs a
+folder's code unless given --trust_remote_code (huggingface_version/inference.py).
 
 The files, in dependency order:
     configuration.py   TutorialTransformerConfig (PreTrainedConfig): ModelConfig's fields, HF names
@@ -36,11 +56,18 @@ from huggingface_version.modeling import (  # noqa: E402
     TutorialTransformerModel,
 )
 
+# in this process: the Auto classes build these classes for model_type "tutorial_transformer" (local
+# code: transformers prefers a registered class that is not its own even with trust_remote_code=True)
 AutoConfig.register(MODEL_TYPE, TutorialTransformerConfig, exist_ok=True)
 AutoModel.register(TutorialTransformerConfig, TutorialTransformerModel, exist_ok=True)
 AutoModelForSeq2SeqLM.register(
     TutorialTransformerConfig, TutorialTransformerForConditionalGeneration, exist_ok=True
 )
+# in a saved folder: save_pretrained copies the file of each class and every file it imports relatively
+# (transformers.dynamic_module_utils.custom_object_save) and writes config.json's auto_map
+TutorialTransformerConfig.register_for_auto_class()  # "AutoConfig": "configuration.TutorialTransformerConfig"
+TutorialTransformerModel.register_for_auto_class("AutoModel")
+TutorialTransformerForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 
 __all__ = [
     "KEY_TABLE",

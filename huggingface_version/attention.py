@@ -11,6 +11,8 @@ The attention kernel is chosen in one place, `config._attn_implementation`:
            only one that returns the weights (output_attentions=True needs it)
   "sdpa"   `ALL_ATTENTION_FUNCTIONS["sdpa"]`, torch's fused scaled_dot_product_attention
            (the default: faster, never forms the (T, S) weight matrix)
+
+This file ships with a saved model (save_pretrained copies it): it imports only torch and transformers.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Both runs use the same toy data (same seed), the same initial weights (the pytorch model
 built as pytorch_version.train.train builds it, converted with the key table), the same
-batch order, schedule, loss and metric. Writes `<output_dir>/results_comparison/`:
+batch order, loss and metric, and the same schedule (noam_schedule; the Trainer's inverse_sqrt).
+Writes `<output_dir>/results_comparison/`:
 comparison.json, comparison.md and loss_curves.png.
 """
 
@@ -38,10 +39,11 @@ Same math, different plumbing:
   (huggingface_version/hooks.py), which recomputes the attention scores and weights from the
   captured q, k and mask. Both fill the same cache names, so the same analysis and figures apply.
 - **Training: own loop vs Trainer.** pytorch_version owns its loop (forward, loss, backward,
-  clip, step, schedule, evaluate, checkpoint); the Hugging Face run hands it to `Seq2SeqTrainer`
-  and changes, in a subclass, only the loss (label smoothing, tokens of the accumulation window),
-  the optimizer (Adam 0.9/0.98), the Noam schedule, the batch order and the evaluation (greedy
-  exact match); metrics and internals are logged through callbacks.
+  clip, step, schedule, evaluate, checkpoint); the Hugging Face run hands it to `Seq2SeqTrainer`,
+  whose arguments give the paper's Adam (AdamW 0.9/0.98, eps 1e-9, no weight decay) and the Noam
+  schedule (`inverse_sqrt` from the peak rate), and changes, in a subclass, only the loss (label
+  smoothing over the labelled positions, tokens of the accumulation window), the batch order and
+  the evaluation (greedy exact match); metrics and internals are logged through callbacks.
 - **Decoding.** pytorch_version has its own greedy and beam search over a `KVCache`;
   the Hugging Face model uses `generate` over an `EncoderDecoderCache`. Greedy outputs are
   identical; beam search ranks finished hypotheses with a different length penalty
@@ -49,7 +51,9 @@ Same math, different plumbing:
   the beam (with no length penalty the two agree).
 - **Saving.** a `.pt` checkpoint dict vs `save_pretrained` (safetensors, config.json,
   generation_config.json, tokenizer files) loadable with `AutoModelForSeq2SeqLM`.
-- **Why the curves differ at all.** with dropout > 0 the two runs draw different dropout masks.
+- **Why the curves differ at all.** the first optimizer step: transformers' `inverse_sqrt` gives it
+  the rate 0 where pytorch_version's schedule gives it step 1's (every later step has the same rate).
+  With dropout > 0 the two runs draw different dropout masks.
   With dropout 0 they start identical, but float32 rounding differs in the last bit (the loss is
   divided before instead of after the backward pass, kernels sum in different orders) and
   training amplifies such differences over the steps, so the curves drift apart slowly."""

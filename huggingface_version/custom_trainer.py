@@ -1,17 +1,23 @@
 """Training the Hugging Face model with the paper's recipe inside Seq2SeqTrainer, plus callbacks.
 
-What the subclass changes, each for parity with pytorch_version.train:
-  compute_loss          label-smoothed cross-entropy (section 5.4) over real tokens, summed and
-                        divided by the tokens of the accumulation window (get_batch_samples
-                        counts them); the plain mean in evaluation
-  create_optimizer      Adam, betas (0.9, 0.98), eps 1e-9 (section 5.3)
-  create_scheduler      the Noam warm-up schedule, pytorch_version.train.noam_schedule
+What transformers does itself, from the arguments huggingface_version/train.py gives it
+(`training_arguments`): the paper's Adam (optim adamw_torch[_fused], betas 0.9/0.98, eps 1e-9, no weight
+decay), the Noam schedule (lr_scheduler_type inverse_sqrt, warmup_steps, the peak as learning_rate),
+gradient clipping, checkpoints, resuming, DDP under torchrun, mixed precision and wandb (report_to).
+
+What the subclass adds, each because transformers has no setting for it:
+  compute_loss          label-smoothed cross-entropy (section 5.4) over the labelled positions only
+                        (packed rows or logits_to_keep: see the method), summed and divided by the
+                        tokens of the accumulation window (get_batch_samples counts them); the plain
+                        mean in evaluation
+  training_step         a NaN/inf loss drops its window's gradients (utils.runtime.resilience.NonFiniteGuard)
   get_train_dataloader  the same batches in the same order as pytorch_version.train (a
                         DistributedSampler, also under torchrun; with --max_tokens:
                         utils.data.batching.TokenBatchSampler, its share of them under torchrun)
   prediction_step       greedy decoding with source length + 10 new tokens, and teacher-forced
                         token accuracy, as pytorch_version.train.evaluate
   compute_metrics       exact match, and for translation BLEU and chrF (utils.training.metrics)
+  log                   the training loss as pytorch_version reports it (mean of the batch means)
 
 The callbacks write metrics.jsonl records with pytorch_version's keys, stop at
 --stop_at_exact_match, and (with --track_internals) drive a utils.observe.monitor.InternalsRecorder,
@@ -36,13 +42,17 @@ from utils.runtime.distributed import EpochSampler, World, from_rank0, sampler, 
 from utils.runtime.resilience import NonFiniteGuard
 from utils.runtime.tracking import Tracker, epoch_line
 from utils.training.metrics import exact_match, translation_scores
-from utils.training.recipe import noam_schedule, out_of_time, paper_adam
+from utils.training.recipe import out_of_time
 
 logger = logging.getLogger("huggingface_version.train")  # epoch lines read as the run's own
 
 
 class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
-    """Seq2SeqTrainer with label smoothing, Adam + Noam, and exact-match evaluation."""
+    """Seq2SeqTrainer plus what transformers lacks: a training step over packed rows (the labelled
+    positions only) with label smoothing normalised by the accumulation window's tokens, the NaN guard,
+    pytorch_version's batch order, and greedy exact-match / BLEU evaluation with token accuracy. The
+    optimizer and the schedule are transformers' own (see huggingface_version.train.training_arguments).
+    """
 
     # compute_loss divides by the tokens of the whole accumulation window (see get_batch_samples),
     # so the Trainer must not divide again by the number of batches
@@ -54,8 +64,6 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
         self,
         *args,
         label_smoothing: float = RunConfig.label_smoothing,  # the defaults of main.py's flags
-        warmup_steps: int = RunConfig.warmup_steps,
-        lr_factor: float = RunConfig.lr_factor,
         max_new_tokens: int = 0,
         references: list[str] | None = None,
         translation: bool = False,
@@ -68,7 +76,6 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
         self.speed = speed or SpeedUps()  # utils/fast: which speed-ups the training step takes
         self.guard = NonFiniteGuard(max_nonfinite_steps)
         self.label_smoothing = label_smoothing
-        self.warmup_steps, self.lr_factor = warmup_steps, lr_factor
         self.max_new_tokens = max_new_tokens  # 0: source length + 10, as pytorch_version
         self.references = references
         self.translation = translation  # score outputs with BLEU and chrF too
@@ -90,6 +97,11 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
         Training: summed over the batch and divided by the tokens of the whole accumulation
         window, as pytorch_version.train does, so `accum` batches of B make the same step as
         one batch of accum * B. Evaluation: the plain mean, without smoothing.
+
+        Not a `compute_loss_func`: transformers calls that with the outputs of a `model(**inputs)` it
+        has made already, logits at every position; this step makes the model call itself, to compute
+        logits at the labelled positions only (utils/fast's packed twin, or logits_to_keep=mask), and
+        transformers has no hook for the call.
         """
         inputs = dict(inputs)
         labels = inputs.pop("labels")
@@ -144,18 +156,6 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
             logs = {**logs, "loss": sum(self._batch_losses) / len(self._batch_losses)}
             self._batch_losses = []
         super().log(logs, *args, **kwargs)
-
-    def create_optimizer(self, model=None):
-        if self.optimizer is None:
-            self.optimizer = paper_adam((model or self.model).parameters(), fused=self.speed.fused_adam)
-        return self.optimizer
-
-    def create_scheduler(self, num_training_steps: int, optimizer=None):
-        if self.lr_scheduler is None:
-            d_model = self.model.config.hidden_size
-            schedule = noam_schedule(d_model, self.warmup_steps, self.lr_factor)
-            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, schedule)
-        return self.lr_scheduler
 
     def get_train_dataloader(self) -> DataLoader:
         """Shuffled batches in pytorch_version.train's order: same seed, same permutation each epoch.

@@ -1,45 +1,90 @@
 """Decoding text with a saved results_huggingface/ folder (the Hugging Face twin of
-pytorch_version.inference): `--checkpoint results_huggingface --source TEXT`."""
+pytorch_version.inference): `--checkpoint results_huggingface --source TEXT`.
+
+The folder carries the model's .py files (huggingface_version/__init__.py); the toolkit builds the
+model from its own classes and runs a folder's code only with `--trust_remote_code`.
+Without the toolkit: `AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True)`."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 import huggingface_version  # noqa: F401  (registers the model type with the Auto classes)
-from huggingface_version.configuration import TutorialTransformerConfig
+from huggingface_version.configuration import TOOLKIT_NAMES
 from huggingface_version.convert import model_config_of
 from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
 from huggingface_version.resume import weights_refusal
 from utils.fast import SpeedUps
 from utils.observe.trace_printer import trace_example
-from utils.runtime.config import UserError
+from utils.runtime.config import ModelConfig, UserError
 
 logger = logging.getLogger(__name__)
 
 
-def load_hf_for_inference(folder, device: str | torch.device = "cpu", fast: bool = True):
+def load_hf_for_inference(folder, device: str | torch.device = "cpu", fast: bool = True,
+                          trust_remote_code: bool = False):  # fmt: skip
     """A save_pretrained folder -> (model in eval mode, its tokenizer); `fast`: with the speed-ups
-    of utils/fast plugged in (--no-fast: the model as transformers builds it)."""
+    of utils/fast plugged in (--no-fast: the model as transformers builds it).
+
+    The model is built from this toolkit's own classes (registered in huggingface_version/__init__.py),
+    never from the .py files a folder carries, unless `trust_remote_code` (--trust_remote_code): then a
+    folder whose config.json names another model_type with an `auto_map` loads with its own code, as
+    transformers' trust_remote_code=True does, and must still have the toolkit's config fields."""
     folder = Path(folder)
     if refusal := _not_a_model_folder(folder):
         raise UserError(refusal)
+    if not trust_remote_code and (refusal := _needs_remote_code(folder)):
+        raise UserError(refusal)
     try:  # safetensors only: pickled weights (pytorch_model.bin) can run code when loaded
-        config = AutoConfig.from_pretrained(folder)
-        if isinstance(config, TutorialTransformerConfig):
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        if _has_toolkit_fields(config):
             model_config_of(config)  # every value checked before a model is built from it
-        model = AutoModelForSeq2SeqLM.from_pretrained(folder, config=config, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForSeq2SeqLM.from_pretrained(
+            folder, config=config, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         if isinstance(err, UserError):
             raise UserError(f"{folder}/config.json: {err}") from err
+        if not trust_remote_code and "trust_remote_code" in str(err):  # e.g. tokenizer_config's auto_map
+            raise UserError(f"{folder} needs code from the folder to load; {_THE_FLAG}") from err
         raise UserError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from err
-    if not isinstance(model, TutorialTransformerForConditionalGeneration):
+    ours = isinstance(model, TutorialTransformerForConditionalGeneration)
+    if not ours and not (trust_remote_code and _has_toolkit_fields(model.config)):
         raise UserError(f"{folder} holds a {type(model).__name__}, not a transformer-tutorial model")
     return SpeedUps.from_flag(fast).plug_in(model).to(device).eval(), tokenizer
+
+
+_THE_FLAG = "the toolkit runs no code from a folder unless you pass --trust_remote_code (if you trust it)"
+
+
+def _needs_remote_code(folder: Path) -> str:
+    """Why loading `folder` would run code it carries ('' when this process's classes build it): its
+    config.json names a model_type no class here is registered for, and an auto_map to its own files."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""  # AutoConfig says what is wrong with it
+    if not isinstance(config, dict) or not isinstance(config.get("auto_map"), dict):
+        return ""
+    model_type, auto_map = config.get("model_type"), config["auto_map"]
+    if model_type in CONFIG_MAPPING:  # built by the class registered for it, whatever auto_map says
+        return ""
+    code = sorted({ref.split(".")[0] + ".py" for ref in auto_map.values() if isinstance(ref, str)})
+    return (f"{folder}/config.json names model_type {model_type!r}, whose code is in the folder "
+            f"({', '.join(code)}); {_THE_FLAG}")  # fmt: skip
+
+
+def _has_toolkit_fields(config) -> bool:
+    """Does `config` carry every ModelConfig field (under its Hugging Face name)? This toolkit's
+    config, or a copy of it run as remote code."""
+    return all(hasattr(config, TOOLKIT_NAMES.get(name, name)) for name in ModelConfig.__dataclass_fields__)
 
 
 def _not_a_model_folder(folder: Path) -> str:

@@ -9,9 +9,11 @@ Same math and same masks as pytorch_version, so converted weights give the same 
 the Auto classes, `generate` (greedy, beam search, sampling) over a `Cache`, and the Trainer.
 
 This file and its siblings (configuration, attention, layers, stacks) import only torch and
-transformers: `save_pretrained` copies them next to the weights, so a saved folder loads with
-plain transformers (`trust_remote_code=True`). The toolkit's tracing (huggingface_version.hooks)
-and speed-ups (utils/fast) reach the model from outside.
+transformers: `save_pretrained` copies them next to the weights (huggingface_version/__init__.py
+registers the classes with `register_for_auto_class`), so a saved folder loads with plain
+transformers: `AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True)`. The
+toolkit's tracing (huggingface_version.hooks) and speed-ups (utils/fast) reach the model from
+outside.
 
 Attention outputs are gathered by passing `output_attentions` down explicitly. transformers 5
 also offers `_can_record_outputs` + `@capture_outputs`, which installs permanent forward hooks
@@ -45,6 +47,15 @@ class TutorialPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True  # eager and sdpa only: flash/flex kernels take no boolean masks
     _no_split_modules: ClassVar[list[str]] = ["TutorialEncoderLayer", "TutorialDecoderLayer"]
     accepts_loss_kwargs = False  # the loss is plain; custom_trainer.py normalises it for accumulation
+
+    def post_init(self) -> None:
+        """PreTrainedModel's, then: the tied copies (lm_head.weight, and with share_embeddings the decoder's
+        embedding) are keys not saved. save_pretrained writes a tied tensor once, since safetensors holds
+        no aliases, and says so nowhere; the Trainer, resuming, loads checkpoint-N/ with strict=False and
+        warns of every missing key that is not in `_keys_to_ignore_on_save`, but re-ties those. Naming the
+        tied keys here makes a resume tie them back instead of warning that lm_head.weight is missing."""
+        super().post_init()
+        self._keys_to_ignore_on_save = set(self.all_tied_weights_keys)  # empty unless tie_word_embeddings
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

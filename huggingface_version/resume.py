@@ -8,6 +8,7 @@ newest complete one. What the Trainer does not keep is added by `ResumeCallback`
 `tutorial_state.pt` (plain types, loaded with weights_only=True), written last, so its presence
 marks a complete checkpoint:
   run_config  the settings, so a resume with other ones is refused by name
+  optimizer   OPTIMIZER, so a checkpoint whose optimizer.pt this version cannot load is refused
   history     the metrics.jsonl records so far, and the training losses of the unfinished epoch
   recorder    the --track_internals snapshots
 
@@ -38,6 +39,9 @@ from utils.runtime.resilience import GracefulStop, WriteError, resume_command
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "tutorial_state.pt"
+# whose optimizer state optimizer.pt holds: the Trainer's AdamW (two parameter groups, decay / no decay;
+# weight decay 0). Checkpoints of earlier versions, whose trainer built one torch Adam, lack this mark.
+OPTIMIZER = "transformers AdamW"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -93,6 +97,11 @@ def load_state(path: Path, cfg: RunConfig) -> dict:
     except Exception as err:
         reason = (str(err).splitlines() or [""])[0]
         raise UserError(f"{path / STATE_FILE} is unreadable: {type(err).__name__}: {reason}") from err
+    if state.get("optimizer") != OPTIMIZER:  # the Trainer's optimizer.load_state_dict would raise
+        raise UserError(
+            f"cannot resume from {path}: an earlier version of the toolkit wrote it, with an optimizer state "
+            "(one torch Adam) that the Trainer's AdamW cannot continue; start the run anew without --resume"
+        )
     wanted = cfg.to_dict()
     differences = describe_differences(
         saved, wanted, [n for n in RESUME_FIELDS if n in saved and n in wanted]
@@ -125,7 +134,8 @@ class disk_errors_in:  # lower case: a `with` statement, like contextlib's helpe
 
 
 def save_model_atomically(trainer, out: Path) -> None:
-    """trainer.save_model into a temporary folder, then each file renamed into `out`.
+    """trainer.save_model into a temporary folder, then each file renamed into `out` (the weights,
+    config.json, generation_config.json, the tokenizer's files and the model's .py files).
 
     Each rename is atomic, so a crash leaves every file either old and whole or new and whole.
     """
@@ -195,6 +205,7 @@ class ResumeCallback(TrainerCallback):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         saved = {
             "run_config": self.cfg.to_dict(),
+            "optimizer": OPTIMIZER,
             "history": list(self.tracker.history),
             "batch_losses": list(self.trainer._batch_losses),
             "nonfinite_in_a_row": self.trainer.guard.in_a_row,

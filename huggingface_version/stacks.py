@@ -1,4 +1,8 @@
-"""The two stacks of Figure 1: the encoder (left) and the decoder (right), over the layers of layers.py."""
+"""The two stacks of Figure 1: the encoder (left) and the decoder (right), over the layers of layers.py.
+
+This file ships with a saved model (save_pretrained copies it): it imports only torch, transformers
+and its siblings.
+"""
 
 from __future__ import annotations
 

@@ -5,11 +5,14 @@ Same data (utils.data.tasks.load_task_data, same seed), same model, same recipe 
 runs the loop (see custom_trainer.py). The tokenizer is the run's own (characters or BPE) as
 a PreTrainedTokenizerFast (huggingface_version/tokenization.py).
 
-Writes under `<output_dir>/results_huggingface/`: model.safetensors, config.json,
-generation_config.json, tokenizer.json + tokenizer_config.json, training_args.bin,
-summary.json, logs/{train.log,metrics.jsonl}, training_curves.png and, with --visualize
-or --track_internals, visualizations/, analysis_report.json [and internals.json]
-(utils.observe.monitor, shared with pytorch_version).
+Writes under `<output_dir>/results_huggingface/`: model.safetensors, config.json (with an auto_map),
+generation_config.json, the model's code (configuration.py, modeling.py, attention.py, layers.py,
+stacks.py: save_pretrained copies them, huggingface_version/__init__.py says why), tokenizer.json +
+tokenizer_config.json, training_args.bin, summary.json, logs/{train.log,metrics.jsonl},
+training_curves.png and, with --visualize or --track_internals, visualizations/,
+analysis_report.json [and internals.json] (utils.observe.monitor, shared with pytorch_version).
+The folder loads without this repository:
+`AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True)`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from utils.runtime.console import progress_bars
 from utils.runtime.distributed import World, shutdown
 from utils.runtime.resilience import atomic_write_json, ensure_writable
 from utils.runtime.tracking import Tracker, add_file_log
+from utils.training.recipe import ADAM_BETAS, ADAM_EPS, noam_peak
 
 logger = logging.getLogger(__name__)
 
@@ -130,18 +134,60 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
     precision = _check_precision(cfg, device)
     resume_from = resume_checkpoint(cfg, out) if cfg.resume else None
     saved = load_state(resume_from, cfg) if resume_from else None  # refused before anything is written
-    # under torchrun the Trainer (accelerate) joins the process group; rank 0 alone writes and logs
-    world = World(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
-    main = world.is_main
-    if not main:
+    args = training_arguments(cfg, out, device, precision)  # under torchrun accelerate joins the group here
+    world = World(args.process_index, args.world_size, args.local_process_index)  # rank 0 writes and logs
+    if not world.is_main:
         logging.getLogger().setLevel(logging.WARNING)
     try:
-        return _train(cfg, init_from_pytorch, out, device, precision, resume_from, saved, world)
+        return _train(cfg, init_from_pytorch, out, args, resume_from, saved, world)
     finally:
         shutdown(world)
 
 
-def _train(cfg, init_from_pytorch, out, device, precision, resume_from, saved, world: World) -> dict:
+def training_arguments(cfg: RunConfig, out: Path, device: torch.device, precision: dict):
+    """The run's Seq2SeqTrainingArguments: the paper's recipe in transformers' own terms.
+
+    Adam (section 5.3): `adamw_torch` is torch.optim.AdamW, which with weight_decay 0 is Adam, betas
+    (0.9, 0.98), eps 1e-9; `adamw_torch_fused` the same in one kernel (utils/fast's fused_adam).
+    The Noam schedule: `inverse_sqrt` rises linearly over `warmup_steps` to `learning_rate`, then decays
+    as (warmup / step)^0.5; with the schedule's peak as learning_rate it is
+    utils.training.recipe.noam_schedule at every step, the first (rate 0) included.
+    """
+    fused = SpeedUps.from_flag(cfg.fast).fused_adam
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1  # launched by torchrun: choose the backend
+    return Seq2SeqTrainingArguments(
+        output_dir=str(out),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=256,  # pytorch_version evaluates in batches of 256 too
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        dataloader_pin_memory=device.type == "cuda",
+        seed=cfg.seed,
+        use_cpu=device.type == "cpu",
+        optim="adamw_torch_fused" if fused else "adamw_torch",
+        adam_beta1=ADAM_BETAS[0],
+        adam_beta2=ADAM_BETAS[1],
+        adam_epsilon=ADAM_EPS,
+        weight_decay=0.0,
+        learning_rate=noam_peak(cfg.hidden_size, cfg.warmup_steps, cfg.lr_factor),
+        lr_scheduler_type="inverse_sqrt",
+        warmup_steps=cfg.warmup_steps,
+        max_grad_norm=cfg.clip_grad_norm,
+        eval_strategy="epoch",
+        logging_strategy="epoch",
+        save_strategy="epoch",  # checkpoint-N/ to resume from (huggingface_version/resume.py); safetensors
+        predict_with_generate=True,
+        report_to="none",  # _train sets it: wandb starts on rank 0 only, once this process knows its rank
+        run_name=f"huggingface-{cfg.task}",
+        disable_tqdm=not progress_bars(cfg.quiet),
+        ddp_backend=("nccl" if device.type == "cuda" else "gloo") if torchrun else None,
+        ddp_timeout=cfg.dist_timeout,
+        **precision,
+    )
+
+
+def _train(cfg, init_from_pytorch, out, args, resume_from, saved, world: World) -> dict:
     main = world.is_main
     if main:
         ensure_writable(out / "logs")
@@ -159,29 +205,7 @@ def _train(cfg, init_from_pytorch, out, device, precision, resume_from, saved, w
     config_record = {"run": cfg.to_dict(), "model": model_config_of(model.config).to_dict()}
     report_to = _report_to(cfg, out, config_record) if main else "none"
 
-    args = Seq2SeqTrainingArguments(
-        output_dir=str(out),
-        num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=256,  # pytorch_version evaluates in batches of 256 too
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        dataloader_num_workers=cfg.dataloader_num_workers,
-        dataloader_pin_memory=device.type == "cuda",
-        seed=cfg.seed,
-        use_cpu=device.type == "cpu",
-        learning_rate=1.0,  # unused: the optimizer is built in create_optimizer with the Noam multiplier
-        max_grad_norm=cfg.clip_grad_norm,
-        eval_strategy="epoch",
-        logging_strategy="epoch",
-        save_strategy="epoch",  # checkpoint-N/ to resume from (huggingface_version/resume.py); safetensors
-        predict_with_generate=True,
-        report_to=report_to,
-        run_name=f"huggingface-{cfg.task}",
-        disable_tqdm=not progress_bars(cfg.quiet),
-        ddp_backend=("nccl" if device.type == "cuda" else "gloo") if world.distributed else None,
-        ddp_timeout=cfg.dist_timeout,
-        **precision,
-    )
+    args.report_to = [] if report_to == "none" else [report_to]  # as __post_init__ would have listed it
     metrics_file = out / "logs" / "metrics.jsonl" if main else None  # other ranks: in memory only
     tracker = Tracker(metrics_file, history=saved["history"] if saved else None)
     callbacks = [MetricsLogCallback(tracker, cfg.stop_at_exact_match, announce=args.disable_tqdm,
@@ -203,8 +227,6 @@ def _train(cfg, init_from_pytorch, out, device, precision, resume_from, saved, w
         processing_class=tokenizer,
         callbacks=callbacks,
         label_smoothing=cfg.label_smoothing,
-        warmup_steps=cfg.warmup_steps,
-        lr_factor=cfg.lr_factor,
         max_new_tokens=cfg.max_length,
         references=[t for _, t in eval_pairs],
         translation=cfg.task == "translation",  # BLEU and chrF in compute_metrics
@@ -216,7 +238,7 @@ def _train(cfg, init_from_pytorch, out, device, precision, resume_from, saved, w
     trainer.add_callback(resumer)
     logger.info(
         "huggingface_version: task=%s, %d train / %d eval examples, %s parameters, device=%s",
-        cfg.task, len(train_pairs), len(eval_pairs), f"{model.num_parameters():,}", device,
+        cfg.task, len(train_pairs), len(eval_pairs), f"{model.num_parameters():,}", args.device.type,
     )  # fmt: skip
 
     if args.disable_tqdm:
@@ -246,6 +268,7 @@ def _train(cfg, init_from_pytorch, out, device, precision, resume_from, saved, w
         tracker.finish()
         if log_handler is not None:
             logging.getLogger().removeHandler(log_handler)
+            log_handler.close()  # the file, which removing the handler leaves open (a ResourceWarning)
     if not main:
         return {}
     wall_time = time.perf_counter() - start

@@ -152,10 +152,11 @@ def test_stop_at_exact_match_ends_the_run_at_the_first_epoch_reaching_it(version
 # ---- --clip_grad_norm -------------------------------------------------------------------------------
 @pytest.mark.parametrize("version", ["pytorch", "huggingface"])
 def test_clip_grad_norm_changes_the_step_only_when_it_is_below_the_gradient_norm(version, tmp_path):
-    """One optimizer step from the same start: a clip of 1e-9 shrinks the gradient under Adam's eps
-    (a much smaller update than without clipping); a clip of 1e9 is above the norm (no change)."""
+    """Two optimizer steps from the same start (the first at the schedule's rate 0 only feeds Adam's
+    moments): a clip of 1e-9 shrinks the gradients under Adam's eps (a much smaller update than
+    without clipping); a clip of 1e9 is above the norm (no change)."""
     run, weights = RUNS[version]
-    kwargs = dict(train_size=32)
+    kwargs = dict(train_size=64)
     off = weights(run(tmp_path / "off", clip_grad_norm=0.0, **kwargs))
     tiny = weights(run(tmp_path / "tiny", clip_grad_norm=1e-9, **kwargs))
     huge = weights(run(tmp_path / "huge", clip_grad_norm=1e9, **kwargs))
@@ -355,11 +356,12 @@ def test_every_residual_and_embedding_dropout_site_drops_in_training_only(versio
 
 @pytest.mark.parametrize("version", ["pytorch", "huggingface"])
 def test_dropout_is_applied_in_the_training_step(version, tmp_path):
-    """One optimizer step from the same start (dropout draws no random numbers at initialisation):
-    dropout 0.3 must give other weights than dropout 0, else the step ran without it."""
+    """Two optimizer steps from the same start (dropout draws no random numbers at initialisation; the
+    first step, at rate 0, moves nothing): dropout 0.3 must give other weights than dropout 0, else
+    the steps ran without it."""
     run, weights = RUNS[version]
-    plain = weights(run(tmp_path / "p0", train_size=32, dropout=0.0))
-    dropped = weights(run(tmp_path / "p3", train_size=32, dropout=0.3))
+    plain = weights(run(tmp_path / "p0", train_size=64, dropout=0.0))
+    dropped = weights(run(tmp_path / "p3", train_size=64, dropout=0.3))
     assert not same_weights(plain, dropped)
 
 
@@ -523,11 +525,18 @@ def test_hf_accumulating_two_batches_makes_the_steps_of_one_double_batch(tmp_pat
 
     Plain SGD instead of Adam, as in tests/core/test_core_training.py: Adam's first steps are about
     lr * sign(gradient), which turns rounding noise in near-zero gradients into lr-sized differences."""
-    import huggingface_version.custom_trainer as custom_trainer
+    from transformers.training_args import OptimizerNames
 
-    monkeypatch.setattr(
-        custom_trainer, "paper_adam", lambda parameters, **_: torch.optim.SGD(parameters, lr=1.0)
-    )
+    import huggingface_version.train as hf_train
+
+    original = hf_train.training_arguments
+
+    def with_sgd(*args, **kwargs):
+        arguments = original(*args, **kwargs)
+        arguments.optim = OptimizerNames.SGD  # torch.optim.SGD at the Noam rate
+        return arguments
+
+    monkeypatch.setattr(hf_train, "training_arguments", with_sgd)
     kwargs = dict(train_size=64, min_len=2, max_len=9, epochs=2, lr_factor=20.0)  # Noam x 20 for SGD
     accumulated = run_hf(tmp_path / "a", batch_size=8, gradient_accumulation_steps=2, **kwargs)
     double = run_hf(tmp_path / "d", batch_size=16, gradient_accumulation_steps=1, **kwargs)

@@ -11,7 +11,7 @@ import torch
 from tests.conftest import COPY_RUN
 from utils.fast import SpeedUps
 from utils.runtime.config import RunConfig, UserError
-from utils.training.recipe import seq2seq_loss
+from utils.training.recipe import noam_schedule, seq2seq_loss
 
 pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.slow]  # slow: Trainer runs
 
@@ -40,7 +40,8 @@ def test_train_huggingface_learns_and_writes_its_results_folder(hf_run):
     cfg, summary, out = hf_run
     expected = ["model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
                 "tokenizer_config.json", "training_args.bin", "summary.json", "training_curves.png",
-                "logs/metrics.jsonl", "logs/train.log", "analysis_report.json", "internals.json"]  # fmt: skip
+                "logs/metrics.jsonl", "logs/train.log", "analysis_report.json", "internals.json",
+                "configuration.py", "modeling.py", "attention.py", "layers.py", "stacks.py"]  # fmt: skip
     for name in expected:
         assert (out / name).is_file(), name
     records = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
@@ -131,7 +132,7 @@ def test_trainer_loss_matches_pytorch_per_accumulation_window():
 
 def test_run_comparison_end_to_end(tmp_path):
     import pytorch_version.train as pt_train
-    from huggingface_version.compare import run_comparison
+    from huggingface_version.compare import _history, run_comparison
 
     cfg = RunConfig(version="both", output_dir=str(tmp_path), **(TINY | {"train_size": 128, "eval_size": 16}))
     built = []
@@ -155,9 +156,12 @@ def test_run_comparison_end_to_end(tmp_path):
 
     start = initial_pytorch_model(cfg).state_dict()
     assert all(torch.equal(start[k], v) for k, v in built[0].items())
-    # same data, same start, same batches, dropout 0: the first epoch's losses agree closely
+    # same data, start, batches, recipe and first-step rate, dropout 0: the first epoch's losses agree closely
     first = [result[v]["train_loss_per_epoch"][0] for v in ("pytorch", "huggingface")]
     assert first[1] == pytest.approx(first[0], rel=1e-4)
+    logs = [tmp_path / f"results_{v}" / "logs" / "metrics.jsonl" for v in ("pytorch", "huggingface")]
+    rates = [[r["lr"] for r in _history(log)] for log in logs]
+    assert rates[1] == pytest.approx(rates[0], rel=1e-12)  # the schedules agree after every epoch
     text = (out / "comparison.md").read_text()
     assert "hooks" in text and "Trainer" in text and "max_abs" not in text
 
@@ -179,3 +183,32 @@ def test_metrics_callback_writes_pytorch_keys_and_stops_at_exact_match(tmp_path)
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert record | {"elapsed_s": 0} == {"epoch": 1, "step": 10, "train_loss": 1.5, **metrics, "lr": 0.1,
                                          "elapsed_s": 0}  # fmt: skip
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_the_trainer_builds_the_papers_adam_and_noam_schedule_from_its_arguments(tmp_path, fast):
+    """transformers' own optimizer and schedule: AdamW without weight decay (= Adam), betas (0.9, 0.98),
+    eps 1e-9, fused as utils/fast chooses; inverse_sqrt from the schedule's peak = noam_schedule at every
+    step (0 at step 0, as noam_schedule)."""
+    from transformers import Trainer
+    from transformers.optimization import get_scheduler
+
+    from huggingface_version.train import training_arguments
+
+    cfg = RunConfig(version="huggingface", output_dir=str(tmp_path), **(TINY | {"fast": fast}))
+    args = training_arguments(cfg, tmp_path, torch.device("cpu"), {})
+    optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+    assert optimizer_cls is torch.optim.AdamW and args.weight_decay == 0.0
+    peak = cfg.lr_factor * cfg.hidden_size**-0.5 * cfg.warmup_steps**-0.5
+    assert kwargs == {"lr": pytest.approx(peak, rel=1e-15), "betas": (0.9, 0.98), "eps": 1e-9,
+                      **({"fused": True} if fast else {})}  # fmt: skip
+    optimizer = optimizer_cls([torch.nn.Parameter(torch.zeros(1))], **kwargs)
+    schedule = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.get_warmup_steps(100))
+    noam = noam_schedule(cfg.hidden_size, cfg.warmup_steps, cfg.lr_factor)
+    rates = []
+    for _ in range(5 * cfg.warmup_steps):
+        rates.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == 0.0
+    assert rates == pytest.approx([noam(step) for step in range(len(rates))], rel=1e-12)

@@ -5,8 +5,11 @@ skips its step; weights are only read from safetensors."""
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,27 @@ pytestmark = [
     pytest.mark.usefixtures("single_thread"),
     pytest.mark.slow,
 ]  # slow: Trainer runs interrupted and resumed
+
+
+@contextmanager
+def warnings_caught():
+    """A list that receives every Python warning and every WARNING+ record of transformers' loggers
+    (they stop at the "transformers" logger, which does not propagate to the root's caplog)."""
+    caught: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            caught.append(f"{record.name}: {record.getMessage()}")
+
+    handler, hf_logger = Catch(logging.WARNING), logging.getLogger("transformers")
+    hf_logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as python_warnings:
+            warnings.simplefilter("always")
+            yield caught
+        caught += [f"{w.category.__name__}: {w.message}" for w in python_warnings]
+    finally:
+        hf_logger.removeHandler(handler)
 
 
 def _run(folder: Path, **overrides) -> dict:
@@ -78,10 +102,51 @@ def test_sigterm_saves_a_trainer_checkpoint_and_resume_ends_bitwise_equal(
 def test_resume_from_an_epoch_checkpoint_equals_the_uninterrupted_run(tmp_path, uninterrupted):
     out = tmp_path / "results_huggingface"
     shutil.copytree(uninterrupted / "checkpoint-10", out / "checkpoint-10")
-    _run(tmp_path, resume="auto")
+    with warnings_caught() as caught:  # was: "There were missing keys in the checkpoint model loaded:
+        _run(tmp_path, resume="auto")  # ['lm_head.weight']" (the tied copy, which is never saved)
+    assert caught == []
     final, expected = load_file(out / "model.safetensors"), load_file(uninterrupted / "model.safetensors")
     assert all(torch.equal(final[k], expected[k]) for k in expected)
     assert metrics_without_time(out) == metrics_without_time(uninterrupted)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"share_embeddings": True}, {"tie_output": False}])
+def test_a_saved_model_resumes_and_loads_with_its_tied_weights_and_no_warning(tmp_path, overrides):
+    """Saving drops the tied copies; the model names them `_keys_to_ignore_on_save`, so the Trainer's
+    checkpoint loading (strict=False) re-ties them and from_pretrained finds nothing missing."""
+    from transformers import AutoModelForSeq2SeqLM, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    from huggingface_version.convert import hf_config_of
+    from huggingface_version.inference import load_hf_for_inference
+    from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
+    from huggingface_version.tokenization import char_tokenizer_fast
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(0)
+    tokenizer = char_tokenizer_fast("abcdefghijklmnopqrstuvwxyz")
+    model = TutorialTransformerForConditionalGeneration(hf_config_of(tiny_config(**overrides)))
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    tied = {"lm_head.weight"} | (
+        {"model.decoder.embed_tokens.weight"} if overrides.get("share_embeddings") else set()
+    )
+    assert model._keys_to_ignore_on_save == (set() if "tie_output" in overrides else tied)
+    assert (
+        set(load_file(tmp_path / "model.safetensors"))
+        == set(model.state_dict()) - model._keys_to_ignore_on_save
+    )
+    fresh = TutorialTransformerForConditionalGeneration(hf_config_of(tiny_config(**overrides)))
+    trainer = Seq2SeqTrainer(model=fresh, args=Seq2SeqTrainingArguments(str(tmp_path / "out"), use_cpu=True))
+    with warnings_caught() as caught:
+        trainer._load_from_checkpoint(str(tmp_path))  # what trainer.train(resume_from_checkpoint=...) calls
+        loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+        load_hf_for_inference(tmp_path)
+    assert caught == []
+    for other in (fresh, loaded):
+        assert (other.lm_head.weight is other.model.decoder.embed_tokens.weight) == (
+            "tie_output" not in overrides
+        )
+        assert all(torch.equal(other.state_dict()[k], v) for k, v in model.state_dict().items())
 
 
 def test_resume_refuses_other_settings_and_foreign_or_pickled_checkpoints(tmp_path, uninterrupted):
@@ -104,6 +169,14 @@ def test_resume_refuses_other_settings_and_foreign_or_pickled_checkpoints(tmp_pa
     torch.save(load_file(checkpoint / "model.safetensors"), pickled / "pytorch_model.bin")
     with pytest.raises(UserError, match=r"refusing .*no model.safetensors .*pickled pytorch_model.bin"):
         resume_checkpoint(RunConfig(version="huggingface", resume=str(pickled)), tmp_path)
+    # a checkpoint of the toolkit before the Trainer built its optimizer (torch Adam, one parameter group)
+    older = tmp_path / "older"
+    shutil.copytree(checkpoint, older)
+    state = torch.load(older / "tutorial_state.pt", weights_only=True)
+    torch.save({k: v for k, v in state.items() if k != "optimizer"}, older / "tutorial_state.pt")
+    with pytest.raises(UserError, match="earlier version of the toolkit wrote it") as err:
+        load_state(older, RunConfig(version="huggingface", output_dir=str(tmp_path), **TINY))
+    assert "\n" not in str(err.value)
     # --resume auto passes over a checkpoint it must not load, and over one cut short
     (tmp_path / "checkpoint-30").mkdir()
     assert resume_checkpoint(RunConfig(version="huggingface", resume="auto"), tmp_path) is None

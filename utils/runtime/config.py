@@ -202,6 +202,8 @@ class RunConfig(ModelShape):
     max_length: int = _opt(0, "longest output in tokens when decoding; 0: source length + 10")
     evaluate: bool = _opt(False, "translate --test_prefix with --checkpoint and score it (BLEU, chrF)")
     test_prefix: str = _opt("", "--evaluate: PREFIX.SRC is translated and scored against PREFIX.TGT")
+    trust_remote_code: bool = _opt(False, "--checkpoint: also load an HF folder whose model's code is in the "
+                                   "folder (it runs that code; only for folders you trust)")  # fmt: skip
     # watching it work
     debug: bool = _opt(False, "print a step-by-step trace of the forward pass (first batch, --source)")
     debug_layers: str = _opt("all", "layers shown by --debug: 'all' or a list such as '0,1'")

@@ -5,25 +5,36 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+ADAM_BETAS, ADAM_EPS = (0.9, 0.98), 1e-9  # section 5.3
+
 
 def paper_adam(parameters, fused: bool = False) -> torch.optim.Adam:
     """Adam with beta1 0.9, beta2 0.98, eps 1e-9 (section 5.3) and lr 1: the Noam schedule's
     multiplier *is* the learning rate. `fused` is a speed-up (utils/fast/__init__.py chooses it)."""
-    return torch.optim.Adam(parameters, lr=1.0, betas=(0.9, 0.98), eps=1e-9, fused=fused)
+    return torch.optim.Adam(parameters, lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS, fused=fused)
 
 
 def noam_schedule(d_model: int, warmup_steps: int, factor: float = 1.0):
     """lrate = factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)  (section 5.3).
 
     Rises linearly for `warmup_steps`, then decays with the inverse square root of the step.
-    Returned as a multiplier for LambdaLR on an optimizer whose base lr is 1.
+    Returned as a multiplier for LambdaLR on an optimizer whose base lr is 1. Step 0, the first
+    optimizer step, gets the formula's value there, 0, exactly as transformers' `inverse_sqrt`
+    schedule, which the Hugging Face version uses: both versions take the same steps.
     """
 
     def rate(step: int) -> float:
-        step = max(step, 1)  # LambdaLR asks for step 0 once, at construction
+        if step == 0:  # min(0^-0.5, 0): the first update only starts Adam's moving averages
+            return 0.0
         return factor * d_model**-0.5 * min(step**-0.5, step * warmup_steps**-1.5)
 
     return rate
+
+
+def noam_peak(d_model: int, warmup_steps: int, factor: float = 1.0) -> float:
+    """The schedule's highest rate, at step `warmup_steps`: factor * d_model^-0.5 * warmup^-0.5. As the
+    base rate of transformers' inverse_sqrt schedule it gives noam_schedule (huggingface_version/train.py)."""
+    return factor * d_model**-0.5 * warmup_steps**-0.5
 
 
 def seq2seq_loss(
