@@ -21,7 +21,7 @@ import torch
 
 from utils.runtime.config import RunConfig
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.slow]  # slow: fresh Python processes
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_FILES = ["attention.py", "configuration.py", "layers.py", "modeling.py", "stacks.py"]
