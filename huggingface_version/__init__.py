@@ -33,7 +33,8 @@ The files, in dependency order:
     convert.py         hf_config_of / model_config_of (checks a config), KEY_TABLE, pytorch_to_hf
     hooks.py           record_activations, run_with_cache: the activation cache through forward hooks
     tokenization.py    the character tokenizer as a PreTrainedTokenizerFast
-    custom_trainer.py  Seq2SeqTrainer subclass and callbacks
+    custom_trainer.py  the Seq2SeqTrainer subclass (what transformers lacks)
+    callbacks.py       metrics.jsonl records, early stops, --track_internals
     train.py           train_huggingface(cfg)          compare.py  run_comparison(cfg)
     inference.py       load_hf_for_inference, translate_hf
     selfcheck.py       HF_CHECKS for `main.py --version test`

@@ -1,4 +1,4 @@
-"""Training the Hugging Face model with the paper's recipe inside Seq2SeqTrainer, plus callbacks.
+"""Training the Hugging Face model with the paper's recipe inside Seq2SeqTrainer.
 
 What transformers does itself, from the arguments huggingface_version/train.py gives it
 (`training_arguments`): the paper's Adam (optim adamw_torch[_fused], betas 0.9/0.98, eps 1e-9, no weight
@@ -19,32 +19,23 @@ What the subclass adds, each because transformers has no setting for it:
   compute_metrics       exact match, and for translation BLEU and chrF (utils.training.metrics)
   log                   the training loss as pytorch_version reports it (mean of the batch means)
 
-The callbacks write metrics.jsonl records with pytorch_version's keys, stop at
---stop_at_exact_match, and (with --track_internals) drive a utils.observe.monitor.InternalsRecorder,
-whose probe runs through the hook tracker of huggingface_version.hooks.
+The callbacks that log, stop and watch the run are in callbacks.py.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from transformers import Seq2SeqTrainer, TrainerCallback
+from transformers import Seq2SeqTrainer
 
 from huggingface_version.resume import ResumableSampler
 from utils.data.batching import TokenBatchSampler
 from utils.fast import SpeedUps
 from utils.runtime.config import RunConfig
-from utils.runtime.distributed import EpochSampler, World, from_rank0, sampler, token_batches
+from utils.runtime.distributed import EpochSampler, World, sampler, token_batches
 from utils.runtime.resilience import NonFiniteGuard
-from utils.runtime.tracking import Tracker, epoch_line
 from utils.training.metrics import exact_match, translation_scores
-from utils.training.recipe import out_of_time
-
-logger = logging.getLogger("huggingface_version.train")  # epoch lines read as the run's own
 
 
 class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
@@ -253,72 +244,3 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
             scores = translation_scores(predictions, self.references)
             metrics |= {k: scores[k] for k in ("bleu", "lowercase_bleu", "chrf")}
         return metrics
-
-
-class MetricsLogCallback(TrainerCallback):
-    """One metrics.jsonl record per evaluation, with pytorch_version.train's keys.
-
-    With `stop_at_exact_match` > 0, training stops once held-out exact match reaches it
-    (--stop_at_exact_match, as in pytorch_version.train). With `time_budget_minutes` > 0 it stops
-    when another epoch would end past the budget (--time_budget_minutes, utils.training.recipe.out_of_time).
-    With `announce` (--quiet, where the Trainer prints nothing) each record is also logged as one
-    line, as pytorch_version logs it.
-    """
-
-    def __init__(self, tracker: Tracker, stop_at_exact_match: float = 0.0, announce: bool = False,
-                 time_budget_minutes: float = 0.0) -> None:  # fmt: skip
-        self.tracker = tracker
-        self.stop_at_exact_match = stop_at_exact_match
-        self.time_budget_minutes = time_budget_minutes
-        self.announce = announce
-        self.start = time.perf_counter()
-        self._train: dict = {}
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        history = self.tracker.history  # a resumed run's elapsed_s goes on from its last record
-        self.start = time.perf_counter() - (history[-1].get("elapsed_s", 0.0) if history else 0.0)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:  # the epoch's mean training loss, logged just before evaluation
-            self._train = {"train_loss": logs["loss"], "lr": logs.get("learning_rate")}
-
-    def on_evaluate(self, args, state, control, metrics=None, lr_scheduler=None, **kwargs):
-        metrics = metrics or {}
-        record = {"epoch": round(state.epoch or 0), "step": state.global_step}
-        record["train_loss"] = self._train.get("train_loss")
-        for key in ("eval_loss", "eval_token_accuracy", "eval_exact_match"):
-            record[key] = metrics.get(key)
-        for key in ("eval_bleu", "eval_lowercase_bleu", "eval_chrf"):  # translation
-            if key in metrics:
-                record[key] = metrics[key]
-        # the rate for the next step, as pytorch_version logs it (the Trainer logs the last one used)
-        lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else self._train.get("lr")
-        record |= {"lr": lr, "elapsed_s": time.perf_counter() - self.start}
-        self.tracker.log(record)  # (only rank 0's tracker writes a file under torchrun)
-        if self.announce and record["eval_exact_match"] is not None and record["train_loss"] is not None:
-            logger.info(epoch_line(record))
-        if self.stop_at_exact_match and (record["eval_exact_match"] or 0.0) >= self.stop_at_exact_match:
-            control.should_training_stop = True
-        if self.time_budget_minutes > 0:  # under torchrun every process takes rank 0's decision
-            world = World(getattr(args, "process_index", 0), getattr(args, "world_size", 1))
-            if from_rank0(world, out_of_time(self.time_budget_minutes, record["elapsed_s"], record["epoch"])):
-                logger.info("another epoch would overrun --time_budget_minutes: stopping")
-                control.should_training_stop = True
-
-
-class InternalsCallback(TrainerCallback):
-    """--track_internals: hands the model to a utils.observe.monitor.InternalsRecorder after optimizer steps.
-
-    The recorder runs its probe through `run_with_cache`, i.e. through the forward hooks of
-    huggingface_version.hooks, and keeps qkv_history / attention_snapshots / attention_maps
-    for TransformerVisualizer, exactly as it does inside pytorch_version's loop.
-    """
-
-    def __init__(self, recorder) -> None:
-        self.recorder = recorder
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        self.recorder.maybe_record(model, state.global_step)
-
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        self.recorder.record(model, state.global_step)

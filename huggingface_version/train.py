@@ -27,8 +27,9 @@ import torch
 from transformers import DataCollatorForSeq2Seq, PrinterCallback, Seq2SeqTrainingArguments
 
 from huggingface_version.averaging import average_last_epochs
+from huggingface_version.callbacks import InternalsCallback, MetricsLogCallback
 from huggingface_version.convert import hf_config_of, model_config_of, pytorch_to_hf
-from huggingface_version.custom_trainer import InternalsCallback, MetricsLogCallback, TutorialSeq2SeqTrainer
+from huggingface_version.custom_trainer import TutorialSeq2SeqTrainer
 from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
 from huggingface_version.resume import (
     ResumeCallback,

@@ -101,7 +101,7 @@ def test_hf_time_budget_callback_stops_when_the_mean_epoch_would_overrun(tmp_pat
 
     from transformers import TrainerControl, TrainerState
 
-    from huggingface_version.custom_trainer import MetricsLogCallback
+    from huggingface_version.callbacks import MetricsLogCallback
     from utils.runtime.tracking import Tracker
 
     callback = MetricsLogCallback(Tracker(tmp_path / "metrics.jsonl"), time_budget_minutes=10)

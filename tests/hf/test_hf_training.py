@@ -169,7 +169,7 @@ def test_run_comparison_end_to_end(tmp_path):
 def test_metrics_callback_writes_pytorch_keys_and_stops_at_exact_match(tmp_path):
     from transformers import TrainerControl, TrainerState
 
-    from huggingface_version.custom_trainer import MetricsLogCallback
+    from huggingface_version.callbacks import MetricsLogCallback
     from utils.runtime.tracking import Tracker
 
     callback = MetricsLogCallback(Tracker(tmp_path / "metrics.jsonl"), stop_at_exact_match=0.9)
