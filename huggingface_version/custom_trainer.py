@@ -101,7 +101,7 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
             inputs["decoder_input_ids"] = unwrapped.prepare_decoder_input_ids_from_labels(labels)
         if model.training and num_items_in_batch:
             labelled = labels != -100  # the loss needs logits only where there is a label
-            logits = self._labelled_logits(model, inputs, labelled)  # (N, V)
+            logits = self._labelled_logits(model, inputs, labelled).float()  # (N, V); fp32 under autocast
             outputs = None
             loss_sum = self.speed.loss_sum()(logits, labels[labelled], self.label_smoothing)
             batch_loss = loss_sum.item() / max(int(labelled.sum()), 1)
@@ -121,8 +121,9 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
     def _labelled_logits(self, model, inputs: dict, labelled: torch.Tensor) -> torch.Tensor:
         """(N, V) logits of the labelled positions. transformers has no forward on packed rows: in one
         process the step takes utils/fast's twin over the model's own modules (unless --no-fast);
-        under torchrun the step must run through DDP's forward, i.e. the model's, with `logits_to_keep`."""
-        if self.speed.packed_rows and self.args.world_size == 1:
+        a wrapped model (DDP under torchrun, DataParallel on several GPUs) must run the step through the
+        wrapper's forward, i.e. the model's, with `logits_to_keep`."""
+        if self.speed.packed_rows and self.accelerator.unwrap_model(model) is model:
             pad = self.accelerator.unwrap_model(model).config.pad_token_id
             step = self.speed.labelled_logits(model, pad)
             with self.accelerator.autocast():  # accelerate puts --bf16/--fp16 on model.forward only

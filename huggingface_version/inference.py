@@ -16,12 +16,14 @@ from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 import huggingface_version  # noqa: F401  (registers the model type with the Auto classes)
+from huggingface_version import hooks
 from huggingface_version.configuration import TOOLKIT_NAMES
 from huggingface_version.convert import model_config_of
 from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
 from huggingface_version.resume import weights_refusal
 from utils.fast import SpeedUps
 from utils.observe.trace_printer import trace_example
+from utils.observe.tracing import register_tracer
 from utils.runtime.config import ModelConfig, UserError
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ def load_hf_for_inference(folder, device: str | torch.device = "cpu", fast: bool
     ours = isinstance(model, TutorialTransformerForConditionalGeneration)
     if not ours and not (trust_remote_code and _has_toolkit_fields(model.config)):
         raise UserError(f"{folder} holds a {type(model).__name__}, not a transformer-tutorial model")
+    if not ours:  # the folder's own class, with the toolkit's module layout: trace it the same way
+        register_tracer(type(model), hooks.run_with_cache)
     return SpeedUps.from_flag(fast).plug_in(model).to(device).eval(), tokenizer
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from utils.fast import SpeedUps
 from utils.runtime.checkpoint import load_checkpoint, save_checkpoint
 from utils.runtime.compatibility import RESUME_FIELDS, describe_differences
 from utils.runtime.config import RunConfig, UserError
@@ -165,6 +166,8 @@ def restore(path: Path, cfg: RunConfig, model, optimizer, scheduler, loader,
     try:
         model.load_state_dict(data["model_state"])
         optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:  # the saved run's --fast/--no-fast came with its state
+            group["fused"] = SpeedUps.from_flag(cfg.fast).fused_adam
         scheduler.load_state_dict(state["scheduler"])
         progress = Progress(**state["progress"])
         loader.generator.set_state(progress.epoch_data_state)

@@ -72,7 +72,10 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device,
     """
     model.train()
     speed = SpeedUps.from_flag(cfg.fast)
-    world, step = world or World(), step or speed.labelled_logits(model, model.config.pad_id)
+    world = world or World()
+    step = step or wrap(
+        speed.labelled_logits(model, model.config.pad_id), world, next(model.parameters()).device
+    )
     loss_sum_of = speed.loss_sum()  # the smoothed loss, with its gradient written down unless --no-fast
     progress, stop = progress or Progress(), stop or GracefulStop()
     guard = guard or NonFiniteGuard(cfg.max_nonfinite_steps)

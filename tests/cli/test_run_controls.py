@@ -545,3 +545,24 @@ def test_hf_accumulating_two_batches_makes_the_steps_of_one_double_batch(tmp_pat
     a, d, s = hf_weights(accumulated), hf_weights(double), hf_weights(single)
     assert max_difference(a, d) < 1e-6
     assert max_difference(s, d) > 1e-2  # what ignoring the flag would give is far off
+
+
+def test_hf_bf16_loss_takes_float32_logits_from_the_packed_step(tmp_path, monkeypatch):
+    """accelerate turns model.forward's outputs back to float32; the packed step calls the modules
+    itself, so the trainer casts: the summed loss must not be computed in bfloat16."""
+    from transformers.utils import is_torch_bf16_available_on_device
+
+    from utils.fast import SpeedUps
+
+    if not is_torch_bf16_available_on_device("cpu"):
+        pytest.skip("this torch has no bfloat16 autocast on the CPU")
+    dtypes = []
+    original = SpeedUps.loss_sum
+
+    def recording(self):
+        loss = original(self)
+        return lambda logits, *args: dtypes.append(logits.dtype) or loss(logits, *args)
+
+    monkeypatch.setattr(SpeedUps, "loss_sum", recording)
+    run_hf(tmp_path / "bf16", bf16=True)
+    assert dtypes and set(dtypes) == {torch.float32}

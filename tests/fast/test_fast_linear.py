@@ -141,3 +141,31 @@ def test_plugged_into_both_models_they_decode_with_it_and_keep_the_tied_weight(p
     assert len(packed_calls) == 9
     hf.generate(input_ids=src, attention_mask=torch.ones_like(src), max_new_tokens=4, min_new_tokens=4)
     assert len(packed_calls) >= 13
+
+
+@needs_onednn
+def test_a_fused_step_in_eval_mode_a_new_parameter_and_inference_tensors_are_all_seen():
+    """The review's cases: fused Adam changes a weight without a version bump, even in eval mode
+    (torch's optimizer-step hook is counted); a new Parameter in the old one's memory is another
+    tensor; weights made under inference_mode have no version counter (F.linear then)."""
+    torch.manual_seed(0)
+    layer = OutputLinear(16, 40).eval()
+    x = torch.randn(4, 16)
+
+    def same_as_f_linear() -> bool:
+        with torch.no_grad():
+            return torch.allclose(layer(x), F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+
+    assert same_as_f_linear()
+    opt = torch.optim.Adam(layer.parameters(), lr=0.5, fused=True)
+    layer(x).sum().backward()  # still in eval mode
+    opt.step()
+    assert same_as_f_linear()
+    for _ in range(5):
+        layer.load_state_dict({"weight": torch.randn(40, 16), "bias": torch.randn(40)}, assign=True)
+        assert same_as_f_linear()
+    with torch.inference_mode():
+        made_there = OutputLinear(16, 40).eval()
+        made_there(x)
+    with torch.no_grad():
+        assert torch.equal(made_there(x), F.linear(x, made_there.weight, made_there.bias))

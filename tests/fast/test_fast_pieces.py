@@ -136,6 +136,25 @@ def test_nothing_is_packed_while_something_watches(padded_batch, count_packings)
     assert cache and not count_packings
 
 
+def test_global_and_backward_hooks_also_keep_the_step_on_the_readable_path(padded_batch, count_packings):
+    from pytorch_version.model import Transformer
+
+    src, tgt, labelled = padded_batch
+    model = Transformer(tiny_config()).train()
+    seen = []
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: seen.append(o.shape))
+    try:
+        assert "global" in packing.why_not_packed(model)
+        packing.LabelledLogits(model, 0)(src, tgt, labelled)
+    finally:
+        handle.remove()
+    assert not count_packings and (*src.shape, 32) in seen  # the hook saw (B, T, D), not packed rows
+    handle = model.encoder.layers[0].register_full_backward_hook(lambda m, gi, go: None)
+    assert "backward hook" in packing.why_not_packed(model)
+    handle.remove()
+    assert packing.why_not_packed(model) is None
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_both_trainers_take_the_packed_path_unless_no_fast(tmp_path, count_packings, single_thread, fast):
     """A real training step of each version packs its batches with --fast (the default) and learns;

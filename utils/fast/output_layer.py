@@ -14,12 +14,14 @@ an `OutputLinear` holding the same Parameter objects (tied weights stay tied; th
 unchanged), so the readable decoding code and transformers' `generate` need no change.
 
 When the copy is made and dropped: it is made on the first call that wants no gradient, on
-the CPU in float32, in eval mode, and kept while the weight stays the same tensor with the
-same version counter. It is dropped when the module goes back to training (`train()`): fused
-optimizers update a weight in place without bumping its version counter, so the version alone
-could not tell that training changed it, while a weight changed outside training
-(`load_state_dict`, checkpoint averaging, `copy_`) does bump it. Results equal `F.linear`'s up
-to float rounding (tests/fast/test_fast_linear.py).
+the CPU in float32, in eval mode, and kept while the weight is the same tensor (the copy holds
+it, so its memory cannot be reused by another), with the same version counter, and no
+optimizer has taken a step since. Fused optimizers update a weight in place without bumping
+its version counter, hence the step count (torch's global optimizer-step hook) and the drop on
+`train()`; a weight changed otherwise (`load_state_dict`, checkpoint averaging, `copy_`) bumps
+the version. Writes through `.data` bump nothing and are not seen: change weights with
+`torch.no_grad()` and in-place ops instead. Results equal `F.linear`'s up to float rounding
+(tests/fast/test_fast_linear.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 
 def _has_onednn_linear() -> bool:
@@ -37,6 +40,14 @@ def _has_onednn_linear() -> bool:
 
 
 ONEDNN = _has_onednn_linear()
+_optimizer_steps = [0]  # every optimizer step of the process, counted by torch's global hook
+
+
+def _count_step(optimizer, args, kwargs) -> None:
+    _optimizer_steps[0] += 1
+
+
+register_optimizer_step_post_hook(_count_step)
 
 
 class OutputLinear(nn.Linear):
@@ -44,7 +55,7 @@ class OutputLinear(nn.Linear):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._packed: tuple[torch.Tensor, int, int] | None = None  # (copy, weight version, data pointer)
+        self._packed: tuple | None = None  # (copy, (the weight, its version, optimizer steps))
 
     @classmethod
     def like(cls, layer: nn.Linear) -> OutputLinear:
@@ -69,10 +80,10 @@ class OutputLinear(nn.Linear):
     def _packed_weight(self) -> torch.Tensor | None:
         """The packed copy of the weight as it is now (made again if the weight changed)."""
         w = self.weight
-        key = (w._version, w.data_ptr())
-        if self._packed is None or self._packed[1:] != key:
+        key = (w._version, _optimizer_steps[0])
+        if self._packed is None or self._packed[1][0] is not w or self._packed[1][1:] != key:
             try:
-                self._packed = (torch.ops.mkldnn._reorder_linear_weight(w.detach()), *key)
+                self._packed = (torch.ops.mkldnn._reorder_linear_weight(w.detach()), (w, *key))
             except RuntimeError:  # a oneDNN that cannot pack this weight: F.linear as ever
                 return None
         return self._packed[0]
@@ -90,6 +101,7 @@ class OutputLinear(nn.Linear):
             or wants_grad
             or w.device.type != "cpu"
             or w.dtype != torch.float32
+            or w.is_inference()  # made under inference_mode: no version counter to follow
             or x.device.type != "cpu"
             or x.dtype != torch.float32
             or torch.is_autocast_enabled("cpu")

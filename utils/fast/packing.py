@@ -110,12 +110,21 @@ def seq2seq_view(model: nn.Module) -> Seq2SeqView:
 def why_not_packed(model: nn.Module) -> str | None:
     """None when the packed twin computes what the readable forward would; otherwise why not.
 
-    Anything that watches the forward wants (B, T, D) tensors from the model's own modules: a
-    listening capture point (utils.observe.tracing), or a forward hook on any module (the HF
-    tracker of huggingface_version.hooks)."""
+    Anything that watches the forward wants (B, T, D) tensors from the model's own modules, and
+    the twin calls only some of them: a listening capture point (utils.observe.tracing), a
+    forward or backward hook on any module (the HF tracker of huggingface_version.hooks), or a
+    global module hook."""
+    from torch.nn.modules import module as torch_module
+
+    for kind in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks"):  # fmt: skip
+        if getattr(torch_module, kind, None):
+            return f"a global module hook is registered ({kind})"
     for name, module in model.named_modules():
         if module._forward_hooks or module._forward_pre_hooks:
             return f"a forward hook listens on {name or 'the model'}"
+        if module._backward_hooks or module._backward_pre_hooks:
+            return f"a backward hook listens on {name or 'the model'}"
     return None
 
 
