@@ -111,7 +111,8 @@ class Transformer(nn.Module):
         return self.decode(tgt, self.encode(src, src_mask), src_mask)
 
     def new_cache(self) -> KVCache:
-        """An empty cache for incremental decoding (utils/fast/kv_cache.py plugs in a faster twin here)."""
+        """An empty cache for incremental decoding, of the class `cache_class` names (the one seam of
+        decoding: docs/ARCHITECTURE.md lists what may be plugged in there)."""
         return self.cache_class()
 
     def run_with_cache(self, src: torch.Tensor, tgt: torch.Tensor, names: NameFilter = None, detach=True):
