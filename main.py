@@ -29,6 +29,8 @@ EXAMPLES = """examples:
   python main.py --version analysis                 short run + every figure (results_analysis/)
   python main.py --version test                     one-minute self-check
   python main.py --checkpoint results_pytorch/checkpoints/best_model.pt --source "hello"
+  python main.py --arch gpt --task lm --data_file input.txt   a character-level GPT on any text file
+  python main.py --checkpoint results_pytorch/checkpoints/best_model.pt --prompt "ROMEO:"
 """
 
 
@@ -49,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", help="YAML file whose keys are these flags' names")
     for f in RunConfig.flags():  # the model's shape among them (utils.runtime.config.ModelShape)
-        own = "".join(f"; {task}: {value}" for task, value in f.metadata.get("task_defaults", {}).items())
+        own = "".join(f"; {name}: {value}" for kind in ("task_defaults", "arch_defaults")
+                      for name, value in f.metadata.get(kind, {}).items())  # fmt: skip
         help_text = f"{f.metadata['help']} (default: {f.default}{own})"
         if isinstance(f.default, bool):
             parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, help=help_text)

@@ -41,7 +41,11 @@ class TutorialTransformerConfig(PreTrainedConfig):
         **TOOLKIT_NAMES,
     }
 
-    # ModelConfig's fields and defaults
+    # ModelConfig's fields and defaults (this family: the paper's choices only)
+    arch: str = "transformer"
+    positions: str = "sinusoidal"
+    activation: str = "relu"
+    init: str = "xavier"
     src_vocab_size: int = 30
     tgt_vocab_size: int = 30
     hidden_size: int = 128

@@ -34,10 +34,13 @@ class KVCache:
     computes its keys and values from the encoder output once and reuses them (`store`).
     Beam search reorders the batch axis with `reorder` when beams are re-ranked.
     `store` maps a key such as "0.self" to (B, H, t, d_k) keys and values.
+    `padding` (B, t) says which cached positions hold real tokens, for a decoder-only model whose
+    prompts of different lengths leave padding among them (None: every position is real).
     """
 
     def __init__(self) -> None:
         self.store: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.padding: torch.Tensor | None = None
 
     def append(self, key: str, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Add (B, H, T, d_k) new positions under `key`; returns all positions so far."""
@@ -52,6 +55,8 @@ class KVCache:
         self.store = {
             key: (k.index_select(0, index), v.index_select(0, index)) for key, (k, v) in self.store.items()
         }
+        if self.padding is not None:
+            self.padding = self.padding.index_select(0, index)
 
     def __len__(self) -> int:
         """Number of decoded positions held by the self-attention entries."""
@@ -68,7 +73,7 @@ class MultiHeadAttention(nn.Module):
     `why_explicit()` names the reason the fused path is skipped.
     """
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, rotary: nn.Module | None = None):
         super().__init__()
         assert d_model % num_heads == 0, "checked by ModelConfig"
         self.num_heads = num_heads
@@ -78,9 +83,12 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model)  # W^V
         self.out_proj = nn.Linear(d_model, d_model)  # W^O
         self.dropout = nn.Dropout(dropout)
+        self.rotary = rotary  # rotary positions (pytorch_version/positions.py) turn q and k; None: not here
         self.force_explicit = False  # set True to always take the readable path
         for name in ("q_proj", "k_proj", "v_proj", "q", "k", "v", "scores", "masked_scores"):
             self.add_module(f"hook_{name}", HookPoint())
+        if rotary is not None:
+            self.hook_q_rot, self.hook_k_rot = HookPoint(), HookPoint()  # q and k after the rotation
         for name in ("weights", "z", "concat", "out"):
             self.add_module(f"hook_{name}", HookPoint())
 
@@ -105,11 +113,16 @@ class MultiHeadAttention(nn.Module):
         cache: KVCache | None = None,
         cache_key: str = "",
         static_kv: bool = False,
+        positions: torch.Tensor | None = None,
+        causal: bool = False,
     ) -> torch.Tensor:
         """Attend from `query` (B, T, D) to `key_value` (B, S, D); returns (B, T, D).
 
         With a `cache`, keys and values are stored under `cache_key`: appended to
         (self-attention while decoding) or, when `static_kv`, computed once (cross-attention).
+        `positions` (B, T): where each query (and, in self-attention, key) stands, for rotary
+        positions. `causal`: the look-ahead mask, applied in addition to `mask` (with no `mask`,
+        the fused kernel applies it itself, without building it).
         """
         B, T, D = query.shape
 
@@ -120,6 +133,11 @@ class MultiHeadAttention(nn.Module):
         else:
             k = self._split_heads(self.hook_k_proj(self.k_proj(key_value)))
             v = self._split_heads(self.hook_v_proj(self.v_proj(key_value)))
+            if self.rotary is not None:
+                # rotary positions: each pair of q's and k's dimensions is turned by an angle proportional
+                # to the position, so q_i . k_j depends on i - j only (keys are cached already turned)
+                q = self.hook_q_rot(self.rotary(q, positions))
+                k = self.hook_k_rot(self.rotary(k, positions))
             if cache is not None and not static_kv:
                 k, v = cache.append(cache_key, k, v)  # the past positions and this step's
             elif cache is not None:
@@ -127,9 +145,14 @@ class MultiHeadAttention(nn.Module):
                 k, v = cache.store[cache_key] = (k.contiguous(), v.contiguous())
         k, v = self.hook_k(k), self.hook_v(v)
 
+        if causal and (mask is not None or self.why_explicit() is not None or k.size(2) != T):
+            # queries are the last T of the S positions: query i sees keys up to S - T + i
+            S = k.size(2)
+            look_ahead = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+            mask, causal = look_ahead if mask is None else look_ahead & mask, False
         if self.why_explicit() is None:
             dropout_p = self.dropout.p if self.training else 0.0
-            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
         else:
             # 3) Scores = Q K^T / sqrt(d_k): the scaling keeps the softmax out of its flat tails
             scores = self.hook_scores(q @ k.transpose(-2, -1) / math.sqrt(self.head_dim))

@@ -6,57 +6,44 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pytorch_version.attention import KVCache, MultiHeadAttention
+from pytorch_version.positions import PositionalEncoding  # noqa: F401  (the paper's box, kept importable here)
 from utils.observe.tracing import HookPoint
 from utils.runtime.config import ModelConfig
 
 
 class Embeddings(nn.Module):
-    """Token ids -> vectors, multiplied by sqrt(d_model) (section 3.4)."""
+    """Token ids -> vectors, multiplied by sqrt(d_model) (section 3.4; GPT-2 does not scale)."""
 
-    def __init__(self, vocab_size: int, d_model: int) -> None:
+    def __init__(self, vocab_size: int, d_model: int, scale: bool = True) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, d_model)
-        self.scale = math.sqrt(d_model)
+        self.scale = math.sqrt(d_model) if scale else 1.0
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.embedding(tokens) * self.scale  # (B, T) -> (B, T, D)
 
 
-class PositionalEncoding(nn.Module):
-    """Adds PE(pos, 2i) = sin(pos / 10000^(2i/D)), PE(pos, 2i+1) = cos(...) (section 3.5)."""
-
-    def __init__(self, d_model: int, max_position: int) -> None:
-        super().__init__()
-        position = torch.arange(max_position).unsqueeze(1)  # (P, 1)
-        inv_freq = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
-        table = torch.zeros(max_position, d_model)
-        table[:, 0::2] = torch.sin(position * inv_freq)
-        table[:, 1::2] = torch.cos(position * inv_freq)
-        self.register_buffer("table", table, persistent=False)  # (P, D), not a parameter
-
-    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        T = x.size(1)
-        if start + T > self.table.size(0):
-            raise ValueError(f"sequence of {start + T} positions exceeds max_position={self.table.size(0)}")
-        return x + self.table[start : start + T]
+ACTIVATIONS = {"relu": torch.relu, "gelu": F.gelu}  # max(0, x); x * Phi(x), Phi the normal's CDF
 
 
 class FeedForward(nn.Module):
-    """FFN(x) = max(0, x W1 + b1) W2 + b2, applied to each position alone (section 3.3)."""
+    """FFN(x) = max(0, x W1 + b1) W2 + b2, applied to each position alone (section 3.3); GPT: GELU."""
 
-    def __init__(self, d_model: int, d_ff: int) -> None:
+    def __init__(self, d_model: int, d_ff: int, activation: str = "relu") -> None:
         super().__init__()
         self.fc1 = nn.Linear(d_model, d_ff)
         self.fc2 = nn.Linear(d_ff, d_model)
-        self.hook_pre_act = HookPoint()  # (B, T, d_ff) before the ReLU
-        self.hook_post_act = HookPoint()  # after the ReLU: negatives are zero
+        self.activation = ACTIVATIONS[activation]
+        self.hook_pre_act = HookPoint()  # (B, T, d_ff) before the nonlinearity
+        self.hook_post_act = HookPoint()  # after it: with ReLU, negatives are zero
         self.hook_out = HookPoint()  # (B, T, D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = self.hook_post_act(torch.relu(self.hook_pre_act(self.fc1(x))))
+        hidden = self.hook_post_act(self.activation(self.hook_pre_act(self.fc1(x))))
         return self.hook_out(self.fc2(hidden))
 
 

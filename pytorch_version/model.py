@@ -16,6 +16,37 @@ from utils.observe.tracing import HookPoint, NameFilter, capture
 from utils.runtime.config import ModelConfig
 
 
+class TutorialModel(nn.Module):
+    """What every model family of pytorch_version offers besides its forward: the parameter count,
+    a KV cache for decoding, the activation cache, and the switch to the readable attention path."""
+
+    cache_class = KVCache  # what `new_cache` builds for decoding
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied weights count once
+
+    def new_cache(self) -> KVCache:
+        """An empty cache for incremental decoding, of the class `cache_class` names (the one seam of
+        decoding: docs/ARCHITECTURE.md lists what may be plugged in there)."""
+        return self.cache_class()
+
+    def run_with_cache(self, src: torch.Tensor, tgt: torch.Tensor, names: NameFilter = None, detach=True):
+        """Teacher-forced forward that also returns the activation cache {name: tensor}.
+
+        `names` filters what is kept (a glob like "*.weights", a list, or a predicate);
+        see utils.observe.tracing.capture. The outputs equal those of `forward`.
+        """
+        with capture(self, names, detach) as cache:
+            logits = self(src, tgt)
+        return logits, cache
+
+    def set_explicit_attention(self, explicit: bool = True) -> None:
+        """Always take the readable attention path (True) or let each module choose (False)."""
+        for module in self.modules():
+            if hasattr(module, "force_explicit"):
+                module.force_explicit = explicit
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -41,10 +72,8 @@ class Decoder(nn.Module):
         return self.norm(x) if self.norm is not None else x
 
 
-class Transformer(nn.Module):
+class Transformer(TutorialModel):
     """Encoder-decoder Transformer; `forward(src, tgt_in)` returns logits (B, T, V_tgt)."""
-
-    cache_class = KVCache  # what `new_cache` builds for decoding
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -73,9 +102,6 @@ class Transformer(nn.Module):
             nn.init.xavier_uniform_(module.weight)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())  # tied weights count once
 
     def src_mask(self, src: torch.Tensor) -> torch.Tensor:
         return padding_mask(src, self.config.pad_id)  # (B, 1, 1, S)
@@ -109,24 +135,3 @@ class Transformer(nn.Module):
         """Teacher forcing: `tgt` is the shifted-right target (BOS y1 y2 ...); returns (B, T, V) logits."""
         src_mask = self.src_mask(src)
         return self.decode(tgt, self.encode(src, src_mask), src_mask)
-
-    def new_cache(self) -> KVCache:
-        """An empty cache for incremental decoding, of the class `cache_class` names (the one seam of
-        decoding: docs/ARCHITECTURE.md lists what may be plugged in there)."""
-        return self.cache_class()
-
-    def run_with_cache(self, src: torch.Tensor, tgt: torch.Tensor, names: NameFilter = None, detach=True):
-        """Teacher-forced forward that also returns the activation cache {name: tensor}.
-
-        `names` filters what is kept (a glob like "*.weights", a list, or a predicate);
-        see utils.observe.tracing.capture. The outputs equal those of `forward`.
-        """
-        with capture(self, names, detach) as cache:
-            logits = self(src, tgt)
-        return logits, cache
-
-    def set_explicit_attention(self, explicit: bool = True) -> None:
-        """Always take the readable attention path (True) or let each module choose (False)."""
-        for module in self.modules():
-            if hasattr(module, "force_explicit"):
-                module.force_explicit = explicit

@@ -5,6 +5,7 @@ testers build theirs (hidden 32, 2 layers, 4 heads, vocabulary 30).
     tiny_pytorch(**overrides)       pytorch_version's Transformer, seeded, eval mode
     tiny_hf(attn, **overrides)      the Hugging Face model with the same weights (converted)
     tiny_twins(attn, **overrides)   both, the same function
+    tiny_gpt(**overrides)           pytorch_version's decoder-only GPT (rotary, GELU, pre-LN), eval mode
 
 The readable models: pass `speed=SpeedUps()` (utils/fast) to plug the speed-ups in.
 """
@@ -28,6 +29,17 @@ def tiny_pytorch(seed: int = 0, speed=None, **overrides):
 
     torch.manual_seed(seed)
     model = Transformer(tiny_config(**overrides)).eval()
+    return speed.plug_in(model) if speed is not None else model
+
+
+GPT = dict(arch="gpt", positions="rotary", activation="gelu", init="gpt2", norm_first=True)
+
+
+def tiny_gpt(seed: int = 0, speed=None, **overrides):
+    from pytorch_version.gpt import GPT as GPTModel
+
+    torch.manual_seed(seed)
+    model = GPTModel(tiny_config(**{**GPT, **overrides})).eval()
     return speed.plug_in(model) if speed is not None else model
 
 

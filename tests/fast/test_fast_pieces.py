@@ -265,11 +265,11 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_the_readable_path_imports_no_speed_up_and_the_hf_model_files_only_torch_and_transformers():
-    for name in ("attention", "layers", "model"):
+    for name in ("attention", "positions", "layers", "model", "gpt"):
         imported = _imports(ROOT / "pytorch_version" / f"{name}.py")
         allowed = {"__future__", "math", "collections.abc", "torch", "torch.nn.functional", "torch.nn",
-                   "pytorch_version.attention", "pytorch_version.layers", "utils.observe.tracing",
-                   "utils.runtime.config"}  # fmt: skip
+                   "pytorch_version.attention", "pytorch_version.positions", "pytorch_version.layers",
+                   "pytorch_version.model", "utils.observe.tracing", "utils.runtime.config"}  # fmt: skip
         assert imported <= allowed, (name, imported - allowed)
     for name in ("configuration", "attention", "layers", "stacks", "modeling"):
         imported = _imports(ROOT / "huggingface_version" / f"{name}.py")

@@ -24,6 +24,7 @@ class GrowingKVCache:
     def __init__(self) -> None:
         self.store: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._room: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # the buffers behind `append`
+        self.padding: torch.Tensor | None = None  # (B, t) real positions, as the readable cache has
 
     def append(self, key: str, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Add (B, H, T, d_k) new positions under `key`; returns all positions so far."""
@@ -54,6 +55,8 @@ class GrowingKVCache:
                 self.store[key] = (room[0][:, :, : k.size(2)], room[1][:, :, : k.size(2)])
             else:
                 self.store[key] = (k.index_select(0, index), v.index_select(0, index))
+        if self.padding is not None:
+            self.padding = self.padding.index_select(0, index)
 
     def __len__(self) -> int:
         """Number of decoded positions held by the self-attention entries."""

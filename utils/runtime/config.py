@@ -16,7 +16,9 @@ import torch
 from utils.observe.trace_printer import parse_selection
 
 TOY_TASKS = ("copy", "reversal", "addition")
-TASKS = (*TOY_TASKS, "translation")
+TASKS = (*TOY_TASKS, "translation", "lm")
+ARCHS = ("transformer", "gpt")  # the families: the paper's encoder-decoder, a decoder-only GPT
+POSITIONS = ("sinusoidal", "learned", "rotary")
 VERSIONS = ("pytorch", "huggingface", "both", "analysis", "test")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -41,8 +43,14 @@ class ModelShape:
     The one place each is declared. RunConfig inherits them (so they are flags), ModelConfig adds
     the vocabularies and special ids; huggingface_version/configuration.py names them for
     Hugging Face. A field marked `training_only` shapes training, not the weights: a loaded
-    checkpoint need not match it.
+    checkpoint need not match it. `arch_defaults` give a family its own default (applied by
+    RunConfig.from_dict when the setting is not given, as `task_defaults` are).
     """
+
+    # the family: the paper's encoder-decoder, or a decoder-only GPT (its prompt and its output are
+    # one sequence, read by one stack of masked self-attention layers)
+    arch: str = _opt("transformer", "model family: the paper's encoder-decoder, or a decoder-only GPT",
+                     choices=ARCHS)  # fmt: skip
 
     hidden_size: int = _opt(128, "d_model, the width of every token vector")  # the paper's base: 512
     num_layers: int = _opt(2, "encoder layers and decoder layers (N in the paper)")  # the paper: 6
@@ -54,8 +62,21 @@ class ModelShape:
     # on attention weights: not in the paper (tensor2tensor adds it)
     attention_dropout: float = _opt(0.0, "dropout on attention weights (not in the paper)",
                                     training_only=True)  # fmt: skip
-    # False: post-LN as in the paper. True: pre-LN (Xiong et al. 2020), steadier when deep
-    norm_first: bool = _opt(False, "pre-LN instead of the paper's post-LN")
+    # False: post-LN as in the paper. True: pre-LN (Xiong et al. 2020), steadier when deep; GPT-2's choice
+    norm_first: bool = _opt(False, "pre-LN instead of the paper's post-LN", arch_defaults={"gpt": True})
+    # where order comes from: the paper adds a sinusoidal table (section 3.5), GPT-2 learns one vector per
+    # position, rotary (Su et al. 2021) turns each query and key by an angle that grows with its position,
+    # so their dot product depends on the distance between them (gpt only)
+    positions: str = _opt("sinusoidal", "position information: the paper's sinusoidal table, a learned one, "
+                          "or rotary (RoPE; --arch gpt)", choices=POSITIONS,
+                          arch_defaults={"gpt": "rotary"})  # fmt: skip
+    # the FFN's nonlinearity: the paper's max(0, x); GPT uses GELU, x * Phi(x) (Hendrycks & Gimpel 2016)
+    activation: str = _opt("relu", "FFN nonlinearity (gelu: --arch gpt)", choices=("relu", "gelu"),
+                           arch_defaults={"gpt": "gelu"})  # fmt: skip
+    # Xavier-uniform as the Annotated Transformer; GPT-2: N(0, 0.02), and the projections that write
+    # into the residual stream scaled by 1/sqrt(2 N) so the stream's variance does not grow with depth
+    init: str = _opt("xavier", "weight initialisation: xavier, or gpt2's N(0, 0.02) (--arch gpt)",
+                     choices=("xavier", "gpt2"), arch_defaults={"gpt": "gpt2"})  # fmt: skip
     # share the target embedding with the pre-softmax linear (section 3.4)
     tie_output: bool = _opt(True, "tie the output projection to the target embedding")
 
@@ -72,6 +93,21 @@ class ModelShape:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 raise UserError(f"{name} must be in [0, 1), got {value!r}")
+        for f in dataclasses.fields(ModelShape):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise UserError(
+                    f"{f.name} must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}"
+                )
+        if self.arch == "transformer":  # the paper's choices: the other families' settings are theirs
+            for name, paper in (("positions", "sinusoidal"), ("activation", "relu"), ("init", "xavier")):
+                if getattr(self, name) != paper:
+                    raise UserError(f"--{name} {getattr(self, name)} is for --arch gpt; the encoder-decoder "
+                                    f"uses the paper's {paper}")  # fmt: skip
+        if self.positions == "rotary" and self.hidden_size // self.num_heads % 2:
+            width = self.hidden_size // self.num_heads
+            raise UserError(f"rotary positions turn pairs of dimensions: the head width {width} "
+                            "(hidden_size / num_heads) must be even")  # fmt: skip
 
     @classmethod
     def names(cls, training_only: bool | None = None) -> list[str]:
@@ -89,7 +125,7 @@ class ModelConfig(ModelShape):
 
     src_vocab_size: int = field(kw_only=True)  # size of the source token set
     tgt_vocab_size: int = field(kw_only=True)  # size of the target token set
-    max_position: int = field(default=256, kw_only=True)  # longest sequence the sinusoidal table covers
+    max_position: int = field(default=256, kw_only=True)  # longest sequence the position table covers
     share_embeddings: bool = field(default=False, kw_only=True)  # also share src/tgt embeddings (one vocab)
     pad_id: int = field(default=0, kw_only=True)
     bos_id: int = field(default=1, kw_only=True)
@@ -99,6 +135,9 @@ class ModelConfig(ModelShape):
         super().__post_init__()
         for name in ("src_vocab_size", "tgt_vocab_size", "max_position"):
             _require_positive(name, getattr(self, name))
+        if self.arch == "gpt" and self.src_vocab_size != self.tgt_vocab_size:
+            sizes = f"src_vocab_size={self.src_vocab_size} and tgt_vocab_size={self.tgt_vocab_size}"
+            raise UserError(f"a GPT reads and writes one vocabulary, got {sizes}")
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             raise UserError(
                 "share_embeddings needs one vocabulary, got "
@@ -112,6 +151,11 @@ class ModelConfig(ModelShape):
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def vocab_size(self) -> int:
+        """The output vocabulary (a GPT's only one)."""
+        return self.tgt_vocab_size
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -170,14 +214,30 @@ class RunConfig(ModelShape):
     vocab_size: int = _opt(8000, "translation: BPE vocabulary size (per language with --separate_vocab)")
     separate_vocab: bool = _opt(False, "translation: one BPE vocabulary per language instead of a shared one")
     max_tokens: int = _opt(0, "batch by length: up to N padded tokens a batch, per process (0: --batch_size)")
+    data_file: str = _opt("", "lm: a UTF-8 text file; its first 90%% trains, the last 10%% validates")
+    val_file: str = _opt("", "lm: a text file to validate on instead (then all of --data_file trains)")
+    tokenizer: str = _opt("char", "lm: one token per character, or BPE subwords (--vocab_size of them)",
+                          choices=("char", "bpe"))  # fmt: skip
+    context_length: int = _opt(128, "lm: tokens a training window holds, the longest context the GPT sees")
     # training
-    epochs: int = _opt(6, "passes over the training set")
+    epochs: int = _opt(6, "passes over the training set (lm: --max_steps decides)")
+    max_steps: int = _opt(0, "lm: optimizer steps to train (a corpus is one long stream, not epochs)",
+                          task_defaults={"lm": 2000})  # fmt: skip
+    eval_every: int = _opt(250, "lm: optimizer steps between two evaluations (validation loss, a sample)")
     batch_size: int = _opt(64, "examples per batch (per process)")
     gradient_accumulation_steps: int = _opt(1, "batches whose gradients add up to one optimizer step")
     lr_factor: float = _opt(0.5, "Noam scale (paper: 1): lr = factor * d^-0.5 * min(s^-0.5, s*w^-1.5)",
                             task_defaults={"addition": 0.25})  # fmt: skip
-    warmup_steps: int = _opt(400, "optimizer steps of linear learning-rate warm-up (paper: 4000)")
-    label_smoothing: float = _opt(0.1, "label smoothing epsilon (paper section 5.4)")
+    warmup_steps: int = _opt(400, "optimizer steps of linear learning-rate warm-up (paper: 4000)",
+                             task_defaults={"lm": 100})  # fmt: skip
+    lr_schedule: str = _opt("noam", "noam: the paper's warm-up then 1/sqrt(step) (--lr_factor); cosine: "
+                            "warm-up to --learning_rate, then a cosine decay to a tenth of it by --max_steps",
+                            choices=("noam", "cosine"), task_defaults={"lm": "cosine"})  # fmt: skip
+    learning_rate: float = _opt(2e-3, "peak learning rate of --lr_schedule cosine")
+    weight_decay: float = _opt(0.0, "AdamW weight decay on the matrices (0: the paper's Adam)",
+                               task_defaults={"lm": 0.1})  # fmt: skip
+    label_smoothing: float = _opt(0.1, "label smoothing epsilon (paper section 5.4)",
+                                  task_defaults={"lm": 0.0})  # fmt: skip
     clip_grad_norm: float = _opt(1.0, "clip the gradient norm to this value; 0 turns clipping off")
     dataloader_num_workers: int = _opt(0, "worker processes for the DataLoader")
     stop_at_exact_match: float = _opt(0.0, "stop once held-out exact match reaches this (0: run all epochs)")
@@ -200,6 +260,16 @@ class RunConfig(ModelShape):
     beam_size: int = _opt(1, "1: greedy decoding; >1: beam search with this many beams")
     length_penalty: float = _opt(0.6, "beam search length penalty alpha (Wu et al. 2016)")
     max_length: int = _opt(0, "longest output in tokens when decoding; 0: source length + 10")
+    prompt: str = _opt("", "--arch gpt: text the model continues (--checkpoint; longer than the context: "
+                       "its last tokens are kept, with a warning)")  # fmt: skip
+    max_new_tokens: int = _opt(
+        200, "tokens --prompt generates (it stops early at EOS where the data has one)"
+    )
+    do_sample: bool = _opt(True, "--prompt samples the next token; --no-do_sample takes the most likely one")
+    temperature: float = _opt(0.8, "sampling: divide the logits by this (< 1: surer, > 1: more varied)")
+    top_k: int = _opt(0, "sampling: only from the k most likely tokens (0: all)")
+    top_p: float = _opt(1.0, "sampling: only from the smallest set of tokens whose probability reaches p "
+                        "(nucleus sampling, Holtzman et al. 2019; 1: all)")  # fmt: skip
     evaluate: bool = _opt(False, "translate --test_prefix with --checkpoint and score it (BLEU, chrF)")
     test_prefix: str = _opt("", "--evaluate: PREFIX.SRC is translated and scored against PREFIX.TGT")
     trust_remote_code: bool = _opt(False, "--checkpoint: also load an HF folder whose model's code is in the "
@@ -247,9 +317,10 @@ class RunConfig(ModelShape):
         if self.resume and (self.checkpoint or self.version not in ("pytorch", "huggingface")):
             raise UserError("--resume continues training: use it with --version pytorch or huggingface, "
                             "without --checkpoint")  # fmt: skip
-        from utils.runtime.validation import check_translation_flags  # imports UserError from here
+        from utils.runtime.validation import check_family_flags, check_translation_flags  # need UserError
 
         check_translation_flags(self)
+        check_family_flags(self)
 
     @classmethod
     def flags(cls) -> list[dataclasses.Field]:
@@ -266,8 +337,9 @@ class RunConfig(ModelShape):
         return self.task == "translation" and not self.separate_vocab
 
     def model_config(self, src_vocab_size: int, tgt_vocab_size: int, **ids: int) -> ModelConfig:
+        extra = {"max_position": self.context_length} if self.task == "lm" else {}  # a GPT's context
         return ModelConfig(**self.shape(), src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
-                           share_embeddings=self.share_embeddings, **ids)  # fmt: skip
+                           share_embeddings=self.share_embeddings, **ids, **extra)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -275,15 +347,17 @@ class RunConfig(ModelShape):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """Build from a plain mapping (flags, a YAML file), rejecting unknown keys and wrong types.
-        A setting not in it takes its task's own default where it has one (`task_defaults`)."""
+        A setting not in it takes its task's or its family's own default where it has one
+        (`task_defaults`, `arch_defaults`)."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(fields))
         if unknown:
             raise UserError(f"unknown config keys: {', '.join(unknown)}")
-        task = data.get("task", fields["task"].default)
-        for name, f in fields.items():  # a default of its own for the task, unless given
-            if name not in data and task in f.metadata.get("task_defaults", {}):
-                data = {**data, name: f.metadata["task_defaults"][task]}
+        task, arch = data.get("task", fields["task"].default), data.get("arch", fields["arch"].default)
+        for name, f in fields.items():  # a default of its own for the task or the family, unless given
+            for own, kind in ((task, "task_defaults"), (arch, "arch_defaults")):
+                if name not in data and own in f.metadata.get(kind, {}):
+                    data = {**data, name: f.metadata[kind][own]}
         for key, value in data.items():
             expected = type(fields[key].default)
             ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))

@@ -45,3 +45,41 @@ def check_translation_flags(cfg) -> None:
         raise UserError("--separate_vocab needs --version pytorch: the HF version has one tokenizer")
     if cfg.stop_at_exact_match:
         raise UserError("--stop_at_exact_match is for the toy tasks; translation keeps the best BLEU")
+
+
+def check_family_flags(cfg) -> None:
+    """The decoder-only family and its language-model task: which flags go with which."""
+    if cfg.task == "lm" and cfg.arch != "gpt":
+        raise UserError("--task lm trains a decoder-only model: add --arch gpt")
+    if cfg.task == "translation" and cfg.arch != "transformer":
+        raise UserError("--task translation trains the encoder-decoder (--arch transformer)")
+    if cfg.task == "lm" and not cfg.data_file and not cfg.checkpoint:
+        raise UserError("--task lm needs --data_file PATH, a UTF-8 text file to learn from")
+    if cfg.task != "lm":
+        for name in ("data_file", "val_file"):
+            if getattr(cfg, name):
+                raise UserError(f"--{name} applies to --task lm only")
+        if cfg.tokenizer != "char":
+            raise UserError("--tokenizer applies to --task lm (translation always learns BPE)")
+    for name in ("context_length", "eval_every", "max_new_tokens"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise UserError(f"{name} must be a positive integer, got {value!r}")
+    if cfg.context_length < 2:
+        raise UserError(f"context_length must be at least 2 (a token and the next), got {cfg.context_length}")
+    if cfg.max_steps < 0:
+        raise UserError(f"max_steps must be >= 0, got {cfg.max_steps}")
+    if not cfg.temperature > 0:
+        raise UserError(f"temperature must be > 0 (use --no-do_sample for the most likely token), "
+                        f"got {cfg.temperature}")  # fmt: skip
+    if not 0 < cfg.top_p <= 1:
+        raise UserError(f"top_p must be in (0, 1], got {cfg.top_p}")
+    if cfg.top_k < 0:
+        raise UserError(f"top_k must be >= 0 (0: no limit), got {cfg.top_k}")
+    if cfg.learning_rate <= 0 or cfg.weight_decay < 0:
+        raise UserError(f"learning_rate must be > 0 and weight_decay >= 0, got {cfg.learning_rate} "
+                        f"and {cfg.weight_decay}")  # fmt: skip
+    if cfg.prompt and not cfg.checkpoint:
+        raise UserError("--prompt needs --checkpoint PATH (a trained --arch gpt model)")
+    if cfg.prompt and (cfg.source or cfg.evaluate):
+        raise UserError("--prompt continues text; --source and --evaluate decode toy or translation inputs")
