@@ -11,6 +11,12 @@ few pieces, and no word is out of vocabulary. The pipeline of one tokenizer:
     decoder        Metaspace: join the pieces and turn "▁" back into spaces
 
 so `decode(encode(text)) == normalize(text)` whenever every character of `text` is known.
+
+A language model needs its text as it is: normalizing would turn every newline into a space.
+`byte_level=True` builds GPT-2's pipeline instead (Radford et al., 2019): no normalizer, the
+ByteLevel pre-tokenizer maps each UTF-8 byte to a printable character (a space is "Ġ", a newline
+"Ċ"), the 256 bytes are the base alphabet, and the ByteLevel decoder maps them back, so
+`decode(encode(text)) == text` for every text, newlines and all, and no token is ever <unk>.
 Special tokens <pad> <s> </s> <unk> have ids 0..3, as in utils.data.tokenizer.CharTokenizer.
 
 `BPETokenizer` is one vocabulary, shared by source and target by default (the paper's
@@ -34,8 +40,12 @@ from utils.runtime.config import UserError
 BASE_ALPHABET = sorted(set(string.printable.strip() + "".join(map(chr, range(0xA1, 0x100))) + "–—‘’“”„…€"))
 
 
-def _new_backend() -> Tokenizer:
+def _new_backend(byte_level: bool = False) -> Tokenizer:
     backend = Tokenizer(models.BPE(unk_token=SPECIALS[UNK_ID]))
+    if byte_level:  # text kept exactly as it is: no normalizer, every byte is a base token
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        return backend
     backend.normalizer = tokenizers_normalizer()
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Metaspace(prepend_scheme="always"), pre_tokenizers.Punctuation("isolated")]
@@ -55,17 +65,29 @@ class BPETokenizer:
             if backend.token_to_id(token) != i:
                 raise UserError(f"a BPE tokenizer must have {token} at id {i}")
         self.backend = backend
+        self.byte_level = isinstance(backend.decoder, decoders.ByteLevel)  # see the module docstring
         self.id_to_token = [backend.id_to_token(i) for i in range(backend.get_vocab_size())]
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> BPETokenizer:
-        """Learn merges from `texts` until there are `vocab_size` tokens (fewer if the text runs out)."""
-        backend = _new_backend()
+    def train(
+        cls, texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2, byte_level: bool = False
+    ) -> BPETokenizer:
+        """Learn merges from `texts` until there are `vocab_size` tokens (fewer if the text runs out).
+
+        `byte_level`: GPT-2's lossless pipeline for a language model (see the module docstring).
+        """
+        alphabet = pre_tokenizers.ByteLevel.alphabet() if byte_level else BASE_ALPHABET
+        if byte_level and vocab_size < len(SPECIALS) + len(alphabet):
+            raise UserError(
+                f"a byte-level BPE vocabulary needs at least {len(SPECIALS) + len(alphabet)} tokens "
+                f"({len(SPECIALS)} specials + {len(alphabet)} bytes), got vocab_size {vocab_size}"
+            )
+        backend = _new_backend(byte_level)
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
             min_frequency=min_frequency,  # a merge seen once is noise, not a subword
             special_tokens=list(SPECIALS),  # ids 0..3, in this order
-            initial_alphabet=BASE_ALPHABET,
+            initial_alphabet=alphabet,
             show_progress=False,
         )
         backend.train_from_iterator(texts, trainer)
@@ -100,7 +122,11 @@ class BPETokenizer:
         return [e.ids + [EOS_ID] if add_eos else e.ids for e in encodings]
 
     def decode(self, ids) -> str:
-        """Ids -> text, stopping at EOS and dropping the other specials (<unk> included)."""
+        """Ids -> text, stopping at EOS and dropping the other specials (<unk> included).
+
+        The Metaspace decoder leaves the space of the first "▁" in front, hence the strip; a
+        byte-level text comes back exactly, its leading and trailing newlines included.
+        """
         kept = []
         for i in ids:
             i = int(i)
@@ -108,7 +134,8 @@ class BPETokenizer:
                 break
             if i >= len(SPECIALS):
                 kept.append(i)
-        return self.backend.decode(kept, skip_special_tokens=True).strip()
+        text = self.backend.decode(kept, skip_special_tokens=True)
+        return text if self.byte_level else text.strip()
 
     def tokens(self, ids) -> list[str]:
         """Ids -> subword strings such as "▁Fahr" "rad" (figure and --debug labels), specials included."""

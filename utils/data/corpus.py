@@ -44,11 +44,11 @@ def tokenizers_normalizer():
     )
 
 
-def read_lines(path: str | Path) -> list[str]:
-    """The lines of a UTF-8 text file (a BOM is allowed), with one-line errors naming the file.
+def read_text(path: str | Path, expected: str = "one sentence per line") -> str:
+    """The text of a UTF-8 file (a BOM is allowed), with one-line errors naming the file.
 
-    Only "\\n" ends a line (with an optional "\\r" before it): `str.splitlines` would also split
-    at characters such as U+2028 inside a sentence and break the alignment of the two files.
+    A missing file, a folder, bytes that are not UTF-8 (the line, the byte and its column) and
+    a file with nothing but whitespace each stop the run; `expected` says what the file should hold.
     """
     path = Path(path)
     if not path.is_file():
@@ -65,8 +65,17 @@ def read_lines(path: str | Path) -> list[str]:
             "convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8"
         ) from err
     if not text.strip():
-        raise UserError(f"{path} is empty: expected one sentence per line")
-    lines = text.split("\n")
+        raise UserError(f"{path} is empty: expected {expected}")
+    return text
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """The lines of a UTF-8 text file (a BOM is allowed), with `read_text`'s one-line errors.
+
+    Only "\\n" ends a line (with an optional "\\r" before it): `str.splitlines` would also split
+    at characters such as U+2028 inside a sentence and break the alignment of the two files.
+    """
+    lines = read_text(path).split("\n")
     if lines[-1] == "":  # the newline that ends the last line
         lines.pop()
     return [line.removesuffix("\r") for line in lines]
