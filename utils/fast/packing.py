@@ -116,6 +116,8 @@ def why_not_packed(model: nn.Module) -> str | None:
     global module hook."""
     from torch.nn.modules import module as torch_module
 
+    if getattr(getattr(model, "config", None), "arch", "transformer") != "transformer":
+        return "a decoder-only model: no packed twin yet, the readable forward runs"
     for kind in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
                  "_global_backward_pre_hooks"):  # fmt: skip
         if getattr(torch_module, kind, None):
@@ -190,7 +192,7 @@ class LabelledLogits(nn.Module):
 
 def readable_logits(model: nn.Module, src, tgt_in, src_keep, tgt_keep) -> torch.Tensor:
     """(B, T, V) teacher-forced logits by either version's own forward."""
-    if hasattr(model, "src_embed"):  # pytorch_version: its masks come from the pad id
+    if hasattr(model, "run_with_cache"):  # pytorch_version (either family): its masks come from the pad id
         return model(src, tgt_in)
     return model(input_ids=src, attention_mask=src_keep.long(), decoder_input_ids=tgt_in,
                  decoder_attention_mask=tgt_keep.long(), use_cache=False).logits  # fmt: skip
