@@ -14,7 +14,11 @@ from utils.runtime.console import hide_loading_bars
 
 def done_line(name: str, summary: dict, folder: str, cfg: RunConfig) -> str:
     """'pytorch_version done: exact match 98.40% on 500 held-out examples in 61s; results in ...'."""
-    if cfg.task == "translation":
+    if cfg.task == "lm":
+        final = summary["final"]
+        score = (f"validation loss {final['eval_loss']:.4f} nats/token ({final['eval_bits_per_char']:.3f} bits "
+                 f"per character, perplexity {final['eval_perplexity']:.2f}) after {summary['steps']} steps")  # fmt: skip
+    elif cfg.task == "translation":
         final = summary.get("final_translation", {})
         best = final.get("best")
         beam = f", {best} with beam {final['beam_size']}: {final[best]['bleu']:.2f}" if best else ""

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from pytorch_version.decoding import generate
+from pytorch_version.families import model_for
 from pytorch_version.inference import load_for_inference, translate
-from pytorch_version.model import Transformer
 from utils.data.tokenizer import tokenizer_from_dict
 from utils.runtime.checkpoint import load_checkpoint, save_checkpoint
 from utils.runtime.config import ModelConfig, RunConfig
@@ -32,8 +32,15 @@ def max_new_tokens(cfg: RunConfig, src: torch.Tensor) -> int:
 
 
 def selection_metric(cfg: RunConfig) -> str:
-    """The record key that picks best_model.pt: BLEU for translation, exact match for the toy tasks."""
-    return "eval_bleu" if cfg.task == "translation" else "eval_exact_match"
+    """The record key that picks best_model.pt: BLEU for translation, exact match for the toy tasks,
+    the validation loss for a language model."""
+    return {"translation": "eval_bleu", "lm": "eval_loss"}.get(cfg.task, "eval_exact_match")
+
+
+def selection_score(cfg: RunConfig, record: dict) -> float:
+    """The selection metric as "higher is better" (a loss counts negated)."""
+    value = record[selection_metric(cfg)]
+    return -value if cfg.task == "lm" else value
 
 
 def _dataset_order(loader, outputs: list) -> list:
@@ -78,6 +85,34 @@ def evaluate(model, loader, tokenizer, references, cfg: RunConfig, device) -> di
     return metrics | {"eval_examples": predictions[:3]}
 
 
+@torch.no_grad()
+def evaluate_lm(model, corpus, cfg: RunConfig, device) -> dict:
+    """A language model on the whole validation split: the loss in nats per token, bits per character
+    and perplexity; and a short sample continuing the validation text's first tokens."""
+    from pytorch_version.sampling import sample
+    from utils.data.lm import bits_per_character, perplexity, validation_batches
+
+    model.eval()
+    total, tokens = 0.0, 0
+    for batch in validation_batches(corpus.val_ids, cfg.context_length, 32):
+        tgt_in, tgt_out = batch["tgt_in"].to(device), batch["tgt_out"].to(device)
+        logits = model(batch["src"].to(device), tgt_in)
+        total += seq2seq_loss(logits.float(), tgt_out, corpus.tokenizer.pad_id, 0.0, "sum").item()
+        tokens += int((tgt_out != corpus.tokenizer.pad_id).sum())
+    loss = total / tokens
+    prompt = corpus.val_ids[: min(16, cfg.context_length // 2)].tolist()
+    new = sample(model, prompt, min(cfg.max_new_tokens, 120), cfg.do_sample, cfg.temperature, cfg.top_k,
+                 cfg.top_p, seed=cfg.seed)  # fmt: skip
+    text = corpus.tokenizer.decode(prompt + new)
+    logger.info("sample: %r", text)
+    return {
+        "eval_loss": loss,  # nats per token: the cross-entropy of the next token
+        "eval_bits_per_char": bits_per_character(loss, tokens, corpus.val_chars),
+        "eval_perplexity": perplexity(loss),
+        "eval_examples": [text],
+    }
+
+
 def average_checkpoints(paths: list[Path], target: Path) -> Path:
     """One checkpoint whose weights are the mean of `paths`' weights (Vaswani et al. 2017, section 6.1:
     "averaging the last 5 checkpoints"): a cheap ensemble of the end of training that smooths
@@ -85,7 +120,7 @@ def average_checkpoints(paths: list[Path], target: Path) -> Path:
     states = [load_checkpoint(p) for p in paths]
     last = states[-1]
     mean = mean_weights([s["model_state"] for s in states])
-    model = Transformer(ModelConfig.from_dict(last["model_config"]))
+    model = model_for(ModelConfig.from_dict(last["model_config"]))
     model.load_state_dict(mean)
     save_checkpoint(
         target, model, tokenizer_from_dict(last["tokenizer"]), averaged_from=[Path(p).name for p in paths]
@@ -109,7 +144,7 @@ def evaluate_average(cfg: RunConfig, out: Path, history: list[dict], evaluate_mo
     (early in training, or after --stop_at_exact_match, the epochs' weights are still far apart)."""
     folder = out / "checkpoints"
     epochs = averaged_epochs(cfg, folder, history) if cfg.checkpoint_average >= 2 else []
-    if cfg.task == "translation" or len(epochs) < 2:
+    if cfg.task in ("translation", "lm") or len(epochs) < 2:
         return {}
     path = average_checkpoints(
         [folder / f"checkpoint_epoch_{e}.pt" for e in epochs], folder / "averaged_model.pt"

@@ -9,20 +9,21 @@ and, with --checkpoint_average, checkpoints/averaged_model.pt (pytorch_version/e
 from __future__ import annotations
 
 import logging
+import math
 import time
 from contextlib import nullcontext
-from functools import partial
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from pytorch_version import resume
-from pytorch_version.evaluate import evaluate, evaluate_average, final_evaluation, selection_metric
-from pytorch_version.model import Transformer
+from pytorch_version.evaluate import evaluate_average, final_evaluation, selection_metric, selection_score
+from pytorch_version.families import model_for
+from pytorch_version.model import TutorialModel
 from pytorch_version.resume import INTERRUPTED, Progress, save_resumable
-from utils.data.stats import report_data
-from utils.data.tasks import PairDataset, first_example, load_task_data, make_loader
+from pytorch_version.run_data import load_run_data
+from utils.data.tasks import first_example
 from utils.fast import SpeedUps
 from utils.figures.training_curves import plot_training_curves
 from utils.observe.monitor import InternalsRecorder, write_analysis
@@ -36,7 +37,6 @@ from utils.runtime.distributed import (
     device_for,
     from_rank0,
     init_world,
-    make_train_loader,
     set_epoch,
     shutdown,
     sum_across,
@@ -51,7 +51,7 @@ from utils.runtime.resilience import (
     resume_command,
 )
 from utils.runtime.tracking import Tracker, add_file_log, epoch_line
-from utils.training.recipe import noam_schedule, out_of_time, paper_adam
+from utils.training.recipe import optimizer_and_schedule, out_of_time
 
 logger = logging.getLogger(__name__)
 
@@ -128,11 +128,11 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device,
     return progress.train_loss()
 
 
-def build_model(cfg: RunConfig, tokenizer) -> Transformer:
-    """A freshly initialised model of the configured shape, with the speed-ups of utils/fast plugged
-    in unless --no-fast (module swaps: the state dict is that of the readable model)."""
+def build_model(cfg: RunConfig, tokenizer) -> TutorialModel:
+    """A freshly initialised model of the configured family and shape, with the speed-ups of utils/fast
+    plugged in unless --no-fast (module swaps: the state dict is that of the readable model)."""
     ids = {"pad_id": tokenizer.pad_id, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
-    model = Transformer(cfg.model_config(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, **ids))
+    model = model_for(cfg.model_config(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, **ids))
     return SpeedUps.from_flag(cfg.fast).plug_in(model)
 
 
@@ -153,28 +153,21 @@ def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
 
 
 def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device) -> dict:
-    train_pairs, eval_pairs, tokenizer = load_task_data(cfg)
+    data = load_run_data(cfg, world, device)  # the task's batches and how a model is scored
+    tokenizer, train_loader = data.tokenizer, data.train_loader
     out = Path(cfg.output_dir) / results_name
     main = world.is_main  # only rank 0 writes files, logs metrics and draws figures
     checkpoints = ensure_writable(out / "checkpoints") if main else out / "checkpoints"
     log_handler = add_file_log(out / "logs" / "train.log") if main else None
     torch.manual_seed(cfg.seed)
 
-    dataset = PairDataset(train_pairs, tokenizer)
-    if cfg.max_tokens and not world.distributed:  # batches by length, drawn from the loader's generator
-        train_loader = make_loader(dataset, cfg.batch_size, True, cfg.seed, cfg.dataloader_num_workers,
-                                   cfg.max_tokens)  # fmt: skip
-    else:  # rank r of N reads its share of one order per (seed, epoch); one process reads it all
-        train_loader = make_train_loader(dataset, cfg.batch_size, world, cfg.seed, cfg.dataloader_num_workers,
-                                         cfg.max_tokens)  # fmt: skip
-    eval_loader = make_loader(PairDataset(eval_pairs, tokenizer), 256, False, max_tokens=cfg.max_tokens)
-    data_report = report_data(cfg, out, train_loader) if main else {}  # padding; translation: a figure
+    data_report = data.report(out) if main else {}  # padding or corpus sizes; translation: a figure
     model = build_model(cfg, tokenizer).to(device)
-    optimizer = paper_adam(model.parameters(), fused=SpeedUps.from_flag(cfg.fast).fused_adam)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, noam_schedule(cfg.hidden_size, cfg.warmup_steps, cfg.lr_factor)
-    )
-    progress, saved = Progress(), None
+    steps_per_epoch = -(-len(train_loader) // cfg.gradient_accumulation_steps)  # optimizer steps
+    total_steps = cfg.max_steps if cfg.task == "lm" else cfg.epochs * steps_per_epoch
+    optimizer, rate = optimizer_and_schedule(cfg, model, total_steps, SpeedUps.from_flag(cfg.fast).fused_adam)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
+    progress, saved = Progress(best=-math.inf), None
     resume_from = resume.resume_path(cfg, checkpoints) if cfg.resume else None
     if resume_from is not None:  # before metrics.jsonl is rewritten: a refused resume changes nothing
         progress, saved = resume.restore(
@@ -189,18 +182,15 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
         atomic_write_json(out / "config.json", config_record)
         tracker = Tracker(out / "logs" / "metrics.jsonl", cfg.wandb, cfg.wandb_project, "pytorch",
                           config_record, history=progress.history)  # fmt: skip
-    logger.info(
-        "pytorch_version: task=%s, %d train / %d eval examples, %s parameters, device=%s",
-        cfg.task, len(train_pairs), len(eval_pairs), f"{model.num_parameters():,}", device,
-    )  # fmt: skip
+    logger.info("pytorch_version: %s, task=%s, %s, %s parameters, device=%s", cfg.arch, cfg.task,
+                data.description, f"{model.num_parameters():,}", device)  # fmt: skip
 
     if cfg.debug and main:
-        batch = next(iter(eval_loader))  # a fixed held-out example; the training order stays untouched
-        src, tgt_in = (t.to(device) for t in first_example(batch, tokenizer.pad_id))
+        src, tgt_in = (t.to(device) for t in data.debug_example)
         trace = trace_example(model, src, tgt_in, tokenizer.tokens, cfg.debug_layers, cfg.debug_heads)
         logger.info("--debug: forward pass of one example before training\n%s", trace)
 
-    probe = next(iter(make_loader(PairDataset(eval_pairs[:8], tokenizer), 8, False)))
+    probe = data.probe
     recorder = None
     if cfg.track_internals and main:
         recorder = InternalsRecorder(*first_example(probe, tokenizer.pad_id), cfg.track_every)
@@ -208,7 +198,6 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
 
     start = time.perf_counter() - progress.elapsed_s  # elapsed_s continues over a resume
     guard = NonFiniteGuard(cfg.max_nonfinite_steps, progress.nonfinite_in_a_row)
-    references = [t for _, t in eval_pairs]
 
     def save(path: Path, **extra) -> None:
         progress.elapsed_s, progress.nonfinite_in_a_row = time.perf_counter() - start, guard.in_a_row
@@ -221,10 +210,11 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
     )  # Ctrl-C / SIGTERM: finish the step, save, exit (utils.runtime.resilience)
     try:
         resume.restore_rng(saved)  # dropout goes on with the numbers it would have drawn
-        for epoch in range(progress.epoch, cfg.epochs + 1):
+        for epoch in range(progress.epoch, data.rounds + 1):
+            data.begin_round(epoch)  # lm: the last round may be shorter
             progress.begin_epoch(train_loader)
             set_epoch(train_loader, epoch)  # under torchrun: this epoch's order, the same on every process
-            desc = f"epoch {epoch}/{cfg.epochs}"
+            desc = f"{'round' if cfg.task == 'lm' else 'epoch'} {epoch}/{data.rounds}"
             train_one_epoch(model, train_loader, optimizer, scheduler, cfg, device, desc, recorder,
                             progress, stop, guard, world, step)  # fmt: skip
             loss_total, loss_batches = sum_across(world, progress.loss_total, progress.loss_batches)
@@ -237,7 +227,7 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
                                        resume_command(cfg, checkpoints / INTERRUPTED))  # fmt: skip
             record = None
             if main:  # evaluation on rank 0 with the bare model; the others wait for its record
-                metrics = evaluate(model, eval_loader, tokenizer, references, cfg, device)
+                metrics = data.evaluate(model)
                 examples = metrics.pop("eval_examples")
                 lr, elapsed = scheduler.get_last_lr()[0], time.perf_counter() - start
                 record = {"epoch": epoch, "step": progress.step, "train_loss": train_loss, **metrics,
@@ -245,8 +235,8 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
                 tracker.log(record)
                 logger.info("%s %r", epoch_line(record), examples[:2])
             record = from_rank0(world, record)  # every process takes the same decisions below
-            improved = record[selection_metric(cfg)] > progress.best
-            progress.best = max(progress.best, record[selection_metric(cfg)])
+            improved = selection_score(cfg, record) > progress.best
+            progress.best = max(progress.best, selection_score(cfg, record))
             progress.end_epoch(train_loader)
             extra = {"epoch": epoch, "metrics": record}
             if main:
@@ -281,20 +271,18 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
                        tokenizer.tokens(src[0]), tokenizer.tokens(tgt[0]), tokenizer.id_to_token, out,
                        recorder)  # fmt: skip
     last_epoch = {k: v for k, v in tracker.history[-1].items() if k.startswith("eval_")}
-    score = partial(
-        evaluate, loader=eval_loader, tokenizer=tokenizer, references=references, cfg=cfg, device=device
-    )
-    averaged = evaluate_average(cfg, out, tracker.history, score, device)  # --checkpoint_average
+    averaged = evaluate_average(cfg, out, tracker.history, data.evaluate, device)  # --checkpoint_average
     summary = {
         "version": "pytorch",
         "task": cfg.task,
         "final": averaged["averaged"] if averaged.get("averaged_is_final") else last_epoch,
         "last_epoch": last_epoch,
         **averaged,
-        f"best_{selection_metric(cfg)}": progress.best,
+        f"best_{selection_metric(cfg)}": abs(progress.best) if cfg.task == "lm" else progress.best,
         "wall_time_s": time.perf_counter() - start,
+        "steps": scheduler.last_epoch,  # optimizer steps
         **data_report,
-        **final_evaluation(cfg, out, eval_pairs, tracker.history, device),
+        **final_evaluation(cfg, out, data.eval_pairs, tracker.history, device),
         "parameters": model.num_parameters(),
         "config": config_record,
     }

@@ -194,6 +194,8 @@ class LMBatches:
         self.ids, self.batch_size, self.context_length = ids, batch_size, context_length
         self.steps, self.seed, self.epoch = steps, seed, 0
         self.rank, self.world_size = rank, world_size
+        # what a resumed run's Progress saves of a loader; the windows themselves come from (seed, epoch)
+        self.generator = torch.Generator().manual_seed(seed)
 
     @property
     def sampler(self) -> LMBatches:

@@ -141,14 +141,18 @@ class PairDataset(Dataset):
     """Source and target strings encoded once, up front (sources + EOS, targets + EOS).
 
     `src_tokenizer` alone encodes both sides with their own vocabulary (`.source`, `.target`);
-    a `tgt_tokenizer` overrides the target side.
+    a `tgt_tokenizer` overrides the target side. `source_eos=False` leaves EOS off the sources: a
+    decoder-only model reads the source as a prompt, and the BOS that starts the target follows it
+    as the separator (`hello<s>olleh</s>`).
     """
 
-    def __init__(self, pairs: list[Pair], src_tokenizer, tgt_tokenizer=None) -> None:
+    def __init__(self, pairs: list[Pair], src_tokenizer, tgt_tokenizer=None, source_eos: bool = True) -> None:
         tgt_tokenizer = tgt_tokenizer or getattr(src_tokenizer, "target", src_tokenizer)
         src_tokenizer = getattr(src_tokenizer, "source", src_tokenizer)
         self.pairs = pairs
         self.src = _encode_all(src_tokenizer, [s for s, _ in pairs])
+        if not source_eos:
+            self.src = [ids[:-1] for ids in self.src]  # every encoding ends with its EOS
         self.tgt = _encode_all(tgt_tokenizer, [t for _, t in pairs])
 
     @property

@@ -11,9 +11,10 @@ from utils.runtime.config import TOY_TASKS, ModelConfig, ModelShape, RunConfig
 # What a resumed run must share with the run it continues: these shape the data, the model or the
 # recipe (epochs may grow; where and how verbosely it runs may change).
 RESUME_FIELDS = ("task", "seed", "train_size", "eval_size", "min_len", "max_len", "data_dir", "src_lang",
-                 "tgt_lang", "max_train_lines", "vocab_size", "separate_vocab", "max_tokens",
-                 *ModelShape.names(), "batch_size", "gradient_accumulation_steps", "lr_factor",
-                 "warmup_steps", "label_smoothing", "clip_grad_norm", "fp16", "bf16")  # fmt: skip
+                 "tgt_lang", "max_train_lines", "vocab_size", "separate_vocab", "max_tokens", "data_file",
+                 "val_file", "tokenizer", "context_length", "eval_every", *ModelShape.names(), "batch_size",
+                 "gradient_accumulation_steps", "lr_factor", "warmup_steps", "lr_schedule", "learning_rate",
+                 "weight_decay", "label_smoothing", "clip_grad_norm", "fp16", "bf16")  # fmt: skip
 # the flags a loaded checkpoint must not contradict: those that shape its weights
 ARCHITECTURE_FIELDS = tuple(ModelShape.names(training_only=False))
 

@@ -1,6 +1,9 @@
-"""The training recipe both implementations share: Adam, the Noam schedule and the smoothed loss."""
+"""The training recipe both implementations share: Adam, the Noam schedule and the smoothed loss; and
+the GPT recipe (AdamW, warm-up and cosine decay) that --lr_schedule cosine chooses."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +30,46 @@ def noam_schedule(d_model: int, warmup_steps: int, factor: float = 1.0):
         if step == 0:  # min(0^-0.5, 0): the first update only starts Adam's moving averages
             return 0.0
         return factor * d_model**-0.5 * min(step**-0.5, step * warmup_steps**-1.5)
+
+    return rate
+
+
+GPT_BETAS, GPT_EPS, MIN_LR_RATIO = (0.9, 0.99), 1e-8, 0.1  # nanoGPT's shakespeare_char; GPT-3 decays to 10%
+
+
+def decays(name: str, parameter: torch.Tensor) -> bool:
+    """Weight decay pulls matrices (and embeddings) towards 0; biases and LayerNorm gains keep their scale."""
+    return parameter.dim() >= 2
+
+
+def optimizer_and_schedule(cfg, model: torch.nn.Module, total_steps: int, fused: bool = False):
+    """The optimizer and the LambdaLR multiplier of a run (--lr_schedule, --weight_decay).
+
+    noam:   the paper's Adam with lr 1 (AdamW when --weight_decay) and the Noam multiplier;
+    cosine: AdamW at --learning_rate, linear warm-up over --warmup_steps, then half a cosine down to
+            a tenth of it at `total_steps` (transformers' cosine_with_min_lr, min_lr_rate 0.1)."""
+    named = list(model.named_parameters())
+    groups = [{"params": [p for n, p in named if decays(n, p)], "weight_decay": cfg.weight_decay},
+              {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0}]  # fmt: skip
+    if cfg.lr_schedule == "cosine":
+        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=GPT_BETAS, eps=GPT_EPS, fused=fused)
+        return optimizer, cosine_schedule(cfg.warmup_steps, total_steps)
+    if cfg.weight_decay > 0:
+        optimizer = torch.optim.AdamW(groups, lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS, fused=fused)
+    else:
+        optimizer = paper_adam(model.parameters(), fused=fused)
+    return optimizer, noam_schedule(cfg.hidden_size, cfg.warmup_steps, cfg.lr_factor)
+
+
+def cosine_schedule(warmup_steps: int, total_steps: int, min_ratio: float = MIN_LR_RATIO):
+    """Multiplier: step / warmup while warming up, then min_ratio + (1 - min_ratio) * (1 + cos(pi t)) / 2
+    with t going from 0 to 1 over the remaining steps (step by step what transformers computes)."""
+
+    def rate(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return max(0.0, min_ratio + (1 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t)))
 
     return rate
 
