@@ -16,8 +16,9 @@ def done_line(name: str, summary: dict, folder: str, cfg: RunConfig) -> str:
     """'pytorch_version done: exact match 98.40% on 500 held-out examples in 61s; results in ...'."""
     if cfg.task == "lm":
         final = summary["final"]
-        score = (f"validation loss {final['eval_loss']:.4f} nats/token ({final['eval_bits_per_char']:.3f} bits "
-                 f"per character, perplexity {final['eval_perplexity']:.2f}) after {summary['steps']} steps")  # fmt: skip
+        loss, bpc, ppl = final["eval_loss"], final["eval_bits_per_char"], final["eval_perplexity"]
+        score = (f"validation loss {loss:.4f} nats/token ({bpc:.3f} bits per character, perplexity "
+                 f"{ppl:.2f}) after {summary['steps']} steps")  # fmt: skip
     elif cfg.task == "translation":
         final = summary.get("final_translation", {})
         best = final.get("best")
