@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,6 +74,20 @@ class Loaded:
     model_config: Any  # a ModelConfig: what explicitly given architecture flags are checked against
     translate: Callable  # (model, tokenizer, texts, beam_size, alpha, max_length) -> outputs
     trace: Callable  # (model, tokenizer, text, output, layers, heads) -> the --debug trace
+    task: str = ""  # what it was trained on ("lm": a GPT language model; "" where it does not say)
+    # a GPT continues a text (--prompt): (model, tokenizer, prompt, cfg) -> the new text; None: this
+    # version cannot yet
+    continue_text: Callable | None = None
+    trace_prompt: Callable | None = None  # (model, tokenizer, prompt, layers, heads) -> the --debug trace
+
+    @property
+    def is_gpt(self) -> bool:
+        return getattr(self.model_config, "arch", "transformer") == "gpt"
+
+    @property
+    def is_language_model(self) -> bool:
+        """A GPT trained on --task lm: it continues texts (--prompt), it does not decode --source."""
+        return self.is_gpt and self.task == "lm"
 
 
 def load_checkpoint_for_decoding(
@@ -83,13 +98,21 @@ def load_checkpoint_for_decoding(
     a folder may run the code it carries (--trust_remote_code)."""
     if checkpoint_kind(path) == "huggingface":
         hide_loading_bars()  # before transformers loads the weights
+        from huggingface_version import inference as hf
         from huggingface_version.convert import model_config_of
-        from huggingface_version.inference import load_hf_for_inference, trace_translation_hf, translate_hf
 
-        model, tokenizer = load_hf_for_inference(path, device, fast, trust_remote_code)
-        return Loaded("huggingface", model, tokenizer, model_config_of(model.config), translate_hf,
-                      trace_translation_hf)  # fmt: skip
-    from pytorch_version.inference import load_for_inference, trace_translation, translate
+        model, tokenizer = hf.load_hf_for_inference(path, device, fast, trust_remote_code)
+        # The hook for the HF GPT (TutorialGPTForCausalLM): huggingface_version/inference.py defines
+        # continue_text_hf(model, tokenizer, prompt, cfg) -> str, trace_prompt_hf(model, tokenizer,
+        # prompt, layers, heads) -> str and, if a folder records it, hf_task(model) -> str; until
+        # then --prompt with a folder is a one-line "not yet" (commands/decode.py).
+        task = hf.hf_task(model) if hasattr(hf, "hf_task") else ""
+        return Loaded("huggingface", model, tokenizer, model_config_of(model.config), hf.translate_hf,
+                      hf.trace_translation_hf, task, getattr(hf, "continue_text_hf", None),
+                      getattr(hf, "trace_prompt_hf", None))  # fmt: skip
+    from pytorch_version import inference as pt
 
-    model, tokenizer, _ = load_for_inference(path, device, fast)
-    return Loaded("pytorch", model, tokenizer, model.config, translate, trace_translation)
+    model, tokenizer, data = pt.load_for_inference(path, device, fast)
+    task = pt.checkpoint_task(data)
+    return Loaded("pytorch", model, tokenizer, model.config, pt.translate, pt.trace_translation, task,
+                  partial(pt.continue_text, task=task), pt.trace_prompt)  # fmt: skip

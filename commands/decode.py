@@ -1,6 +1,7 @@
-"""--checkpoint PATH with --source TEXT or --interactive: decode text with a trained model.
+"""--checkpoint PATH with --source TEXT, --prompt TEXT or --interactive: decode or continue text with a
+trained model.
 
-Text reaches the model from two places a user controls, the --source flag and stdin; both are
+Text reaches the model from places a user controls, the --source and --prompt flags and stdin; all are
 checked to be UTF-8 here, so bad bytes end with one error line that says where they are, never a
 UnicodeError traceback from deep inside a tokenizer.
 """
@@ -44,18 +45,29 @@ def input_lines() -> Iterator[str]:
 
 
 def decode_with_checkpoint(cfg: RunConfig, given: frozenset = frozenset()) -> int:
-    """--checkpoint PATH with --source or --interactive: a .pt file (pytorch_version) or a
+    """--checkpoint PATH with --source, --prompt or --interactive: a .pt file (pytorch_version) or a
     save_pretrained folder (huggingface_version). Architecture flags given explicitly must
-    match the checkpoint's; the others are read from it."""
-    if not cfg.source and not cfg.interactive:
-        raise UserError("--checkpoint needs --source TEXT or --interactive")
+    match the checkpoint's; the others are read from it.
+
+    A GPT trained on --task lm continues texts: --prompt TEXT, or each line of --interactive; any
+    other checkpoint decodes --source TEXT or each line of --interactive (greedy or beam search)."""
+    if ("prompt" in given or cfg.prompt) and not cfg.prompt.strip():
+        raise UserError("empty --prompt: give some text for the model to continue")
+    if not cfg.source and not cfg.interactive and not cfg.prompt:
+        raise UserError("--checkpoint needs --source TEXT, --prompt TEXT or --interactive")
     utf8(cfg.source, "--source")
+    utf8(cfg.prompt, "--prompt")
     loaded = load_checkpoint_for_decoding(
         cfg.checkpoint, resolve_device(cfg.device), cfg.fast, cfg.trust_remote_code
     )
     differences = mismatched_flags(cfg, given, loaded.model_config)
     if differences:
         raise UserError(f"checkpoint {cfg.checkpoint} does not fit the flags: {differences}")
+    if cfg.prompt or (cfg.interactive and loaded.is_language_model):
+        return _continue_texts(cfg, loaded)
+    if cfg.source and loaded.is_language_model:
+        raise UserError(f"{cfg.checkpoint} is a language model (--task lm): give it --prompt TEXT to "
+                        "continue, not --source")  # fmt: skip
     model, tokenizer, translate = loaded.model, loaded.tokenizer, loaded.translate
 
     def decode(text: str) -> str:
@@ -71,4 +83,30 @@ def decode_with_checkpoint(cfg: RunConfig, given: frozenset = frozenset()) -> in
                 print(decode(line.rstrip("\n")))
         return 0
     print(f"source: {cfg.source}\noutput: {decode(cfg.source)}")
+    return 0
+
+
+def _continue_texts(cfg: RunConfig, loaded) -> int:
+    """--prompt TEXT (or, with a language model, each line of --interactive): print the prompt and
+    what the GPT writes after it (pytorch_version/sampling.py; --seed makes it repeatable)."""
+    if not loaded.is_gpt:
+        raise UserError(f"--prompt needs an --arch gpt checkpoint; {cfg.checkpoint} is an encoder-decoder: "
+                        "use --source TEXT to decode with it")  # fmt: skip
+    if loaded.continue_text is None:  # the hook of commands/checkpoints.py
+        raise UserError(f"--prompt with a {loaded.kind} checkpoint is not yet supported; use a "
+                        "pytorch_version .pt checkpoint")  # fmt: skip
+    model, tokenizer = loaded.model, loaded.tokenizer
+
+    def write(prompt: str) -> None:
+        if cfg.debug and loaded.trace_prompt is not None:
+            print(loaded.trace_prompt(model, tokenizer, prompt, cfg.debug_layers, cfg.debug_heads))
+        print(prompt + loaded.continue_text(model, tokenizer, prompt, cfg), flush=True)
+
+    if cfg.prompt:
+        write(cfg.prompt)
+    if cfg.interactive:
+        print("Type a prompt and press Enter (Ctrl-D to quit).")
+        for line in input_lines():
+            if line.strip():
+                write(line.rstrip("\n"))
     return 0
