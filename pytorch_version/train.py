@@ -238,7 +238,7 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
             improved = selection_score(cfg, record) > progress.best
             progress.best = max(progress.best, selection_score(cfg, record))
             progress.end_epoch(train_loader)
-            extra = {"epoch": epoch, "metrics": record}
+            extra = {"epoch": epoch, "metrics": record, "task": cfg.task}
             if main:
                 save(checkpoints / f"checkpoint_epoch_{epoch}.pt", **extra)
                 (checkpoints / INTERRUPTED).unlink(missing_ok=True)  # superseded

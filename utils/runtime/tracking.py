@@ -20,6 +20,10 @@ logger = logging.getLogger(__name__)
 
 def epoch_line(record: dict) -> str:
     """The console line of one epoch's metrics record, the same in both versions."""
+    if "eval_bits_per_char" in record:  # a language model: a round of --eval_every steps
+        return (f"step {record['step']}: train loss {record['train_loss']:.4f} | validation loss "
+                f"{record['eval_loss']:.4f} nats/token, {record['eval_bits_per_char']:.3f} bits/char, "
+                f"perplexity {record['eval_perplexity']:.2f} ({record['elapsed_s']:.0f}s)")  # fmt: skip
     return (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} | "
             f"eval loss {record['eval_loss']:.4f}, token acc {record['eval_token_accuracy']:.4f}, "
             f"exact match {record['eval_exact_match']:.4f} ({record['elapsed_s']:.0f}s)")  # fmt: skip
