@@ -4,7 +4,9 @@
 ../shared/DESIGN.md: attention/ (heatmaps, attention_step_{N}, attention_evolution,
 multihead_comparison), qkv/ (qkv_evolution, layer_contributions, gradient_flow) and
 paper/ (the paper's components), plus report.md, which says how to read each figure.
-It reads only the cache, the analysis report of `utils.observe.analysis` and plain arrays.
+It reads only the cache, the analysis report of `utils.observe.analysis` and plain arrays; the
+model family (utils.observe.family: the report's "family", else the cache's names) says which
+tokens label each axis: a decoder-only model's attention runs over the prompt then the completion.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from utils.observe.attention_maps import (
     stack_and_module,
     trim,
 )
+from utils.observe.family import Family, family_of
 
 SUBLAYER_COLORS = {"self_attn": "tab:blue", "cross_attn": "tab:orange", "ffn": "tab:green", "norm": "grey"}
 
@@ -57,14 +60,15 @@ class TransformerVisualizer:
         return save_figure(fig, path or self.attention_dir / "attention.png")
 
     def plot_attention_for_example(
-        self, cache, src_tokens, tgt_tokens, layer=0, kind="decoder_cross", head=None, example=0
-    ) -> Path:
+        self, cache, src_tokens, tgt_tokens, layer=0, kind="decoder_cross", head=None, example=0,
+        family: Family | None = None,
+    ) -> Path:  # fmt: skip
         """Heatmap of one layer's attention for one example (head-averaged when `head` is None).
 
         Pass the example's tokens without padding to crop the padded positions away.
         """
         kind = canonical_kind(kind)
-        rows, cols = axes_tokens(kind, src_tokens, tgt_tokens)
+        rows, cols = axes_tokens(kind, src_tokens, tgt_tokens, family or family_of(cache))
         w = trim(attention_weights(cache, kind, layer, head, example), rows, cols)
         name = f"{kind}_layer{layer}" + ("" if head is None else f"_head{head}")
         which = "mean of heads" if head is None else f"head {head}"
@@ -80,13 +84,14 @@ class TransformerVisualizer:
         tgt_tokens=None,
         example=0,
         name="multihead_comparison",
+        family: Family | None = None,
     ) -> Path:
         """All heads of one layer in a grid, on one colour scale."""
         kind = canonical_kind(kind)
         stack, module = stack_and_module(kind)
         index = layer_index(cache, stack, module, layer)
         heads = torch.as_tensor(cache[f"{stack}.{index}.{module}.weights"][example]).float().cpu().numpy()
-        rows, cols = axes_tokens(kind, src_tokens, tgt_tokens)
+        rows, cols = axes_tokens(kind, src_tokens, tgt_tokens, family or family_of(cache))
         H = heads.shape[0]
         ncols = min(H, 4)
         nrows = -(-H // ncols)
@@ -161,7 +166,9 @@ class TransformerVisualizer:
         ax_u.legend()
         ffn = section["ffn"]
         ax_d.bar([e["layer"] for e in ffn], [e["dead_fraction"] for e in ffn], color=SUBLAYER_COLORS["ffn"])
-        ax_d.set(ylim=(0, 1), ylabel="share of ReLU outputs = 0", title="FFN activations that are off")
+        activation = (report.get("config") or {}).get("activation", "relu").upper()
+        off = "share of ReLU outputs = 0" if activation == "RELU" else f"share of {activation} inputs <= 0"
+        ax_d.set(ylim=(0, 1), ylabel=off, title="FFN activations that are off")
         ax_d.tick_params(axis="x", labelrotation=45)
         return save_figure(fig, self.qkv_dir / "layer_contributions.png")
 
@@ -224,23 +231,28 @@ class TransformerVisualizer:
         """Every figure from one analysis report and one cache (example 0), then report.md.
 
         Without `qkv_history` / `attention_snapshots` (collected during training) the
-        evolution figures show this one step. The tracked head is head 0 of the last
-        decoder layer's cross-attention.
+        evolution figures show this one step. The tracked head is head 0 of the family's tracked
+        attention in the last layer: the cross-attention, or a decoder-only model's self-attention.
         """
+        family = family_of(cache, name=report.get("family"))
         paths = []
         for kind, (stack, module) in ATTENTION_KINDS.items():
             for layer in attention_layers(cache, stack, module):
-                paths.append(self.plot_attention_for_example(cache, src_tokens, tgt_tokens, layer, kind))
-                name = f"multihead_comparison_{kind}_layer{layer}"
                 paths.append(
-                    self.plot_multihead_comparison(cache, layer, kind, src_tokens, tgt_tokens, name=name)
+                    self.plot_attention_for_example(cache, src_tokens, tgt_tokens, layer, kind, family=family)
                 )
-        paths.append(self.plot_multihead_comparison(cache, -1, "decoder_cross", src_tokens, tgt_tokens))
-        tracked = attention_weights(cache, "decoder_cross", -1, head=0)
-        paths.append(self.plot_attention_step(tracked, tgt_tokens, step, src_tokens))
+                name = f"multihead_comparison_{kind}_layer{layer}"
+                paths.append(self.plot_multihead_comparison(
+                    cache, layer, kind, src_tokens, tgt_tokens, name=name, family=family
+                ))  # fmt: skip
+        tracked_kind = family.tracked_kind
         paths.append(
-            self.plot_attention_evolution(attention_snapshots or [(step, tracked)], tgt_tokens, src_tokens)
+            self.plot_multihead_comparison(cache, -1, tracked_kind, src_tokens, tgt_tokens, family=family)
         )
+        tracked = attention_weights(cache, tracked_kind, -1, head=0)
+        rows, cols = axes_tokens(tracked_kind, src_tokens, tgt_tokens, family)
+        paths.append(self.plot_attention_step(tracked, rows, step, cols))
+        paths.append(self.plot_attention_evolution(attention_snapshots or [(step, tracked)], rows, cols))
         paths.append(self.plot_qkv_evolution(qkv_history or [(step, report["qkv_statistics"])]))
         paths.append(self.plot_layer_contributions(report))
         paths.append(self.plot_gradient_flow(report))

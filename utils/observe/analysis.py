@@ -6,7 +6,9 @@ from-scratch and the Hugging Face model alike. Every result is plain JSON data.
 
 Masks come from the ids: source keys/queries are real where `src != pad_id` (or where
 `attention_mask` is 1), target ones where `tgt != pad_id`; decoder self-attention also
-obeys the look-ahead mask. Padding is assumed on the right, as `utils.data.tasks` makes it.
+obeys the look-ahead mask. Padding is assumed on the right, as `utils.data.tasks` makes it. A
+decoder-only model's (utils.observe.family) rows and keys are the prompt's ids then the target's,
+so the pads of a short prompt, between the two, are left out too.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from utils.observe.attention_patterns import (
     _row_measures,
     classify_features,
 )
+from utils.observe.family import family_of
 from utils.observe.tracing import run_with_cache
 
 _ATTN = re.compile(r"^(encoder|decoder)\.(\d+)\.(self_attn|cross_attn)\.")
@@ -33,7 +36,8 @@ _LAYER_PARAM = re.compile(r"(encoder|decoder)\.(?:layers?|block)\.(\d+)\.(.+)")
 
 def parameter_group(name: str) -> str:
     """`encoder.layers.0.self_attn.q_proj.weight` or HF `model.encoder.layers.0.fc1.weight`
-    -> `encoder.0.self_attn` / `encoder.0.ffn`; outside the layers: embeddings, lm_head, final_norm."""
+    -> `encoder.0.self_attn` / `encoder.0.ffn`; outside the layers: embeddings, positions (a learned
+    position table: the GPT's `positions.embedding.weight`), lm_head, final_norm."""
     if m := _LAYER_PARAM.search(name):
         stack, index, rest = m.groups()
         if "norm" in rest:  # before the attention names: HF's self_attn_layer_norm is a norm
@@ -47,7 +51,8 @@ def parameter_group(name: str) -> str:
         else:
             sub = "other"
         return f"{stack}.{index}.{sub}"
-    for key, group in (("embed", "embeddings"), ("shared", "embeddings"), ("lm_head", "lm_head")):
+    for key, group in (("position", "positions"), ("embed", "embeddings"), ("shared", "embeddings"),
+                       ("lm_head", "lm_head")):  # fmt: skip
         if key in name:
             return group
     return "final_norm" if "norm" in name else "other"
@@ -76,7 +81,8 @@ def _group_order(group: str) -> tuple:
     if len(parts) == 3:
         subs = ("self_attn", "cross_attn", "ffn", "norm", "other")
         return (1 if parts[0] == "encoder" else 2, int(parts[1]), subs.index(parts[2]))
-    return ({"embeddings": 0, "final_norm": 3, "lm_head": 4}.get(group, 5), 0, 0)
+    rank = {"embeddings": 0, "positions": 0, "final_norm": 3, "lm_head": 4}.get(group, 5)
+    return (rank, int(group == "positions"), 0)
 
 
 class TransformerAnalyzer:
@@ -91,6 +97,8 @@ class TransformerAnalyzer:
         self.model = model
         config = model.config
         self.pad_id = getattr(config, "pad_id", getattr(config, "pad_token_id", 0))  # HF name as a fallback
+        self.family = family_of(model=model)  # encoder-decoder, or decoder-only (utils.observe.family)
+        self.activation = getattr(config, "activation", "relu")
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -114,18 +122,19 @@ class TransformerAnalyzer:
             return torch.ones(1, n, dtype=torch.bool)
         return (torch.as_tensor(ids) != self.pad_id).cpu()
 
+    def _parts_ok(self, T: int, S: int, ids) -> tuple[torch.Tensor, torch.Tensor]:
+        """(source real (B|1, S'), target real (B|1, T')) for an attention with T rows and S keys: the
+        encoder-decoder's S' = S, T' = T; a decoder-only model's rows are the prompt then the target."""
+        input_ids, target_ids, attention_mask = ids
+        if not self.family.one_sequence:
+            return self._real(input_ids, S, attention_mask), self._real(target_ids, T)
+        n_src = torch.as_tensor(input_ids).size(-1) if input_ids is not None else None
+        n_tgt = torch.as_tensor(target_ids).size(-1) if target_ids is not None else T - (n_src or 0)
+        return self._real(input_ids, T - n_tgt, attention_mask), self._real(target_ids, n_tgt)
+
     def _masks(self, stack, module, T, S, ids):
         """(real queries (B|1, T), allowed keys (B|1, T, S), real keys (B|1, S)) of one attention."""
-        input_ids, target_ids, attention_mask = ids
-        src_ok, tgt_ok = self._real(input_ids, S, attention_mask), self._real(target_ids, T)
-        if stack == "encoder":
-            query_ok = key_ok = src_ok
-        else:  # decoder queries; keys from the source (cross-attention) or the target itself
-            query_ok, key_ok = tgt_ok, (src_ok if module == "cross_attn" else tgt_ok)
-        allowed = key_ok[:, None, :].expand(-1, T, -1)
-        if stack == "decoder" and module == "self_attn":  # look-ahead mask (section 3.2.3)
-            allowed = allowed & torch.ones(T, S, dtype=torch.bool).tril()
-        return query_ok, allowed, key_ok
+        return self.family.attention_masks(stack, module, *self._parts_ok(T, S, ids))
 
     @staticmethod
     def _attention_modules(cache, leaf: str) -> list[tuple[str, str, str]]:
@@ -135,10 +144,15 @@ class TransformerAnalyzer:
         return [(f"{stack}.{i}.{module}", stack, module) for stack, i, module in ordered]
 
     def analyze_qkv_statistics(self, cache, input_ids=None, target_ids=None, attention_mask=None) -> dict:
-        """{'decoder.0.cross_attn': [per head: q/k/v mean, std, norm; std of q.k raw and / sqrt(d_k)]}."""
+        """{'decoder.0.cross_attn': [per head: q/k/v mean, std, norm; std of q.k raw and / sqrt(d_k)]}.
+
+        With rotary positions q and k are the turned vectors (`q_rot`; the cache's `k` is turned), the
+        ones whose dot products are the scores."""
         out = {}
         for name, stack, module in self._attention_modules(cache, "q"):
-            q, k, v = (cache[f"{name}.{x}"].float().cpu() for x in "qkv")  # (B, H, T|S, d_k)
+            q = cache.get(f"{name}.q_rot", cache[f"{name}.q"])
+            k, v = cache[f"{name}.k"], cache[f"{name}.v"]
+            q, k, v = (t.float().cpu() for t in (q, k, v))  # (B, H, T|S, d_k)
             ids = (input_ids, target_ids, attention_mask)
             qok, allowed, kok = self._masks(stack, module, q.size(2), k.size(2), ids)
             qok, kok = qok.expand(q.size(0), -1), kok.expand(k.size(0), -1)
@@ -167,19 +181,19 @@ class TransformerAnalyzer:
         return _json_safe(out)
 
     def analyze_layer_contributions(self, cache, input_ids=None, target_ids=None, attention_mask=None):
-        """||sublayer output|| / ||residual stream entering it|| per real position, and FFN ReLU use."""
+        """||sublayer output|| / ||residual stream entering it|| per real position, and FFN use.
+
+        `dead_fraction`: share of FFN outputs that are off, ReLU's exact zeros; for GELU, whose output
+        is never quite 0, the share of inputs <= 0, where GELU's output lies within 0.17 of 0."""
         sublayers, ffn = [], []
         pattern = re.compile(r"(encoder|decoder)\.(\d+)\.ffn\.post_act$")
         found = {(m[1], int(m[2])) for n in cache if (m := pattern.match(n))}
         for stack, layer in sorted(found, key=lambda s: (s[0] != "encoder", s[1])):
             p = f"{stack}.{layer}"
             post = cache[f"{p}.ffn.post_act"].float().cpu()  # (B, T, d_ff)
-            ids, mask = (input_ids, attention_mask) if stack == "encoder" else (target_ids, None)
-            ok = self._real(ids, post.size(1), mask).expand(post.size(0), -1)  # (B, T)
-            steps = [("self_attn", "resid_pre"), ("cross_attn", "resid_mid"), ("ffn", "resid_cross")]
-            if stack == "encoder":
-                steps = [("self_attn", "resid_pre"), ("ffn", "resid_mid")]
-            for sub, resid in steps:
+            n, ids = post.size(1), (input_ids, target_ids, attention_mask)
+            ok = self.family.rows_ok(stack, *self._parts_ok(n, n, ids)).expand(post.size(0), -1)  # (B, T)
+            for sub, resid in self.family.layer_steps(stack):
                 if f"{p}.{sub}.out" in cache and f"{p}.{resid}" in cache:
                     update = cache[f"{p}.{sub}.out"].float().cpu().norm(dim=-1)[ok]  # (N,)
                     stream = cache[f"{p}.{resid}"].float().cpu().norm(dim=-1)[ok]
@@ -187,8 +201,11 @@ class TransformerAnalyzer:
                     sublayers.append({"layer": p, "sublayer": sub, "relative_update": ratio})
                     sublayers[-1] |= {"update_norm": update.mean(), "resid_norm": stream.mean()}
             acts = post[ok]  # (N, d_ff)
-            entry = {"layer": p, "dead_fraction": (acts == 0).float().mean()}  # ReLU outputs that are 0
-            entry["never_active_fraction"] = (acts == 0).all(0).float().mean()  # units 0 at every position
+            off = acts == 0  # ReLU outputs that are 0
+            if self.activation != "relu" and f"{p}.ffn.pre_act" in cache:
+                off = cache[f"{p}.ffn.pre_act"].float().cpu()[ok] <= 0
+            entry = {"layer": p, "dead_fraction": off.float().mean()}
+            entry["never_active_fraction"] = off.all(0).float().mean()  # units off at every position
             ffn.append(entry | {"mean_activation": acts.mean()})
         return _json_safe({"sublayers": sublayers, "ffn": ffn})
 
@@ -260,7 +277,8 @@ class TransformerAnalyzer:
         ids = (input_ids.cpu(), target_ids.cpu(), attention_mask)
         config = {k: getattr(self.model.config, k, None) for k in ("hidden_size", "num_heads", "num_layers")}
         report = {
-            "config": config | {"pad_id": self.pad_id},
+            "family": self.family.name,  # utils.observe.family: which stacks the cache names hold
+            "config": config | {"pad_id": self.pad_id, "activation": self.activation},
             "tokens": tokens,
             "thresholds": dict(THRESHOLDS),
             "qkv_statistics": self.analyze_qkv_statistics(cache, *ids),

@@ -2,7 +2,8 @@
 
 Cache names follow ../shared/DESIGN.md, e.g. `decoder.1.cross_attn.weights` with shape
 (batch, heads, queries, keys). An attention *kind* names one of the paper's three attention
-types: encoder self-attention, masked decoder self-attention, and cross-attention.
+types: encoder self-attention, masked decoder self-attention, and cross-attention. A decoder-only
+model (GPT) has only `decoder_self`, over the prompt and the completion as one sequence.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import re
 
 import numpy as np
 import torch
+
+from utils.observe.family import ENCODER_DECODER, Family
 
 # kind -> (stack, attention module) in cache names, e.g. decoder.1.cross_attn.weights
 ATTENTION_KINDS = {
@@ -52,12 +55,10 @@ def attention_weights(cache: dict, kind: str = "decoder_cross", layer: int = -1,
     return (w.mean(0) if head is None else w[head]).numpy()
 
 
-def axes_tokens(kind: str, src_tokens, tgt_tokens):
-    """(query labels, key labels) of an attention kind."""
-    stack, module = stack_and_module(kind)
-    if stack == "encoder":
-        return src_tokens, src_tokens
-    return tgt_tokens, (tgt_tokens if module == "self_attn" else src_tokens)
+def axes_tokens(kind: str, src_tokens, tgt_tokens, family: Family = ENCODER_DECODER):
+    """(query labels, key labels) of an attention kind; a decoder-only model's decoder positions are
+    the prompt's tokens followed by the target's (utils.observe.family)."""
+    return family.axes_tokens(*stack_and_module(kind), src_tokens, tgt_tokens)
 
 
 def trim(w: np.ndarray, rows, cols) -> np.ndarray:

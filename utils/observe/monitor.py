@@ -3,7 +3,8 @@
 Both implementations use these: the pytorch loop calls `InternalsRecorder.maybe_record`
 after each optimizer step, the Hugging Face Trainer does it from a callback. The model
 is reached only through `run_with_cache` (via TransformerAnalyzer), so nothing here
-knows which implementation it watches.
+knows which implementation it watches; the model family (utils.observe.family) says which
+attention is followed and which tokens label the figures.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import torch
 
 from utils.figures.visualization import TransformerVisualizer
 from utils.observe.analysis import TransformerAnalyzer
-from utils.observe.attention_maps import attention_weights
+from utils.observe.attention_maps import attention_weights, axes_tokens
 
 logger = logging.getLogger(__name__)
 
-TRACKED = ["*.q", "*.k", "*.v", "*.weights"]  # what a snapshot captures: small, and enough
+TRACKED = ["*.q", "*.q_rot", "*.k", "*.v", "*.weights"]  # what a snapshot captures: small, and enough
 MAX_STEP_FIGURES = 6  # attention_step_{N}.png files written, evenly spread over the snapshots
 
 
@@ -30,7 +31,9 @@ class InternalsRecorder:
     model's training mode restored afterwards, no random numbers drawn).
 
     qkv_history          [(step, analyze_qkv_statistics(...)), ...]
-    attention_snapshots  [(step, (T, S) weights of head 0 of the last decoder cross-attention)]
+    attention_snapshots  [(step, (T, S) weights of head 0 of the last layer's tracked attention)]:
+                         the decoder's cross-attention, or a decoder-only model's self-attention over
+                         the probe's prompt and completion (S + T positions)
     attention_maps       [(step, {cache name: (H, T, S) weights}), ...] for the JSON record
     """
 
@@ -40,6 +43,7 @@ class InternalsRecorder:
         self.qkv_history: list[tuple[int, dict]] = []
         self.attention_snapshots: list[tuple[int, torch.Tensor]] = []
         self.attention_maps: list[tuple[int, dict[str, torch.Tensor]]] = []
+        self.family: str | None = None  # the watched model's family, known at the first record
 
     def maybe_record(self, model, step: int) -> None:
         if step == 1 or step % self.every == 0:
@@ -52,14 +56,17 @@ class InternalsRecorder:
         device = next(model.parameters()).device
         src, tgt = self.probe_src.to(device), self.probe_tgt.to(device)
         _, cache = analyzer.run(src, tgt, names=TRACKED)
+        self.family = analyzer.family.name
         self.qkv_history.append((step, analyzer.analyze_qkv_statistics(cache, src, tgt)))
-        self.attention_snapshots.append((step, torch.as_tensor(attention_weights(cache, "decoder_cross"))))
+        tracked = attention_weights(cache, analyzer.family.tracked_kind)
+        self.attention_snapshots.append((step, torch.as_tensor(tracked)))
         maps = {name: w[0].cpu() for name, w in cache.items() if name.endswith(".weights")}
         self.attention_maps.append((step, maps))
 
     def to_dict(self) -> dict:
         """Plain JSON data: the probe, the statistics and every attention map, per step."""
         return {
+            "family": self.family,
             "probe": {"src": self.probe_src[0].tolist(), "tgt": self.probe_tgt[0].tolist()},
             "qkv_history": [{"step": s, "statistics": stats} for s, stats in self.qkv_history],
             "attention_maps": [
@@ -83,14 +90,22 @@ def write_analysis(
     """analysis_report.json and every figure under `out`, from held-out examples.
 
     `src` (B, S), `tgt` (B, T) BOS-led decoder input and `labels` (B, T) are a batch whose
-    row 0 is the example drawn; the statistics average over the whole batch.
+    row 0 is the example drawn; the statistics average over the whole batch. For a decoder-only
+    model `src` is the prompt (may be (B, 0)) and the figures show row 0's prompt + completion.
     """
     out = Path(out)
     analyzer = TransformerAnalyzer(model)
+    family = analyzer.family
     _, cache = analyzer.run(src, tgt)
+    tokens = {"src": src_tokens, "tgt": tgt_tokens}
+    if family.one_sequence:
+        tokens["sequence"] = family.sequence_tokens(src_tokens, tgt_tokens)
     report = analyzer.comprehensive_analysis(
-        src, tgt, tokens={"src": src_tokens, "tgt": tgt_tokens}, save_path=out, labels=labels, cache=cache
+        src, tgt, tokens=tokens, save_path=out, labels=labels, cache=cache
     )
+    figure_cache = cache
+    if family.one_sequence:  # pads of a short prompt sit inside row 0's sequence: draw row 0 alone
+        _, figure_cache = analyzer.run(src[:1, : len(src_tokens)], tgt[:1, : len(tgt_tokens)])
     visualizer = TransformerVisualizer(out)
     history = recorder.qkv_history if recorder and recorder.qkv_history else None
     snapshots = recorder.attention_snapshots if recorder and recorder.attention_snapshots else None
@@ -99,14 +114,15 @@ def write_analysis(
         pick = sorted(
             {round(i * (len(snapshots) - 1) / (MAX_STEP_FIGURES - 1)) for i in range(MAX_STEP_FIGURES)}
         )
+        rows, cols = axes_tokens(family.tracked_kind, src_tokens, tgt_tokens, family)
         for i in pick:
             step, weights = snapshots[i]
-            paths.append(visualizer.plot_attention_step(weights, tgt_tokens, step, src_tokens))
+            paths.append(visualizer.plot_attention_step(weights, rows, step, cols))
         (out / "internals.json").write_text(json.dumps(recorder.to_dict()))
     with torch.no_grad():
         paths += visualizer.plot_all(
             report,
-            cache,
+            figure_cache,
             src_tokens,
             tgt_tokens,
             embedding_weights=analyzer.embedding_weights(),

@@ -2,8 +2,11 @@
 
 `format_trace(cache, ...)` turns the cache of a single example (batch row 0) into text:
 Encoder -> Decoder -> Output, a section per layer and sublayer, the seven numbered steps
-of multi-head attention, the ReLU and LayerNorm before/after comparisons. It only reads
-the cache, so it serves both implementations; the caller decides where the text goes.
+of multi-head attention (with rotary positions, the turn of q and k as step 2b), the ReLU (or
+GELU) and LayerNorm before/after comparisons. It only reads the cache, so it serves both
+implementations; the caller decides where the text goes. A decoder-only model's cache (the
+family, utils.observe.family) is traced by utils.observe.trace_decoder_only: one stack over the
+prompt and the completion.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ from collections.abc import Sequence
 
 import torch
 
+from utils.observe.family import family_of
 from utils.observe.tracing import run_with_cache
 
 RULE = "=" * 78
 THIN = "-" * 78
 MAX_MATRIX = 12  # print attention matrices only when both sides have at most this many tokens
+ROTATED_SHOWN = 4  # the rotary step prints the lengths of q and k at this many first positions
+MASK_NOTE = "4. Mask: blocked positions get -inf (padding; look-ahead in the decoder)"
 
 
 def stats(t: torch.Tensor, extremes: bool = True) -> str:
@@ -58,8 +64,11 @@ def _matrix(weights: torch.Tensor, rows: Sequence[str], cols: Sequence[str]) -> 
 class TracePrinter:
     """Formats the trace; `layers` and `heads` limit what is shown in detail."""
 
-    def __init__(self, cache, src_tokens, tgt_tokens, layers=None, heads=(0,), predicted=None) -> None:
+    def __init__(
+        self, cache, src_tokens, tgt_tokens, layers=None, heads=(0,), predicted=None, activation="relu"
+    ) -> None:
         self.cache = {k: (v[-1] if isinstance(v, list) else v) for k, v in cache.items()}
+        self.activation = activation  # the FFN's nonlinearity: relu or gelu
         self.src_tokens, self.tgt_tokens = list(src_tokens), list(tgt_tokens)
         self.layers, self.heads = layers, list(heads)
         self.predicted = predicted  # the most likely next token at each target position
@@ -77,25 +86,58 @@ class TracePrinter:
         if t is not None:
             self.say(f"{label:<28} {stats(t, extremes)}", indent)
 
-    def attention(self, prefix: str, title: str, rows: list[str], cols: list[str]) -> None:
+    def k_before_rotation(self, prefix: str) -> torch.Tensor:
+        """(1, H, T, d_k) keys split into heads, before rotary positions turn them (the cache's `k` is
+        after the turn; `k_proj` is before the split)."""
+        k_proj, H = self.get(f"{prefix}.k_proj"), self.get(f"{prefix}.q").size(1)
+        return k_proj.view(k_proj.size(0), k_proj.size(1), H, -1).transpose(1, 2)
+
+    def rotation(self, prefix: str, rows: list[str]) -> None:
+        """Step 2b: rotary positions turn each pair of q's and k's dimensions; lengths stay."""
+        q, q_rot, k_rot = (self.get(f"{prefix}.{name}") for name in ("q", "q_rot", "k_rot"))
+        k = self.k_before_rotation(prefix)
+        self.say("2b. Rotary positions: q and k turned by position-dependent angles", 2)
+        self.say("pair (j, j + d_k/2) at position m turns by m * theta_j: q_i . k_j depends on i - j only", 3)
+        for label, before, after in (("Q", q, q_rot), ("K", k, k_rot)):
+            self.say(f"{label + ' before the turn':<28} {stats(before, extremes=False)}", 3)
+            self.say(f"{label + ' after the turn':<28} {stats(after, extremes=False)}", 3)
+        n = min(ROTATED_SHOWN, q.size(2), len(rows))
+        for h in (h for h in self.heads if h < q.size(1)):
+            for label, before, after in (("|q|", q, q_rot), ("|k|", k, k_rot)):
+                lengths = zip(before[0, h, :n].norm(dim=-1).tolist(), after[0, h, :n].norm(dim=-1).tolist())
+                shown = ", ".join(f"{rows[i]} {b:.4f} -> {a:.4f}" for i, (b, a) in enumerate(lengths))
+                self.say(f"head {h} {label} before -> after: {shown}", 3)
+        pairs = ((q, q_rot), (k, k_rot))
+        change = max(float((a.norm(dim=-1) - b.norm(dim=-1)).abs().max()) for b, a in pairs)
+        self.say(f"{'rotation keeps lengths':<28} largest change of |q| or |k|: {change:.1e}", 3)
+
+    def attention(self, prefix: str, title: str, rows: list[str], cols: list[str], mask_note=MASK_NOTE):
         if self.get(f"{prefix}.q") is None:
             return
         self.say(f"> {title}", 1)
         d_k = self.get(f"{prefix}.q").size(-1)
+        rotary = self.get(f"{prefix}.q_rot") is not None and self.get(f"{prefix}.k_proj") is not None
         source = "x" if rows is cols else "memory"
         self.say(f"1. Linear projections: Q = x W^Q, K = {source} W^K, V = {source} W^V", 2)
         for part, inp in (("q", "x"), ("k", source), ("v", source)):
             self.value(f"{part.upper()} = {inp} W^{part.upper()}", f"{prefix}.{part}_proj", 3)
         self.say("2. Reshape for heads: (B, T, D) -> (B, H, T, d_k)", 2)
         for part in ("q", "k", "v"):
-            self.value(f"{part.upper()} per head", f"{prefix}.{part}", 3, extremes=False)
+            if rotary and part == "k":  # the cache's k is already turned: show it as split, before 2b
+                self.say(f"{'K per head':<28} {stats(self.k_before_rotation(prefix), extremes=False)}", 3)
+            else:
+                self.value(f"{part.upper()} per head", f"{prefix}.{part}", 3, extremes=False)
+        if rotary:
+            self.rotation(prefix, rows)
         scores = self.get(f"{prefix}.scores")
         self.say(f"3. Scores = Q K^T / sqrt(d_k)   (sqrt({d_k}) = {math.sqrt(d_k):.2f})", 2)
+        if rotary:
+            self.say("with the turned Q and K of step 2b", 3)
         if scores is not None:
             self.say(f"{'scaled scores':<28} {stats(scores)}", 3)
             self.say(f"{'unscaled std would be':<28} {scores.std().item() * math.sqrt(d_k):.4f}", 3)
         masked = self.get(f"{prefix}.masked_scores")
-        self.say("4. Mask: blocked positions get -inf (padding; look-ahead in the decoder)", 2)
+        self.say(mask_note, 2)
         if masked is not None:
             blocked = int(torch.isneginf(masked[0, 0]).sum())
             self.say(f"{'blocked per head':<28} {blocked} of {masked[0, 0].numel()} query-key pairs", 3)
@@ -124,12 +166,25 @@ class TracePrinter:
         self.value("LayerNorm output", f"{layer}.{norm}.out", 2)
 
     def ffn(self, layer: str) -> None:
+        if self.activation != "relu":
+            return self.smooth_ffn(layer)
         self.say("> Feed-forward: FFN(x) = max(0, x W1 + b1) W2 + b2", 1)
         self.value("before ReLU (x W1 + b1)", f"{layer}.ffn.pre_act", 2)
         post = self.get(f"{layer}.ffn.post_act")
         if post is not None:
             self.value("after ReLU", f"{layer}.ffn.post_act", 2)
             self.say(f"{'zeroed by the ReLU':<28} {(post == 0).float().mean().item():.1%}", 2)
+        self.value("FFN output (W2)", f"{layer}.ffn.out", 2)
+
+    def smooth_ffn(self, layer: str) -> None:
+        """The FFN with GELU(x) = x Phi(x): no exact zeros; negative inputs give outputs in (-0.17, 0]."""
+        act = self.activation.upper()
+        self.say(f"> Feed-forward: FFN(x) = {act}(x W1 + b1) W2 + b2", 1)
+        self.value(f"before {act} (x W1 + b1)", f"{layer}.ffn.pre_act", 2)
+        self.value(f"after {act}", f"{layer}.ffn.post_act", 2)
+        pre = self.get(f"{layer}.ffn.pre_act")
+        if pre is not None:
+            self.say(f"{f'inputs < 0 ({act} near 0)':<28} {(pre < 0).float().mean().item():.1%}", 2)
         self.value("FFN output (W2)", f"{layer}.ffn.out", 2)
 
     def stack(self, side: str, count: int) -> None:
@@ -178,9 +233,17 @@ class TracePrinter:
         return "\n".join(self.lines)
 
 
-def format_trace(cache, src_tokens, tgt_tokens, num_layers, layers=None, heads=(0,), predicted=None) -> str:
-    """The whole trace as text; `layers`/`heads` are index lists (None: every layer)."""
-    return TracePrinter(cache, src_tokens, tgt_tokens, layers, heads, predicted).format(num_layers)
+def format_trace(
+    cache, src_tokens, tgt_tokens, num_layers, layers=None, heads=(0,), predicted=None, activation="relu",
+    family=None,
+) -> str:  # fmt: skip
+    """The whole trace as text; `layers`/`heads` are index lists (None: every layer). The `family`
+    (utils.observe.family; default: read from the cache's names) picks the printer; a decoder-only
+    model's `predicted` holds one token per position of the prompt and the completion."""
+    printer = TracePrinter
+    if (family or family_of(cache)).one_sequence:
+        from utils.observe.trace_decoder_only import DecoderOnlyTracePrinter as printer
+    return printer(cache, src_tokens, tgt_tokens, layers, heads, predicted, activation).format(num_layers)
 
 
 @torch.no_grad()
@@ -190,7 +253,9 @@ def trace_example(model, src: torch.Tensor, tgt_in: torch.Tensor, to_tokens, lay
     `model` needs a tracer (utils.observe.tracing.run_with_cache) and a config with pad_id,
     num_layers and num_heads;
     `to_tokens` turns a sequence of ids into token strings (the figure and trace labels); a pair
-    (source_fn, target_fn) labels each side with its own vocabulary.
+    (source_fn, target_fn) labels each side with its own vocabulary. A decoder-only model reads `src`
+    (the prompt, may be empty) and `tgt_in` as one sequence: its positions are labelled by the
+    prompt's tokens then the target's, and each gets its most likely next token.
     """
     src_tokens, tgt_tokens = to_tokens if isinstance(to_tokens, tuple) else (to_tokens, to_tokens)
     cfg = model.config
@@ -202,6 +267,9 @@ def trace_example(model, src: torch.Tensor, tgt_in: torch.Tensor, to_tokens, lay
         logits, cache = run_with_cache(model, src, tgt)
     finally:
         model.train(was_training)
+    family = family_of(cache, model)
+    if family.one_sequence:  # the cache's logits cover every position, the prompt's too
+        logits = cache.get("logits", logits)
     return format_trace(
         cache,
         src_tokens(src[0].tolist()),
@@ -210,4 +278,6 @@ def trace_example(model, src: torch.Tensor, tgt_in: torch.Tensor, to_tokens, lay
         layers=parse_selection(layers, cfg.num_layers, "layers"),
         heads=parse_selection(heads, cfg.num_heads, "heads"),
         predicted=tgt_tokens(logits[0].argmax(-1).tolist()),
+        activation=getattr(cfg, "activation", "relu"),
+        family=family,
     )
