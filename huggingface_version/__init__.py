@@ -1,16 +1,19 @@
-"""The Transformer of "Attention Is All You Need" as a Hugging Face model.
+"""The Transformer of "Attention Is All You Need" as a Hugging Face model, and the decoder-only GPT.
 
-Importing this package registers the model with the Auto classes, so after
+Importing this package registers the models with the Auto classes, so after
 `import huggingface_version` a saved folder loads with
-`AutoModelForSeq2SeqLM.from_pretrained(folder)` and `AutoConfig.from_pretrained(folder)`,
-built from the classes of this package (local code).
+`AutoModelForSeq2SeqLM.from_pretrained(folder)` (a GPT's: `AutoModelForCausalLM`) and
+`AutoConfig.from_pretrained(folder)`, built from the classes of this package (local code).
 
 What ships: the classes are also registered with `register_for_auto_class`, so `save_pretrained`
 (the Trainer's checkpoint-N/ folders, and results_huggingface/ through
 huggingface_version.resume.save_model_atomically) writes next to the weights configuration.py,
 modeling.py and the files modeling.py imports relatively (attention.py, layers.py, stacks.py),
 and an `auto_map` in config.json. These five "model files" import only torch and transformers, so
-the folder loads where this repository is not installed, with plain transformers:
+the folder loads where this repository is not installed, with plain transformers (a GPT's folder
+ships configuration_gpt.py and modeling_gpt.py with configuration.py, attention.py and layers.py,
+and loads with AutoModelForCausalLM, or `pipeline("text-generation", model=folder,
+trust_remote_code=True)`):
 
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
     model = AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True)
@@ -26,13 +29,16 @@ folder's code unless given --trust_remote_code (huggingface_version/inference.py
 
 The files, in dependency order:
     configuration.py   TutorialTransformerConfig (PreTrainedConfig): ModelConfig's fields, HF names
-    attention.py       masks, eager_attention_forward, TutorialAttention (eager | sdpa, Cache)
-    layers.py          scaled embeddings, sinusoidal positions, encoder and decoder layers
+    attention.py       masks, eager_attention_forward, rotary turns, TutorialAttention (eager | sdpa, Cache)
+    layers.py          embeddings, positions (sinusoidal, learned, rotary), encoder, decoder, GPT layers
     stacks.py          TutorialEncoder, TutorialDecoder
     modeling.py        TutorialTransformerModel, ...ForConditionalGeneration (+ GenerationMixin)
-    convert.py         hf_config_of / model_config_of (checks a config), KEY_TABLE, pytorch_to_hf
+    configuration_gpt.py, modeling_gpt.py
+                       the decoder-only GPT: TutorialGPTConfig, TutorialGPTModel, TutorialGPTForCausalLM
+    convert.py         hf_config_of / model_config_of (checks a config), KEY_TABLE, GPT_KEY_TABLE,
+                       pytorch_to_hf, hf_to_pytorch (either family)
     hooks.py           record_activations, run_with_cache: the activation cache through forward hooks
-    tokenization.py    the character tokenizer as a PreTrainedTokenizerFast
+    tokenization.py    the character tokenizer as a PreTrainedTokenizerFast (a GPT's: left padding)
     custom_trainer.py  the Seq2SeqTrainer subclass (what transformers lacks)
     callbacks.py       metrics.jsonl records, early stops, --track_internals
     train.py           train_huggingface(cfg)          compare.py  run_comparison(cfg)
@@ -47,15 +53,18 @@ from utils.runtime.resilience import ensure_offline
 
 ensure_offline()  # before transformers reads HF_HUB_OFFLINE: nothing in this package downloads
 
-from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM  # noqa: E402
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM  # noqa: E402
 
-from huggingface_version import hooks  # noqa: E402, F401  (registers the tracer utils.observe asks)
+from huggingface_version import hooks  # noqa: E402, F401  (registers the tracers utils.observe asks)
 from huggingface_version.configuration import MODEL_TYPE, TutorialTransformerConfig  # noqa: E402
-from huggingface_version.convert import KEY_TABLE, hf_to_pytorch, pytorch_to_hf  # noqa: E402
+from huggingface_version.configuration_gpt import MODEL_TYPE as GPT_MODEL_TYPE  # noqa: E402
+from huggingface_version.configuration_gpt import TutorialGPTConfig  # noqa: E402
+from huggingface_version.convert import GPT_KEY_TABLE, KEY_TABLE, hf_to_pytorch, pytorch_to_hf  # noqa: E402
 from huggingface_version.modeling import (  # noqa: E402
     TutorialTransformerForConditionalGeneration,
     TutorialTransformerModel,
 )
+from huggingface_version.modeling_gpt import TutorialGPTForCausalLM, TutorialGPTModel  # noqa: E402
 
 # in this process: the Auto classes build these classes for model_type "tutorial_transformer" (local
 # code: transformers prefers a registered class that is not its own even with trust_remote_code=True)
@@ -70,8 +79,21 @@ TutorialTransformerConfig.register_for_auto_class()  # "AutoConfig": "configurat
 TutorialTransformerModel.register_for_auto_class("AutoModel")
 TutorialTransformerForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
 
+# the decoder-only GPT, model_type "tutorial_gpt", the same way: a saved folder ships configuration_gpt.py,
+# modeling_gpt.py and what they import relatively (configuration.py, attention.py, layers.py)
+AutoConfig.register(GPT_MODEL_TYPE, TutorialGPTConfig, exist_ok=True)
+AutoModel.register(TutorialGPTConfig, TutorialGPTModel, exist_ok=True)
+AutoModelForCausalLM.register(TutorialGPTConfig, TutorialGPTForCausalLM, exist_ok=True)
+TutorialGPTConfig.register_for_auto_class()  # "AutoConfig": "configuration_gpt.TutorialGPTConfig"
+TutorialGPTModel.register_for_auto_class("AutoModel")
+TutorialGPTForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
 __all__ = [
+    "GPT_KEY_TABLE",
     "KEY_TABLE",
+    "TutorialGPTConfig",
+    "TutorialGPTForCausalLM",
+    "TutorialGPTModel",
     "TutorialTransformerConfig",
     "TutorialTransformerForConditionalGeneration",
     "TutorialTransformerModel",

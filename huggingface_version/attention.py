@@ -60,6 +60,36 @@ def decoder_self_mask(
     return causal[None, None] & keys[:, None, None, :]
 
 
+def decoder_only_mask(real_keys: torch.Tensor, num_queries: int) -> torch.Tensor | None:
+    """Look-ahead AND padding mask of a decoder-only model (GPT), (B, 1, T, S), or None.
+
+    `real_keys` (B, S) marks the real tokens among all S positions (the cached ones, then the T
+    new ones); the T queries are the last T positions. Query i sees the real keys up to its own
+    position (section 3.2.3), and always itself: a pad's own row, which nothing reads, then stays
+    finite instead of a softmax over nothing (NaN). pytorch_version.gpt masks exactly so. One new
+    token and no padding anywhere: it may see every key, so no mask (None) at all.
+    """
+    S, T = real_keys.size(1), num_queries
+    if T == 1 and bool(real_keys.all()):
+        return None
+    look_ahead = torch.ones(T, S, dtype=torch.bool, device=real_keys.device).tril(S - T)
+    itself = torch.eye(T, S, dtype=torch.bool, device=real_keys.device).roll(S - T, dims=1)
+    return (look_ahead & real_keys.bool()[:, None, None, :]) | itself
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) -> (-x2, x1) on the two halves of the last axis: the 90-degree turn of every pair."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary positions (RoPE, Su et al. 2021): turn dimension pair (j, j + d/2) of each query or key
+    (B, H, T, d) by the angle m * theta_j of its position m; `cos`, `sin` (B, 1, T, d) come from
+    layers.TutorialRotaryEmbedding. Then q_i . k_j depends on i - j only (transformers' Llama layout)."""
+    return x * cos + rotate_half(x) * sin
+
+
 def eager_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -93,9 +123,11 @@ class TutorialAttention(nn.Module):
     """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(Q W^Q_i, K W^K_i, V W^V_i).
 
     Used three times per model: encoder self-attention, decoder self-attention and decoder
-    cross-attention (`encoder_attn`, keys and values from the encoder output). While
-    generating, keys and values come from the `cache` (a transformers Cache): appended to for
-    self-attention, computed once for cross-attention.
+    cross-attention (`encoder_attn`, keys and values from the encoder output), and as the GPT's
+    masked self-attention (modeling_gpt.py), where `position_embeddings` = (cos, sin) turn the
+    queries and keys (rotary positions). While generating, keys and values come from the `cache`
+    (a transformers Cache): appended to for self-attention (the GPT caches its keys already turned),
+    computed once for cross-attention.
     """
 
     is_causal = False  # the masks above carry causality; sdpa must not add its own
@@ -125,6 +157,7 @@ class TutorialAttention(nn.Module):
         key_value_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, T, D) queries attend to `key_value_states` (B, S, D), or to themselves when None.
@@ -149,6 +182,11 @@ class TutorialAttention(nn.Module):
         else:
             key = self._split_heads(self.k_proj(source))
             value = self._split_heads(self.v_proj(source))
+            if position_embeddings is not None:  # rotary: turn this step's queries and keys
+                query, key = (
+                    apply_rotary(query, *position_embeddings),
+                    apply_rotary(key, *position_embeddings),
+                )
             if own is not None:  # append (self) or store (cross); get back everything so far
                 key, value = own.update(key, value, self.layer_idx)
                 if self.is_cross_attention:

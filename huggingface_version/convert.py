@@ -1,13 +1,16 @@
 """Configs and weights from pytorch_version to the Hugging Face model and back: key tables, not code.
 
-The config: every ModelConfig field has the same name in TutorialTransformerConfig except those in
-configuration.TOOLKIT_NAMES; `hf_config_of` and `model_config_of` go field by field, and
-`model_config_of` is where a Hugging Face config is checked (ModelConfig's one-line errors).
+The config: every ModelConfig field has the same name in TutorialTransformerConfig (and, but for the
+one `vocab_size` of a GPT, in TutorialGPTConfig) except those in configuration.TOOLKIT_NAMES;
+`hf_config_of` and `model_config_of` go field by field, and `model_config_of` is where a Hugging
+Face config is checked (ModelConfig's one-line errors).
 
 Both versions hold the same tensors under different module paths. Each row of KEY_TABLE
 maps a module path of pytorch_version to the Hugging Face one; `{i}` stands for a layer
 number, and what follows the path (`.weight`, `.bias`, `.q_proj.weight`, ...) carries over
 unchanged. No tensor is reshaped or transposed: both store nn.Linear weights as (out, in).
+Each family has its table (KEY_TABLES, chosen by the config's `arch`): KEY_TABLE for the paper's
+encoder-decoder, GPT_KEY_TABLE for the decoder-only GPT (pytorch_version/gpt.py <-> modeling_gpt.py).
 """
 
 from __future__ import annotations
@@ -18,9 +21,15 @@ import re
 import torch
 
 from huggingface_version.configuration import TOOLKIT_NAMES, TutorialTransformerConfig
+from huggingface_version.configuration_gpt import TutorialGPTConfig
 from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
-from pytorch_version.model import Transformer
+from huggingface_version.modeling_gpt import TutorialGPTForCausalLM
+from pytorch_version.families import model_for
+from pytorch_version.model import TutorialModel
 from utils.runtime.config import ModelConfig, UserError
+
+HFModel = TutorialTransformerForConditionalGeneration | TutorialGPTForCausalLM
+HF_CLASSES = {"transformer": TutorialTransformerForConditionalGeneration, "gpt": TutorialGPTForCausalLM}
 
 KEY_TABLE: list[tuple[str, str]] = [
     # (pytorch_version module path,      Hugging Face module path)
@@ -43,22 +52,51 @@ KEY_TABLE: list[tuple[str, str]] = [
     ("decoder.norm", "model.decoder.layer_norm"),  # pre-LN only
 ]
 
+GPT_KEY_TABLE: list[tuple[str, str]] = [
+    # (pytorch_version.gpt module path,  Hugging Face (modeling_gpt) module path)
+    ("tgt_embed.embedding", "model.embed_tokens"),
+    ("positions.embedding", "model.embed_positions"),  # learned positions only
+    ("lm_head", "lm_head"),
+    ("decoder.layers.{i}.self_attn", "model.layers.{i}.self_attn"),  # q/k/v/out_proj inside
+    ("decoder.layers.{i}.norm1", "model.layers.{i}.self_attn_layer_norm"),
+    ("decoder.layers.{i}.ffn.fc1", "model.layers.{i}.fc1"),
+    ("decoder.layers.{i}.ffn.fc2", "model.layers.{i}.fc2"),
+    ("decoder.layers.{i}.norm2", "model.layers.{i}.final_layer_norm"),
+    ("decoder.norm", "model.layer_norm"),  # pre-LN only
+]
 
-def hf_config_of(cfg: ModelConfig, **kwargs) -> TutorialTransformerConfig:
-    """The Hugging Face twin of a ModelConfig (same shape, same special ids; the decoder starts at BOS)."""
+KEY_TABLES: dict[str, list[tuple[str, str]]] = {"transformer": KEY_TABLE, "gpt": GPT_KEY_TABLE}
+TABLE_NAMES = {"transformer": "KEY_TABLE", "gpt": "GPT_KEY_TABLE"}
+GPT_ONLY = ("src_vocab_size", "tgt_vocab_size", "share_embeddings")  # ModelConfig's, not a GPT config's
+
+
+def hf_config_of(cfg: ModelConfig, **kwargs) -> TutorialTransformerConfig | TutorialGPTConfig:
+    """The Hugging Face twin of a ModelConfig (same shape, same special ids), of the family `cfg.arch`:
+    the encoder-decoder's decoder starts at BOS; a GPT has one vocabulary, `vocab_size`."""
     fields = {TOOLKIT_NAMES.get(name, name): value for name, value in cfg.to_dict().items()}
+    if cfg.arch == "gpt":
+        fields = {k: v for k, v in fields.items() if k not in GPT_ONLY}
+        return TutorialGPTConfig(**fields, vocab_size=cfg.vocab_size, **kwargs)
     return TutorialTransformerConfig(**fields, decoder_start_token_id=cfg.bos_id, **kwargs)
 
 
-def model_config_of(config: TutorialTransformerConfig) -> ModelConfig:
+def model_config_of(config: TutorialTransformerConfig | TutorialGPTConfig) -> ModelConfig:
     """Back to a ModelConfig, checking every value: the one-line UserError of a bad config.json."""
     _reject_near_misses(config)
-    names = ModelConfig.__dataclass_fields__
+    gpt = isinstance(config, TutorialGPTConfig)
+    family = "gpt" if gpt else "transformer"  # the class decides the family; `arch` must agree
+    if config.arch != family:
+        raise UserError(f"a {config.model_type} config is for arch {family!r}, got arch={config.arch!r}")
+    names = [name for name in ModelConfig.__dataclass_fields__ if not (gpt and name in GPT_ONLY)]
     values = {name: getattr(config, TOOLKIT_NAMES.get(name, name)) for name in names}
+    if gpt:  # one vocabulary, read and written
+        values |= {"src_vocab_size": config.vocab_size, "tgt_vocab_size": config.vocab_size}
     for name in ("dropout", "attention_dropout"):  # JSON may hold 0 for 0.0
         if isinstance(values[name], int) and not isinstance(values[name], bool):
             values[name] = float(values[name])
     cfg = ModelConfig(**values)
+    if gpt:
+        return cfg
     start = config.decoder_start_token_id
     if not isinstance(start, int) or isinstance(start, bool) or not 0 <= start < cfg.tgt_vocab_size:
         raise UserError(f"decoder_start_token_id must be an id in [0, {cfg.tgt_vocab_size}), got {start!r}")
@@ -85,37 +123,41 @@ def _compile(pattern: str) -> re.Pattern:
     return re.compile("^" + re.escape(pattern).replace(r"\{i\}", r"(?P<i>\d+)") + r"(?P<rest>\..+)$")
 
 
-def convert_key(name: str, to_hf: bool = True) -> str:
-    """One parameter name in one version -> its name in the other; KeyError if no row covers it."""
-    for pt_pattern, hf_pattern in KEY_TABLE:
+def convert_key(name: str, to_hf: bool = True, arch: str = "transformer") -> str:
+    """One parameter name in one version -> its name in the other, by the table of the family `arch`;
+    KeyError if no row covers it."""
+    for pt_pattern, hf_pattern in KEY_TABLES[arch]:
         source, target = (pt_pattern, hf_pattern) if to_hf else (hf_pattern, pt_pattern)
         match = _compile(source).match(name)
         if match:
             i = match.groupdict().get("i")
             return (target.format(i=i) if i is not None else target) + match["rest"]
-    raise KeyError(f"no row of KEY_TABLE covers the {'pytorch' if to_hf else 'Hugging Face'} key {name!r}")
+    side = "pytorch" if to_hf else "Hugging Face"
+    raise KeyError(f"no row of {TABLE_NAMES[arch]} covers the {side} key {name!r}")
 
 
-def convert_state_dict(state: dict[str, torch.Tensor], to_hf: bool = True) -> dict[str, torch.Tensor]:
-    return {convert_key(name, to_hf): tensor for name, tensor in state.items()}
+def convert_state_dict(
+    state: dict[str, torch.Tensor], to_hf: bool = True, arch: str = "transformer"
+) -> dict[str, torch.Tensor]:
+    return {convert_key(name, to_hf, arch): tensor for name, tensor in state.items()}
 
 
-def pytorch_to_hf(
-    pt_model: Transformer, attn_implementation: str = "sdpa"
-) -> TutorialTransformerForConditionalGeneration:
-    """A Hugging Face model holding copies of `pt_model`'s weights (same logits, same outputs)."""
+def pytorch_to_hf(pt_model: TutorialModel, attn_implementation: str = "sdpa") -> HFModel:
+    """A Hugging Face model holding copies of `pt_model`'s weights (same logits, same outputs): a
+    TutorialTransformerForConditionalGeneration or, for a GPT, a TutorialGPTForCausalLM."""
+    arch = pt_model.config.arch
     config = hf_config_of(pt_model.config)
-    hf_model = TutorialTransformerForConditionalGeneration._from_config(
-        config, attn_implementation=attn_implementation
-    )
-    state = convert_state_dict(pt_model.state_dict(), to_hf=True)
+    hf_model = HF_CLASSES[arch]._from_config(config, attn_implementation=attn_implementation)
+    state = convert_state_dict(pt_model.state_dict(), to_hf=True, arch=arch)
     hf_model.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=True)
     return hf_model.to(next(pt_model.parameters()).device).train(pt_model.training)
 
 
-def hf_to_pytorch(hf_model: TutorialTransformerForConditionalGeneration) -> Transformer:
-    """A pytorch_version Transformer holding copies of `hf_model`'s weights."""
-    pt_model = Transformer(model_config_of(hf_model.config))
-    state = convert_state_dict(hf_model.state_dict(), to_hf=False)
+def hf_to_pytorch(hf_model: HFModel) -> TutorialModel:
+    """A pytorch_version model (Transformer or GPT, by the config's arch) holding copies of `hf_model`'s
+    weights."""
+    cfg = model_config_of(hf_model.config)
+    pt_model = model_for(cfg)
+    state = convert_state_dict(hf_model.state_dict(), to_hf=False, arch=cfg.arch)
     pt_model.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=True)
     return pt_model.to(hf_model.device).train(hf_model.training)

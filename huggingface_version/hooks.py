@@ -15,6 +15,12 @@ the model, and fills the same cache names (../shared/DESIGN.md, "The cache contr
     ...fc1 output, fc2 input and output         encoder.{i}.ffn.pre_act, post_act, out
     encoder output, lm_head output              memory, logits
 
+The decoder-only GPT (modeling_gpt.py) has one stack, `model`, recorded under the pytorch GPT's
+names: `tgt_embed`, `tgt_pos` (the token embeddings themselves with rotary positions), then
+`decoder.{i}.*` and `decoder.norm.*` over the whole sequence, prompt then target, as
+pytorch_version.gpt's `run_with_cache(src, tgt)` does (`run_gpt_with_cache`). Rotary positions add
+`self_attn.q_rot` and `k_rot`: q and k turned by the (cos, sin) the attention module was called with.
+
 Scores and weights are never module outputs: they are recomputed in the hook from the
 captured q and k and the mask the attention module was called with, exactly as
 pytorch_version's explicit path computes them (the eager kernel's own weights are used
@@ -32,7 +38,9 @@ import torch
 from torch import nn
 from transformers.cache_utils import EncoderDecoderCache
 
+from huggingface_version.attention import apply_rotary
 from huggingface_version.modeling import TutorialPreTrainedModel
+from huggingface_version.modeling_gpt import TutorialGPTPreTrainedModel
 from utils.observe.tracing import NameFilter, _matcher, register_tracer
 
 INTERNAL = ("scores", "masked_scores", "weights")  # need q K^T: recomputed only when wanted
@@ -100,17 +108,21 @@ def _hook_attention(rec: _Recorder, attn: nn.Module, prefix: str) -> None:
         step["concat"], step["out"] = args[0], out
 
     def on_attention(_module, _args, kwargs, output):
+        q, k, v = step.pop("q"), step.pop("k", None), step.pop("v", None)
+        rotary = kwargs.get("position_embeddings")  # (cos, sin) of a GPT's rotary positions
+        if rotary is not None:  # the turns the module made, made again by its own function
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+            rec.put(f"{prefix}.q_rot", q)
+            rec.put(f"{prefix}.k_rot", k)
         # keys and values the kernel really used: all cached positions while decoding
         cache = kwargs.get("cache")
         if isinstance(cache, EncoderDecoderCache):
             cache = cache.cross_attention_cache if attn.is_cross_attention else cache.self_attention_cache
         if cache is not None:
             k, v = cache.layers[attn.layer_idx].keys, cache.layers[attn.layer_idx].values
-        else:
-            k, v = step.pop("k"), step.pop("v")
         rec.put(f"{prefix}.k", k)
         rec.put(f"{prefix}.v", v)
-        q, mask = step.pop("q"), kwargs.get("attention_mask")
+        mask = kwargs.get("attention_mask")
         if wants_internals:
             scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T, S)
             rec.put(f"{prefix}.scores", scores)
@@ -172,7 +184,10 @@ def _hook_stack(rec: _Recorder, stack: nn.Module, side: str, embed: str, norm_fi
         rec.put(f"{embed}_embed", args[0])  # scaled token embeddings, before positions are added
         rec.put(f"{embed}_pos", out)
 
-    rec.on_output(stack.embed_positions, on_positions)
+    if stack.embed_positions is not None:
+        rec.on_output(stack.embed_positions, on_positions)
+    else:  # rotary positions: nothing is added, the embeddings are the stream (as pytorch_version's)
+        rec.on_output(stack.embed_tokens, lambda args, out: on_positions((out,), out))
     for i, layer in enumerate(stack.layers):
         _hook_layer(rec, layer, f"{side}.{i}", norm_first)
     if stack.layer_norm is not None:
@@ -199,9 +214,12 @@ def record_activations(model: nn.Module, names: NameFilter = None, detach: bool 
     rec = _Recorder(names, detach)
     base, norm_first = model.model, model.config.norm_first
     try:
-        _hook_stack(rec, base.encoder, "encoder", "src", norm_first)
-        rec.on_output(base.encoder, lambda args, out: rec.put("memory", out.last_hidden_state))
-        _hook_stack(rec, base.decoder, "decoder", "tgt", norm_first)
+        if isinstance(model, TutorialGPTPreTrainedModel):  # one stack: the pytorch GPT's `decoder`
+            _hook_stack(rec, base, "decoder", "tgt", norm_first)
+        else:
+            _hook_stack(rec, base.encoder, "encoder", "src", norm_first)
+            rec.on_output(base.encoder, lambda args, out: rec.put("memory", out.last_hidden_state))
+            _hook_stack(rec, base.decoder, "decoder", "tgt", norm_first)
         rec.on_output(model.lm_head, lambda args, out: rec.put("logits", out))
         yield rec.cache
     finally:
@@ -229,4 +247,17 @@ def run_with_cache(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, names
     return logits, cache
 
 
+def run_gpt_with_cache(model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, names: NameFilter = None,
+                       detach: bool = True) -> tuple[torch.Tensor, dict]:  # fmt: skip
+    """The GPT's teacher-forced forward over prompt then target, `cat(src, tgt)`, as pytorch_version.gpt's
+    `run_with_cache(src, tgt)`: the cache covers the whole sequence, the logits returned only `tgt`'s
+    positions. PAD is no token (the attention mask), wherever it sits, as there."""
+    ids = torch.cat([src, tgt], dim=1)
+    with record_activations(model, names, detach) as cache:
+        real = (ids != model.config.pad_token_id).long()
+        logits = model(input_ids=ids, attention_mask=real, use_cache=False).logits
+    return logits[:, src.size(1) :], cache
+
+
 register_tracer(TutorialPreTrainedModel, run_with_cache)
+register_tracer(TutorialGPTPreTrainedModel, run_gpt_with_cache)

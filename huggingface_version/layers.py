@@ -3,9 +3,13 @@
     pytorch_version            here
     Embeddings                 TutorialScaledEmbedding  (embed_tokens)
     PositionalEncoding         TutorialSinusoidalPositions  (embed_positions)
+    LearnedPositions           TutorialLearnedPositions  (embed_positions; the GPT only)
+    RotaryEmbedding            TutorialRotaryEmbedding  (rotary_emb; the GPT only)
     self_attn / cross_attn     self_attn / encoder_attn
     ffn.fc1, ffn.fc2           fc1, fc2
     norm1, norm2, norm3        self_attn_layer_norm, (encoder_attn_layer_norm,) final_layer_norm
+    EncoderLayer, DecoderLayer TutorialEncoderLayer, TutorialDecoderLayer
+    gpt.GPTBlock               TutorialGPTLayer
 
 The residual wiring is pytorch_version's `add_and_norm`:
 post-LN (the paper, section 3.1): LayerNorm(x + Dropout(Sublayer(x)))
@@ -21,9 +25,12 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .attention import TutorialAttention
+
+ACTIVATIONS = {"relu": torch.relu, "gelu": F.gelu}  # the FFN's nonlinearity: max(0, x); x * Phi(x)
 
 
 class TutorialScaledEmbedding(nn.Embedding):
@@ -57,14 +64,55 @@ class TutorialSinusoidalPositions(nn.Module):
         table[:, 1::2] = torch.cos(position * inv_freq)  # odd dimensions: cosine, interleaved
         return table
 
-    def forward(self, inputs_embeds: torch.Tensor, past_length: int = 0) -> torch.Tensor:
-        """(B, T, D) embeddings of positions past_length.. -> the same plus their encodings."""
+    def forward(
+        self, inputs_embeds: torch.Tensor, past_length: int = 0, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, T, D) embeddings of positions past_length.. (or of `position_ids` (B, T), a GPT's batch
+        whose rows number their own real tokens) -> the same plus their encodings."""
+        if position_ids is not None:
+            return inputs_embeds + self.table[position_ids]
         T = inputs_embeds.size(1)
         if past_length + T > self.max_position:
             raise ValueError(
                 f"sequence of {past_length + T} positions exceeds max_position={self.max_position}"
             )
         return inputs_embeds + self.table[past_length : past_length + T]
+
+
+class TutorialLearnedPositions(nn.Embedding):
+    """Adds one trained vector per position (GPT-2's `wpe`): the model learns what order means."""
+
+    def forward(self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        return inputs_embeds + super().forward(position_ids)  # (B, T, D) + (B, T, D)
+
+
+class TutorialRotaryEmbedding(nn.Module):
+    """The angles of rotary positions (RoPE, Su et al. 2021): nothing is added to the embeddings;
+    each attention turns its queries and keys with `attention.apply_rotary`.
+
+    Dimension pair (j, j + d/2) of a head's vector at position m turns by m * theta_j, theta_j =
+    base^(-2j/d). `forward(position_ids)` gives (cos, sin), each (B, 1, T, d), computed once per
+    forward and shared by every layer (as transformers' Llama does). The tables are non-persistent
+    buffers, rebuilt by `_init_weights` with `create_tables`.
+    """
+
+    def __init__(self, head_dim: int, max_position: int, base: float = 10000.0) -> None:
+        super().__init__()
+        self.head_dim, self.max_position, self.base = head_dim, max_position, base
+        cos, sin = self.create_tables()
+        self.register_buffer("cos", cos, persistent=False)  # (P, d)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def create_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        theta = self.base ** (-torch.arange(0, self.head_dim, 2).float() / self.head_dim)  # (d/2,)
+        angles = torch.arange(self.max_position).float()[:, None] * theta[None, :]  # (P, d/2): m theta_j
+        angles = torch.cat([angles, angles], dim=-1)  # (P, d): pair (j, j + d/2) shares its angle
+        return angles.cos(), angles.sin()
+
+    def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if int(position_ids.max()) >= self.max_position:
+            raise ValueError(f"position {int(position_ids.max())} exceeds max_position={self.max_position}")
+        return self.cos[position_ids][:, None], self.sin[position_ids][:, None]  # (B, 1, T, d) each
 
 
 def residual(x: torch.Tensor, sublayer: Callable, norm: nn.LayerNorm, dropout: nn.Dropout, norm_first: bool):
@@ -157,3 +205,49 @@ class TutorialDecoderLayer(_FeedForward, nn.Module):
         x = residual(x, attend_encoder, self.encoder_attn_layer_norm, p, first)
         x = residual(x, self.feed_forward, self.final_layer_norm, p, first)
         return x, weights["self"], weights["cross"]
+
+
+class TutorialGPTLayer(nn.Module):
+    """Masked self-attention, then the FFN (ReLU or GELU), each in Add & Norm: the decoder layer without
+    cross-attention, as pytorch_version.gpt.GPTBlock. The look-ahead mask comes from the model
+    (attention.decoder_only_mask), the rotary angles too (`position_embeddings`, None otherwise)."""
+
+    def __init__(self, config, layer_idx: int) -> None:
+        super().__init__()
+        D = config.hidden_size
+        self.self_attn = TutorialAttention(config, layer_idx)
+        self.self_attn_layer_norm = nn.LayerNorm(D)
+        self.fc1 = nn.Linear(D, config.ffn_size)
+        self.fc2 = nn.Linear(config.ffn_size, D)
+        self.final_layer_norm = nn.LayerNorm(D)
+        self.dropout = nn.Dropout(config.dropout)  # residual dropout
+        self.norm_first = config.norm_first
+        self.activation = ACTIVATIONS[config.activation]
+        for projection in (self.self_attn.out_proj, self.fc2):  # the two that write into the residual stream:
+            projection.writes_residual = True  # GPT-2's init makes them 1/sqrt(2 N) smaller (modeling_gpt.py)
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """FFN(x) = act(x W1 + b1) W2 + b2 on each position alone: (B, T, D) -> (B, T, d_ff) -> (B, T, D)."""
+        return self.fc2(self.activation(self.fc1(x)))
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache=None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T, D) -> (B, T, D), plus the self-attention weights (B, H, T, S) when eager; with a
+        `cache`, `hidden_states` holds only the new positions."""
+        weights = None
+
+        def attend(h):
+            nonlocal weights
+            out, weights = self.self_attn(
+                h, attention_mask=attention_mask, cache=cache, position_embeddings=position_embeddings
+            )
+            return out
+
+        x = residual(hidden_states, attend, self.self_attn_layer_norm, self.dropout, self.norm_first)
+        x = residual(x, self.feed_forward, self.final_layer_norm, self.dropout, self.norm_first)
+        return x, weights

@@ -1,16 +1,22 @@
 """The toolkit's tokenizers as PreTrainedTokenizerFast objects, built with the `tokenizers` library.
 
 Translation's BPE tokenizer (utils/data/bpe.py) is already a `tokenizers.Tokenizer`: `from_bpe_tokenizer`
-wraps a copy of it. The toy tasks' character tokenizer is rebuilt here:
+wraps a copy of it. The character tokenizer (toy tasks, and a language model's text) is rebuilt here:
 
 Same ids as utils.data.tokenizer.CharTokenizer (specials <pad> <s> </s> <unk> = 0..3, then the
 alphabet in sorted order), so the two versions read each other's data and weights:
 
-    normalizer      none
-    pre-tokenizer   Split on the empty pattern: every character is its own piece
+    normalizer      none: every character, newlines, tabs and spaces included, is kept as it is
+    pre-tokenizer   Split on the empty pattern: every character is its own piece (any unicode)
     model           WordLevel: piece -> id, <unk> for characters outside the alphabet
-    post-processor  append </s> (the encoder input ends with EOS, as in utils.data.tasks)
-    decoder         Fuse: join the characters back without spaces
+    post-processor  what the model's input ends with (`append`): </s> for the encoder-decoder
+                    (the encoder input ends with EOS, as in utils.data.tasks), <s> for a GPT's toy
+                    prompt (BOS separates it from the completion), nothing for a language model's text
+    decoder         Fuse: join the characters back without spaces, so decode(encode(text)) == text
+
+The two families pad differently: the encoder-decoder on the right (the encoder masks the pads), a
+decoder-only GPT on the left (`gpt_tokenizer_fast`), so that every row's last token is real and
+`generate` continues each row from its own end.
 """
 
 from __future__ import annotations
@@ -18,28 +24,48 @@ from __future__ import annotations
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from utils.data.tokenizer import EOS_ID, SPECIALS, CharTokenizer
+from utils.data.tokenizer import BOS_ID, EOS_ID, SPECIALS, CharTokenizer
 from utils.runtime.config import UserError
 
+PAD, BOS, EOS, UNK = SPECIALS
 
-def char_tokenizer_fast(alphabet: str) -> PreTrainedTokenizerFast:
-    """A fast tokenizer over `alphabet`; `tokenizer(text, text_target=...)` gives input_ids and labels."""
-    pad, bos, eos, unk = SPECIALS
-    vocab = {token: i for i, token in enumerate(list(SPECIALS) + sorted(set(alphabet)))}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token=unk))
-    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    backend.post_processor = processors.TemplateProcessing(
-        single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, EOS_ID)]
+
+def _ending_with(token: str | None) -> processors.PostProcessor | None:
+    """A post-processor that appends `token` to each text (a pair: to each of the two); None: nothing."""
+    if token is None:
+        return None
+    special = [(token, {BOS: BOS_ID, EOS: EOS_ID}[token])]
+    return processors.TemplateProcessing(
+        single=f"$A {token}", pair=f"$A {token} $B {token}", special_tokens=special
     )
-    backend.decoder = decoders.Fuse()
+
+
+def _wrap(backend: Tokenizer, padding_side: str) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
-        pad_token=pad,
-        bos_token=bos,
-        eos_token=eos,
-        unk_token=unk,
-        clean_up_tokenization_spaces=False,  # characters, not words: never touch the spaces
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        padding_side=padding_side,
+        clean_up_tokenization_spaces=False,  # never touch the spaces: the decoders restore them exactly
     )
+
+
+def char_tokenizer_fast(
+    alphabet: str, append: str | None = EOS, padding_side: str = "right"
+) -> PreTrainedTokenizerFast:
+    """A fast tokenizer over `alphabet`; `tokenizer(text, text_target=...)` gives input_ids and labels.
+
+    `append`: the special token each encoded text ends with: "</s>" (EOS, the encoder-decoder's),
+    "<s>" (BOS, a GPT's toy-task prompt) or None (a language model's text, as it is).
+    """
+    vocab = {token: i for i, token in enumerate(list(SPECIALS) + sorted(set(alphabet)))}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    backend.post_processor = _ending_with(append)
+    backend.decoder = decoders.Fuse()
+    return _wrap(backend, padding_side)
 
 
 def from_char_tokenizer(tokenizer: CharTokenizer) -> PreTrainedTokenizerFast:
@@ -47,22 +73,31 @@ def from_char_tokenizer(tokenizer: CharTokenizer) -> PreTrainedTokenizerFast:
     return char_tokenizer_fast(tokenizer.alphabet)
 
 
-def from_bpe_tokenizer(tokenizer) -> PreTrainedTokenizerFast:
-    """The fast twin of a utils.data.bpe.BPETokenizer: the same normalizer, BPE merges, ids and decoder,
-    plus the post-processor that appends </s>, as utils.data.tasks does for encoder inputs and labels."""
-    pad, bos, eos, unk = SPECIALS
+def from_bpe_tokenizer(
+    tokenizer, append: str | None = EOS, padding_side: str = "right"
+) -> PreTrainedTokenizerFast:
+    """The fast twin of a utils.data.bpe.BPETokenizer: the same normalizer, BPE merges, ids and decoder
+    (Metaspace, or byte-level for a language model's lossless BPE), plus the post-processor that
+    appends `append` (</s> by default, as utils.data.tasks does for encoder inputs and labels)."""
     backend = Tokenizer.from_str(tokenizer.backend.to_str())  # a copy: the original stays as it is
-    backend.post_processor = processors.TemplateProcessing(
-        single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, EOS_ID)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token=pad,
-        bos_token=bos,
-        eos_token=eos,
-        unk_token=unk,
-        clean_up_tokenization_spaces=False,  # the Metaspace decoder already restores the spaces
-    )
+    backend.post_processor = _ending_with(append)
+    return _wrap(backend, padding_side)
+
+
+def gpt_tokenizer_fast(tokenizer, prompt_separator: bool = False) -> PreTrainedTokenizerFast:
+    """The fast tokenizer of a decoder-only GPT's folder, for a CharTokenizer (any text: newlines,
+    punctuation, any unicode) or a byte-level BPETokenizer: same ids, padding on the left.
+
+    `prompt_separator`: a toy task's GPT reads `prompt <s>` and continues with the completion
+    (pytorch_version's format: prompt, BOS, completion, EOS), so each prompt gets BOS appended; a
+    language model continues the text itself (False: nothing is added).
+    """
+    append = BOS if prompt_separator else None
+    if isinstance(tokenizer, CharTokenizer):
+        return char_tokenizer_fast(tokenizer.alphabet, append=append, padding_side="left")
+    if hasattr(tokenizer, "backend"):
+        return from_bpe_tokenizer(tokenizer, append=append, padding_side="left")
+    raise UserError(f"no Hugging Face tokenizer for a GPT with a {type(tokenizer).__name__}")
 
 
 def to_fast_tokenizer(tokenizer) -> PreTrainedTokenizerFast:

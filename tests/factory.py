@@ -6,6 +6,7 @@ testers build theirs (hidden 32, 2 layers, 4 heads, vocabulary 30).
     tiny_hf(attn, **overrides)      the Hugging Face model with the same weights (converted)
     tiny_twins(attn, **overrides)   both, the same function
     tiny_gpt(**overrides)           pytorch_version's decoder-only GPT (rotary, GELU, pre-LN), eval mode
+    tiny_gpt_twins(attn, **overrides)  (that GPT, the HF TutorialGPTForCausalLM with the same weights)
 
 The readable models: pass `speed=SpeedUps()` (utils/fast) to plug the speed-ups in.
 """
@@ -57,3 +58,11 @@ def tiny_twins(attn: str = "sdpa", seed: int = 0, speed=None, **overrides):
         speed.plug_in(pt)
         speed.plug_in(hf)
     return pt, hf
+
+
+def tiny_gpt_twins(attn: str = "sdpa", seed: int = 0, **overrides):
+    """(pytorch GPT, HF GPT) holding the same weights."""
+    from huggingface_version.convert import pytorch_to_hf
+
+    pt = tiny_gpt(seed, **overrides)
+    return pt, pytorch_to_hf(pt, attn_implementation=attn).eval()

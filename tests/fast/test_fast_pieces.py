@@ -271,7 +271,15 @@ def test_the_readable_path_imports_no_speed_up_and_the_hf_model_files_only_torch
                    "pytorch_version.attention", "pytorch_version.positions", "pytorch_version.layers",
                    "pytorch_version.model", "utils.observe.tracing", "utils.runtime.config"}  # fmt: skip
         assert imported <= allowed, (name, imported - allowed)
-    for name in ("configuration", "attention", "layers", "stacks", "modeling"):
+    for name in (
+        "configuration",
+        "attention",
+        "layers",
+        "stacks",
+        "modeling",
+        "configuration_gpt",
+        "modeling_gpt",
+    ):
         imported = _imports(ROOT / "huggingface_version" / f"{name}.py")
         foreign = {
             m

@@ -191,8 +191,12 @@ class LabelledLogits(nn.Module):
 
 
 def readable_logits(model: nn.Module, src, tgt_in, src_keep, tgt_keep) -> torch.Tensor:
-    """(B, T, V) teacher-forced logits by either version's own forward."""
+    """(B, T, V) teacher-forced logits by either version's own forward, either family."""
     if hasattr(model, "run_with_cache"):  # pytorch_version (either family): its masks come from the pad id
         return model(src, tgt_in)
+    if getattr(model.config, "arch", "transformer") == "gpt":  # HF GPT: one sequence, prompt then target
+        real = torch.cat([src_keep, tgt_keep], dim=1).long()
+        logits = model(input_ids=torch.cat([src, tgt_in], dim=1), attention_mask=real, use_cache=False).logits
+        return logits[:, src.size(1) :]
     return model(input_ids=src, attention_mask=src_keep.long(), decoder_input_ids=tgt_in,
                  decoder_attention_mask=tgt_keep.long(), use_cache=False).logits  # fmt: skip
