@@ -165,13 +165,13 @@ def test_both_trainers_take_the_packed_path_unless_no_fast(tmp_path, count_packi
     from utils.fast.output_layer import OutputLinear
 
     adams = []
-    original_adam = pt_train.paper_adam
+    original_adam = pt_train.optimizer_and_schedule
     models = []
     original_build = pt_train.build_model
 
-    def spy_adam(params, fused=False):
+    def spy_adam(cfg, model, total_steps, fused=False):
         adams.append(fused)
-        return original_adam(params, fused)
+        return original_adam(cfg, model, total_steps, fused)
 
     def spy_build(*args):
         models.append(original_build(*args))
@@ -180,7 +180,7 @@ def test_both_trainers_take_the_packed_path_unless_no_fast(tmp_path, count_packi
     settings = {**COPY_RUN, "epochs": 2, "train_size": 256, "eval_size": 32, "output_dir": str(tmp_path),
                 "fast": fast, "dropout": 0.1}  # fmt: skip
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(pt_train, "paper_adam", spy_adam)
+        m.setattr(pt_train, "optimizer_and_schedule", spy_adam)
         m.setattr(pt_train, "build_model", spy_build)
         summary = pt_train.train(RunConfig(**settings))
     batches = 256 // COPY_RUN["batch_size"] * 2
