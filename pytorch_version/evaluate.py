@@ -103,8 +103,7 @@ def evaluate_lm(model, corpus, cfg: RunConfig, device) -> dict:
     prompt = corpus.val_ids[: min(16, cfg.context_length // 2)].tolist()
     new = sample(model, prompt, min(cfg.max_new_tokens, 120), cfg.do_sample, cfg.temperature, cfg.top_k,
                  cfg.top_p, seed=cfg.seed)  # fmt: skip
-    text = corpus.tokenizer.decode(prompt + new)
-    logger.info("sample: %r", text)
+    text = corpus.tokenizer.decode(prompt + new)  # printed with the round's line
     return {
         "eval_loss": loss,  # nats per token: the cross-entropy of the next token
         "eval_bits_per_char": bits_per_character(loss, tokens, corpus.val_chars),

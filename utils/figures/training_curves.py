@@ -15,19 +15,23 @@ import matplotlib.pyplot as plt
 
 
 def plot_training_curves(history: list[dict], path: str | Path, title: str = "Training") -> Path:
-    """Loss per epoch (train and eval) and every accuracy-like metric in the records."""
-    epochs = [r["epoch"] for r in history]
+    """Loss per epoch (train and eval) and every accuracy-like metric in the records; a language
+    model's records (they have bits per character) are drawn against optimizer steps, with its
+    bits per character and perplexity as the held-out scores."""
+    lm = all("eval_bits_per_char" in r for r in history)
+    epochs = [r["step" if lm else "epoch"] for r in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     for key in ("train_loss", "eval_loss"):
         if all(key in r for r in history):
             ax_loss.plot(epochs, [r[key] for r in history], marker="o", label=key)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy (label-smoothed)", title="Loss")
+    ax_loss.set(xlabel="step" if lm else "epoch", title="Loss",
+                ylabel="nats per token" if lm else "cross-entropy (label-smoothed)")  # fmt: skip
     ax_loss.legend()
     keys = sorted({k for r in history for k in r if all(k in rec for rec in history)})
     for key in keys:
-        if key.endswith(("accuracy", "exact_match")):
+        if key.endswith(("accuracy", "exact_match", "bits_per_char", "perplexity")):
             ax_acc.plot(epochs, [r[key] for r in history], marker="o", label=key)
-    ax_acc.set(xlabel="epoch", ylabel="score", title="Held-out scores")
+    ax_acc.set(xlabel="step" if lm else "epoch", ylabel="score", title="Held-out scores")
     ax_acc.legend(loc="upper left")
     text_scores = [k for k in keys if k.endswith(("bleu", "chrf"))]
     if text_scores:  # BLEU and chrF run from 0 to 100: a second axis, so accuracies stay readable
