@@ -111,7 +111,7 @@ def sampling_run(name: str, model, batch: int, new_tokens: int):
 def round_robin(runs: dict, rounds: int, calls: int) -> dict[str, float]:
     """Seconds per call, median over rounds; each round times every model once, in turn."""
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for name, run in runs.items():  # warm-up
+    for run in runs.values():  # warm-up
         run(0)
     for r in range(rounds):
         for name, run in runs.items():
