@@ -101,9 +101,10 @@ def sampling_run(name: str, model, batch: int, new_tokens: int):
                     sample(model, row, new_tokens, True, 0.8, 50, 1.0, seed=seed)
             else:
                 torch.manual_seed(seed)
-                model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=True, temperature=0.8,
-                               top_k=50, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                               pad_token_id=0, eos_token_id=None)  # fmt: skip
+                mask = torch.ones_like(prompt)
+                model.generate(prompt, attention_mask=mask, do_sample=True, temperature=0.8, top_k=50,
+                               max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0,
+                               eos_token_id=None)  # fmt: skip
 
     return run
 
