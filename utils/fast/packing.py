@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils.fast.decoder_only import decoder_only_logits
+
 
 class Packing:
     """Where the kept positions of a (B, T) grid are: `pack` takes their rows, `unpack` puts them back."""
@@ -116,8 +118,6 @@ def why_not_packed(model: nn.Module) -> str | None:
     global module hook."""
     from torch.nn.modules import module as torch_module
 
-    if getattr(getattr(model, "config", None), "arch", "transformer") != "transformer":
-        return "a decoder-only model: no packed twin yet, the readable forward runs"
     for kind in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
                  "_global_backward_pre_hooks"):  # fmt: skip
         if getattr(torch_module, kind, None):
@@ -178,6 +178,8 @@ class LabelledLogits(nn.Module):
         tgt_keep = tgt_in != self.pad_id if tgt_keep is None else tgt_keep.bool()
         if not self.packed or why_not_packed(self.model) is not None:
             return readable_logits(self.model, src, tgt_in, src_keep, tgt_keep)[labelled]
+        if getattr(self.model.config, "arch", "transformer") == "gpt":  # its own twin: decoder_only.py
+            return decoder_only_logits(self.model, src, tgt_in, labelled, src_keep, tgt_keep)
         view, training = seq2seq_view(self.model), self.model.training
         src_pack, tgt_pack = Packing(src_keep), Packing(tgt_keep | labelled)  # every labelled row computed
         T = tgt_in.size(1)
