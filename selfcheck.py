@@ -15,19 +15,23 @@ from pathlib import Path
 import torch
 
 from pytorch_version.decoding import beam_search, greedy_decode
+from pytorch_version.families import model_for
 from pytorch_version.inference import load_for_inference
-from pytorch_version.model import Transformer
+from pytorch_version.model import TutorialModel
+from pytorch_version.sampling import sample
 from utils.data.tasks import PairDataset, make_loader, make_toy_task, tokenizer_for_task
 from utils.runtime.checkpoint import save_checkpoint
 from utils.runtime.config import ModelConfig
 from utils.training.recipe import noam_schedule, seq2seq_loss
 
+GPT = dict(arch="gpt", positions="rotary", activation="gelu", init="gpt2", norm_first=True)
 
-def _tiny(**overrides) -> Transformer:
+
+def _tiny(**overrides) -> TutorialModel:
     torch.manual_seed(0)
     cfg = dict(src_vocab_size=30, tgt_vocab_size=30, hidden_size=32, num_layers=2, num_heads=4,
                ffn_size=64, dropout=0.0) | overrides  # fmt: skip
-    return Transformer(ModelConfig(**cfg)).eval()
+    return model_for(ModelConfig(**cfg)).eval()
 
 
 def _batch(vocab: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,6 +78,20 @@ def check_cached_decoding() -> str:
     return "greedy cached == full, beam(1) == greedy, beam(4) cached == full"
 
 
+def check_gpt_causal_and_cached() -> str:
+    model = _tiny(**GPT)
+    tokens = torch.randint(4, 30, (2, 12), generator=torch.Generator().manual_seed(2))
+    changed = tokens.clone()
+    changed[:, 8] = 4 + (changed[:, 8] - 3) % 26
+    before, after = model.forward_tokens(tokens), model.forward_tokens(changed)
+    assert torch.equal(before[:, :8], after[:, :8]), "a later token changed an earlier logit"
+    src, _ = _batch()
+    assert torch.equal(greedy_decode(model, src, 10), greedy_decode(model, src, 10, use_cache=False))
+    draws = [sample(model, [5, 6, 7], 20, seed=3) for _ in range(2)]
+    assert draws[0] == draws[1], "the same seed sampled different tokens"
+    return "no look-ahead, greedy cached == full, seeded sampling reproducible"
+
+
 def check_learns_copy() -> str:
     torch.manual_seed(0)
     train_pairs, _ = make_toy_task("copy", 512, 1, seed=0, min_len=3, max_len=6)
@@ -110,6 +128,7 @@ CHECKS: list[tuple[str, Callable[[], str]]] = [
     ("pytorch: fused vs explicit attention", check_fused_vs_explicit),
     ("pytorch: cached vs full decoding", check_cached_decoding),
     ("pytorch: learns the copy task", check_learns_copy),
+    ("pytorch: GPT causal, cached, seeded", check_gpt_causal_and_cached),
     ("pytorch: checkpoint round-trip", check_checkpoint_roundtrip),
 ]
 
