@@ -47,7 +47,7 @@ def test_a_resumed_lm_run_ends_where_the_uninterrupted_one_ends(tmp_path, text):
     )
     assert whole.returncode == 0, whole.stderr[-3000:]
     round_1 = tmp_path / "a" / "results_pytorch" / "checkpoints" / "checkpoint_epoch_1.pt"
-    resumed = run_main("--version", "pytorch", *_settings(text, batch_size=8), "--output_dir", str(tmp_path / "b"),
-                       "--resume", str(round_1))  # fmt: skip
+    resumed = run_main("--version", "pytorch", *_settings(text, batch_size=8), "--output_dir",
+                       str(tmp_path / "b"), "--resume", str(round_1))  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_weights(_weights(tmp_path / "b"), _weights(tmp_path / "a"))
