@@ -10,7 +10,7 @@ clipping) of
     gpt2      transformers' GPT2LMHeadModel (learned positions, GELU, pre-LN), forward with labels
 on random windows of a 69-token vocabulary (tinyshakespeare's 65 characters + 4 specials).
 Sampling: new tokens per second of KV-cached sampling (temperature 0.8, top-k 50) from a 16-token
-prompt, batch 1 (what `main.py --prompt` does) and batch 8: ours (pytorch_version.sampling.sample),
+prompt, batch 1 (what `main.py --prompt` does) and batch 8: ours (pytorch_version.sampling.sample_batch),
 ours_hf and gpt2 (`generate(do_sample=True)`). Rounds alternate the models, medians are reported;
 ratios ours / gpt2 are the headline. Prints the CPU's flags; writes benchmarks/results/gpt_speed.json.
 """
@@ -95,10 +95,9 @@ def sampling_run(name: str, model, batch: int, new_tokens: int):
     def run(seed: int) -> None:
         with torch.no_grad():
             if name == "ours":
-                from pytorch_version.sampling import sample
+                from pytorch_version.sampling import sample_batch
 
-                for row in prompt.tolist():  # ours samples one prompt at a time, as --prompt does
-                    sample(model, row, new_tokens, True, 0.8, 50, 1.0, seed=seed)
+                sample_batch(model, prompt.tolist(), new_tokens, True, 0.8, 50, 1.0, seed=seed)
             else:
                 torch.manual_seed(seed)
                 mask = torch.ones_like(prompt)

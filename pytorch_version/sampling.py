@@ -66,20 +66,10 @@ def _generator(seed: int | torch.Generator | None, device: torch.device) -> torc
     return torch.Generator(device=device).manual_seed(seed)
 
 
-@torch.no_grad()
-def sample(
-    model,
-    prompt_ids: list[int],
-    max_new_tokens: int,
-    do_sample: bool = True,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int | torch.Generator | None = None,
-    eos_id: int | None = None,
-    never: Iterable[int] = (),
-    crop_to: int | None = None,
-) -> list[int]:
+def sample(model, prompt_ids: list[int], max_new_tokens: int, do_sample: bool = True,
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           seed: int | torch.Generator | None = None, eos_id: int | None = None,
+           never: Iterable[int] = (), crop_to: int | None = None) -> list[int]:  # fmt: skip
     """Continue `prompt_ids` by up to `max_new_tokens` tokens; returns the new ids only.
 
     Args:
@@ -94,8 +84,22 @@ def sample(
             model whose data has none).
         crop_to: the tokens kept when the text reaches the context; default half the context.
     """
-    if not prompt_ids:
-        raise ValueError("prompt_ids must hold at least one token")
+    return sample_batch(model, [prompt_ids], max_new_tokens, do_sample, temperature, top_k, top_p, seed,
+                        eos_id, never, crop_to)[0]  # fmt: skip
+
+
+@torch.no_grad()
+def sample_batch(model, prompts: list[list[int]], max_new_tokens: int, do_sample: bool = True,
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 seed: int | torch.Generator | None = None, eos_id: int | None = None,
+                 never: Iterable[int] = (), crop_to: int | None = None) -> list[list[int]]:  # fmt: skip
+    """`sample` for several prompts at once, one row each: the steps cost about what one row's do (a step
+    of a small model is bound by reading its weights, not by the rows). Shorter prompts are padded after
+    their end; the model numbers each row's real tokens and no query looks at a pad, so a row continues
+    as it would alone (its draws come from the shared generator, so they differ from a run alone). A row
+    that wrote `eos_id` is finished: PAD after it, and its list ends with the EOS."""
+    if not prompts or not all(prompts):
+        raise ValueError("every prompt must hold at least one token")
     if not temperature > 0 or not 0 < top_p <= 1 or top_k < 0:
         raise ValueError(f"need temperature > 0, 0 < top_p <= 1 and top_k >= 0; got {temperature}, "
                          f"{top_p} and {top_k}")  # fmt: skip
@@ -105,30 +109,41 @@ def sample(
     device = next(model.parameters()).device
     generator = _generator(seed, device)
     banned = torch.tensor(sorted({cfg.pad_id, cfg.bos_id, *never}), device=device)
+    contexts = [list(p) for p in prompts]
+    if max(len(c) for c in contexts) > context_size:
+        logger.warning("prompt of %d tokens: keeping its last %d, the model's context",
+                       max(len(c) for c in contexts), context_size)  # fmt: skip
+        contexts = [c[-context_size:] for c in contexts]
 
-    context = list(prompt_ids)
-    if len(context) > context_size:
-        logger.warning("prompt of %d tokens: keeping its last %d, the model's context", len(context),
-                       context_size)  # fmt: skip
-        context = context[-context_size:]
-
-    def prefill(tokens: list[int]):
+    def prefill(rows: list[list[int]]):
+        """A new cache holding `rows` (padded after their ends); the logits after each row's last token."""
         cache = model.new_cache()
-        logits = model.forward_tokens(torch.tensor([tokens], device=device), cache)
-        return cache, logits[:, -1]
+        tokens = torch.full((len(rows), max(map(len, rows))), cfg.pad_id, dtype=torch.long, device=device)
+        for i, row in enumerate(rows):
+            tokens[i, : len(row)] = torch.tensor(row, device=device)
+        logits = model.forward_tokens(tokens, cache)  # (B, T, V)
+        last = torch.tensor([len(row) - 1 for row in rows], device=device)
+        return cache, logits[torch.arange(len(rows), device=device), last]
 
-    cache, logits = prefill(context)
-    new: list[int] = []
-    for _ in range(max_new_tokens):
+    cache, logits = prefill(contexts)
+    new: list[list[int]] = [[] for _ in contexts]
+    finished = torch.zeros(len(contexts), dtype=torch.bool, device=device)
+    for step in range(max_new_tokens):
         logits = logits.index_fill(1, banned, float("-inf"))
-        token = int(pick_token(logits, do_sample, temperature, top_k, top_p, generator))
-        new.append(token)
-        context.append(token)
-        if token == eos_id or len(new) == max_new_tokens:
+        token = pick_token(logits, do_sample, temperature, top_k, top_p, generator).masked_fill(
+            finished, cfg.pad_id
+        )
+        for i, t in enumerate(token.tolist()):
+            if not finished[i]:
+                new[i].append(t)
+                contexts[i].append(t)
+        if eos_id is not None:
+            finished |= token == eos_id
+        if bool(finished.all()) or step + 1 == max_new_tokens:
             break
         if len(cache) >= context_size:  # no position left for `token`: crop and read again
-            context = context[-keep:]
-            cache, logits = prefill(context)
+            contexts = [c[-keep:] for c in contexts]
+            cache, logits = prefill(contexts)
         else:
-            logits = model.forward_tokens(torch.tensor([[token]], device=device), cache)[:, -1]
+            logits = model.forward_tokens(token[:, None], cache)[:, -1]
     return new

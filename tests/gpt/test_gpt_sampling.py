@@ -179,3 +179,17 @@ def test_bad_arguments_are_refused(model):
         sample(model, [], 5)
     with pytest.raises(ValueError, match="temperature"):
         sample(model, PROMPT, 5, temperature=0.0)
+
+
+@pytest.mark.parametrize("positions", ["rotary", "learned"])
+def test_a_batch_of_ragged_prompts_continues_each_as_alone(positions):
+    from pytorch_version.sampling import sample_batch
+
+    model = tiny_gpt(positions=positions, max_position=24)
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15]]
+    together = sample_batch(model, prompts, 30, do_sample=False)  # past the context: crops included
+    assert together == [sample(model, p, 30, do_sample=False) for p in prompts]
+    eos = together[1][3]
+    stopped = sample_batch(model, prompts, 30, do_sample=False, eos_id=eos)
+    for row, alone in zip(stopped, together):  # each row ends at its first EOS, or runs the whole length
+        assert row == (alone[: alone.index(eos) + 1] if eos in alone else alone)
