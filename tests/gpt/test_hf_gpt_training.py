@@ -228,3 +228,27 @@ def test_an_lm_run_stopped_mid_round_resumes_to_the_same_weights(tmp_path, text_
     final, expected = load_file(resumed / "model.safetensors"), load_file(whole / "model.safetensors")
     assert all(torch.equal(final[k], expected[k]) for k in expected)
     assert metrics_without_time(resumed) == metrics_without_time(whole)
+
+
+@pytest.mark.slow
+def test_the_hf_gpt_trains_under_torchrun(tmp_path, text_file):
+    """2 processes of batch 8 read the windows 1 process of batch 16 reads: the same validation losses;
+    a toy task finishes with --max_tokens too (DDP takes the step through logits_to_keep)."""
+    from tests.robust_helpers import flags, run_main
+    from tests.runs.test_distributed import torchrun
+
+    settings = flags(**{**LM, "version": "huggingface", "data_file": str(text_file)})
+    two = torchrun(*settings, "--batch_size", "8", "--output_dir", str(tmp_path / "two"),
+                   "--dist_timeout", "60", timeout=120)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("huggingface_version done") == 1, two.stdout
+    one = run_main(*settings, "--batch_size", "16", "--output_dir", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    records = [_records(tmp_path / run / "results_huggingface") for run in ("two", "one")]
+    losses = [[r["eval_loss"] for r in run] for run in records]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    toy = flags(**{**GPT_COPY, "version": "huggingface", "train_size": 256, "eval_size": 16, "epochs": 1,
+                   "max_tokens": 96})  # fmt: skip
+    run = torchrun(*toy, "--output_dir", str(tmp_path / "toy"), "--dist_timeout", "60", timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(_records(tmp_path / "toy" / "results_huggingface")) == 1
