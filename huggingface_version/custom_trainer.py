@@ -231,7 +231,7 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
     def _count_tokens(self, model, inputs) -> None:
         """Teacher-forced next-token accuracy over real positions (utils.training.metrics.token_accuracy)."""
         model_inputs, targets = self._teacher_forcing(model, inputs)
-        model_inputs.pop("decoder_attention_mask", None)  # as the evaluation's greedy decoding reads it
+        model_inputs.pop("decoder_attention_mask", None)  # the look-ahead mask alone, as generate decodes
         self._add_token_counts(model(**model_inputs, use_cache=False).logits, targets)
 
     def _add_token_counts(self, logits: torch.Tensor, targets: torch.Tensor) -> None:

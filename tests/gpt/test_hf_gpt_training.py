@@ -252,3 +252,36 @@ def test_the_hf_gpt_trains_under_torchrun(tmp_path, text_file):
     run = torchrun(*toy, "--output_dir", str(tmp_path / "toy"), "--dist_timeout", "60", timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     assert len(_records(tmp_path / "toy" / "results_huggingface")) == 1
+
+
+def test_cosine_is_the_pytorch_recipes_adamw_and_schedule_in_the_trainers_terms(tmp_path):
+    """--lr_schedule cosine: AdamW at --learning_rate, betas (0.9, 0.99), eps 1e-8, --weight_decay on the
+    matrices only (recipe.decays), and cosine_with_min_lr = recipe.cosine_schedule at every step."""
+    from transformers import Trainer
+    from transformers.optimization import get_scheduler
+
+    from huggingface_version.train import training_arguments
+    from tests.factory import tiny_gpt_twins
+    from utils.training.recipe import cosine_schedule, decays
+
+    cfg = RunConfig.from_dict({**LM, "version": "huggingface", "data_file": "x.txt", "max_steps": 40})
+    args = training_arguments(cfg, tmp_path, torch.device("cpu"), {})
+    assert (args.max_steps, args.eval_steps, args.save_steps, args.logging_steps) == (40, 10, 10, 10)
+    optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+    assert optimizer_cls is torch.optim.AdamW and args.weight_decay == cfg.weight_decay == 0.1
+    assert (kwargs["lr"], kwargs["betas"], kwargs["eps"]) == (cfg.learning_rate, (0.9, 0.99), 1e-8)
+    _, hf = tiny_gpt_twins()
+    decayed = set(Trainer.get_decay_parameter_names(None, hf))  # the Trainer's groups: named_parameters in it
+    assert {n for n, _ in hf.named_parameters() if n in decayed} == {n for n, p in hf.named_parameters()
+                                                                     if decays(n, p)}  # fmt: skip
+    optimizer = optimizer_cls([torch.nn.Parameter(torch.zeros(1))], **kwargs)
+    schedule = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps,
+                             num_training_steps=args.max_steps,
+                             scheduler_specific_kwargs=args.lr_scheduler_kwargs)  # fmt: skip
+    rate, rates = cosine_schedule(cfg.warmup_steps, cfg.max_steps), []
+    for _ in range(cfg.max_steps):
+        rates.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    expected = [cfg.learning_rate * rate(step) for step in range(cfg.max_steps)]
+    assert rates == pytest.approx(expected, rel=1e-12)
