@@ -102,14 +102,10 @@ def load_checkpoint_for_decoding(
         from huggingface_version.convert import model_config_of
 
         model, tokenizer = hf.load_hf_for_inference(path, device, fast, trust_remote_code)
-        # The hook for the HF GPT (TutorialGPTForCausalLM): huggingface_version/inference.py defines
-        # continue_text_hf(model, tokenizer, prompt, cfg) -> str, trace_prompt_hf(model, tokenizer,
-        # prompt, layers, heads) -> str and, if a folder records it, hf_task(model) -> str; until
-        # then --prompt with a folder is a one-line "not yet" (commands/decode.py).
-        task = hf.hf_task(model) if hasattr(hf, "hf_task") else ""
+        # a GPT's folder (TutorialGPTForCausalLM): --source decodes a toy task's, --prompt continues text
         return Loaded("huggingface", model, tokenizer, model_config_of(model.config), hf.translate_hf,
-                      hf.trace_translation_hf, task, getattr(hf, "continue_text_hf", None),
-                      getattr(hf, "trace_prompt_hf", None))  # fmt: skip
+                      hf.trace_translation_hf, hf.hf_task(model, tokenizer), hf.continue_text_hf,
+                      hf.trace_prompt_hf)  # fmt: skip
     from pytorch_version import inference as pt
 
     model, tokenizer, data = pt.load_for_inference(path, device, fast)

@@ -36,10 +36,15 @@ def done_line(name: str, summary: dict, folder: str, cfg: RunConfig) -> str:
 def both_done_line(result: dict, cfg: RunConfig) -> str:
     """The one line of --version both: each version's score and time, and how far their logits differ."""
     pt, hf = result["pytorch"], result["huggingface"]
+    if cfg.task == "lm":  # a language model: its validation loss
+        score = (f"validation loss (nats/token) pytorch {pt['final_eval_loss']:.4f} "
+                 f"({pt['wall_time_s']:.0f}s), huggingface {hf['final_eval_loss']:.4f} "
+                 f"({hf['wall_time_s']:.0f}s)")  # fmt: skip
+    else:
+        score = (f"exact match pytorch {pt['final_eval_exact_match']:.2%} ({pt['wall_time_s']:.0f}s), "
+                 f"huggingface {hf['final_eval_exact_match']:.2%} ({hf['wall_time_s']:.0f}s)")  # fmt: skip
     return (
-        f"both done: exact match pytorch {pt['final_eval_exact_match']:.2%} "
-        f"({pt['wall_time_s']:.0f}s), huggingface {hf['final_eval_exact_match']:.2%} "
-        f"({hf['wall_time_s']:.0f}s); converted logits differ by "
+        f"both done: {score}; converted logits differ by "
         f"{result['max_abs_logit_diff_converted']:.1e}; side by side in "
         f"{Path(cfg.output_dir) / 'results_comparison'}/comparison.md"
     )

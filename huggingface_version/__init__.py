@@ -39,10 +39,12 @@ The files, in dependency order:
                        pytorch_to_hf, hf_to_pytorch (either family)
     hooks.py           record_activations, run_with_cache: the activation cache through forward hooks
     tokenization.py    the character tokenizer as a PreTrainedTokenizerFast (a GPT's: left padding)
-    custom_trainer.py  the Seq2SeqTrainer subclass (what transformers lacks)
-    callbacks.py       metrics.jsonl records, early stops, --track_internals
+    custom_trainer.py  the Seq2SeqTrainer subclass (what transformers lacks); causal_trainer.py: the GPT's
+    callbacks.py       metrics.jsonl records, early stops, --track_internals, wandb
+    run_data.py        each family's and task's examples (a GPT's prompt <s> completion </s>, lm windows)
     train.py           train_huggingface(cfg)          compare.py  run_comparison(cfg)
-    inference.py       load_hf_for_inference, translate_hf
+    generation.py      a GPT continues a text: generate with the sampling flags, past the context
+    inference.py       load_hf_for_inference, translate_hf, continue_text_hf (--prompt)
     selfcheck.py       HF_CHECKS for `main.py --version test`
 
 The training side imports the Trainer and is loaded on demand:

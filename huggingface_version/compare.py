@@ -1,8 +1,10 @@
 """`--version both`: train the two implementations from the same start and put them side by side.
 
-Both runs use the same toy data (same seed), the same initial weights (the pytorch model
+Both runs use the same data (same seed), the same initial weights (the pytorch model
 built as pytorch_version.train.train builds it, converted with the key table), the same
-batch order, loss and metric, and the same schedule (noam_schedule; the Trainer's inverse_sqrt).
+batch order, loss and metric, and the same schedule (noam_schedule; the Trainer's inverse_sqrt; or
+the cosine one, the Trainer's cosine_with_min_lr). Either family (--arch): the encoder-decoder, or the
+GPT on a toy task (exact match) or on a text (--task lm: the same windows, the validation loss).
 Writes `<output_dir>/results_comparison/`:
 comparison.json, comparison.md and loss_curves.png.
 """
@@ -20,15 +22,18 @@ import matplotlib.pyplot as plt
 import torch
 
 from huggingface_version.alongside import threads_for_halves, train_halves
-from huggingface_version.convert import pytorch_to_hf
-from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
+from huggingface_version.convert import HF_CLASSES, pytorch_to_hf
 from huggingface_version.train import train_huggingface
 from pytorch_version.inference import load_for_inference
 from pytorch_version.train import build_model, train
 from utils.data.tasks import PairDataset, collate, make_toy_task, tokenizer_for_task
+from utils.fast.packing import readable_logits
 from utils.runtime.config import RunConfig, resolve_device
 
 logger = logging.getLogger(__name__)
+
+# the final evaluation's numbers comparison.json holds, where the task has them
+FINAL_KEYS = ("eval_loss", "eval_token_accuracy", "eval_exact_match", "eval_bits_per_char", "eval_perplexity")
 
 DIFFERENCES = """\
 Same math, different plumbing:
@@ -58,11 +63,25 @@ Same math, different plumbing:
   divided before instead of after the backward pass, kernels sum in different orders) and
   training amplifies such differences over the steps, so the curves drift apart slowly."""
 
+GPT_DIFFERENCES = """\
+The GPT (--arch gpt): the Hugging Face model is a causal LM (`TutorialGPTForCausalLM`, trained by the
+same trainer's causal subclass, huggingface_version/causal_trainer.py) whose examples are one sequence,
+`prompt <s> completion </s>`, with labels -100 on the prompt, as pytorch_version's; it continues a text
+with `generate` over a `DynamicCache`, pytorch_version with its own sampling loop over a `KVCache`
+(greedy outputs agree; sampled ones draw other random numbers)."""
+
+
+def _text_corpus(cfg: RunConfig):
+    from utils.data.lm import load_text_corpus
+
+    return load_text_corpus(cfg.data_file, cfg.val_file, cfg.tokenizer, cfg.vocab_size, cfg.context_length)
+
 
 def initial_pytorch_model(cfg: RunConfig):
     """The model pytorch_version.train.train(cfg) starts from: same seed, same construction order."""
+    tokenizer = _text_corpus(cfg).tokenizer if cfg.task == "lm" else tokenizer_for_task(cfg.task)
     torch.manual_seed(cfg.seed)  # train() seeds, then builds data (python RNG only), then the model
-    return build_model(cfg, tokenizer_for_task(cfg.task))
+    return build_model(cfg, tokenizer)
 
 
 def _history(path: Path) -> list[dict]:
@@ -74,17 +93,30 @@ def _epoch_times(history: list[dict]) -> list[float]:
     return [b - a for a, b in zip([0.0, *elapsed[:-1]], elapsed)]
 
 
+def _first_batch(cfg: RunConfig, examples: int) -> dict[str, torch.Tensor]:
+    """The first held-out examples in the pair layout: toy pairs (a GPT's sources without EOS, as it
+    reads them), or a language model's first validation windows."""
+    if cfg.task == "lm":
+        from utils.data.lm import validation_batches
+
+        return next(validation_batches(_text_corpus(cfg).val_ids, cfg.context_length, examples))
+    _, eval_pairs = make_toy_task(cfg.task, cfg.train_size, cfg.eval_size, cfg.seed, cfg.min_len, cfg.max_len)
+    pairs = PairDataset(eval_pairs[:examples], tokenizer_for_task(cfg.task), source_eos=cfg.arch != "gpt")
+    return collate([pairs[i] for i in range(len(pairs))])
+
+
 @torch.no_grad()
 def logit_difference(pt_model, hf_model, cfg: RunConfig, examples: int = 64) -> float:
-    """max |logits_pytorch - logits_hf| on the first held-out batch (teacher forcing)."""
-    _, eval_pairs = make_toy_task(cfg.task, cfg.train_size, cfg.eval_size, cfg.seed, cfg.min_len, cfg.max_len)
-    examples = min(examples, len(eval_pairs))
-    batch = collate(
-        [PairDataset(eval_pairs[:examples], tokenizer_for_task(cfg.task))[i] for i in range(examples)]
-    )
+    """max |logits_pytorch - logits_hf| on the first held-out batch (teacher forcing); a GPT's at the
+    positions that predict a token (its padding is no token: nothing reads those rows)."""
+    batch = _first_batch(cfg, examples)
     pt_model, hf_model = pt_model.cpu().eval(), hf_model.cpu().eval()
-    a = pt_model(batch["src"], batch["tgt_in"])
-    b = hf_model(input_ids=batch["src"], decoder_input_ids=batch["tgt_in"], use_cache=False).logits
+    src, tgt_in, pad = batch["src"], batch["tgt_in"], pt_model.config.pad_id
+    a = pt_model(src, tgt_in)
+    b = readable_logits(hf_model, src, tgt_in, src != pad, tgt_in != pad)
+    if cfg.arch == "gpt":
+        real = batch["tgt_out"] != pad
+        a, b = a[real], b[real]
     return (a - b).abs().max().item()
 
 
@@ -127,7 +159,7 @@ def run_comparison(cfg: RunConfig) -> dict:
     )
     trained_pt, _, _ = load_for_inference(folder / final)
     conversion_diff = logit_difference(trained_pt, pytorch_to_hf(trained_pt), cfg)
-    trained_hf = TutorialTransformerForConditionalGeneration.from_pretrained(root / "results_huggingface")
+    trained_hf = HF_CLASSES[cfg.arch].from_pretrained(root / "results_huggingface")
     trained_diff = logit_difference(trained_pt, trained_hf, cfg)
 
     side = {}
@@ -141,15 +173,15 @@ def run_comparison(cfg: RunConfig) -> dict:
             "wall_time_s": summary["wall_time_s"],
             "time_per_epoch_s": sum(times) / len(times),
             "final_train_loss": history[-1]["train_loss"],
-            "final_eval_loss": summary["final"]["eval_loss"],
-            "final_eval_token_accuracy": summary["final"]["eval_token_accuracy"],
-            "final_eval_exact_match": summary["final"]["eval_exact_match"],
+            **{f"final_{key}": summary["final"][key] for key in FINAL_KEYS if key in summary["final"]},
             "train_loss_per_epoch": [r["train_loss"] for r in history],
             "eval_loss_per_epoch": [r["eval_loss"] for r in history],
         }
     result = {
         "task": cfg.task,
-        "epochs": cfg.epochs,
+        "arch": cfg.arch,
+        "epochs": len(pt_history) if cfg.task == "lm" else cfg.epochs,  # a language model's: rounds
+        **({"max_steps": cfg.max_steps} if cfg.task == "lm" else {}),
         "same_initial_weights": True,
         "pytorch": side["pytorch"],
         "huggingface": side["huggingface"],
@@ -160,30 +192,38 @@ def run_comparison(cfg: RunConfig) -> dict:
     (out / "comparison.json").write_text(json.dumps(result, indent=2))
     (out / "comparison.md").write_text(_markdown(result), encoding="utf-8")
     plot_loss_curves(pt_history, hf_history, out / "loss_curves.png", f"pytorch vs huggingface: {cfg.task}")
-    logger.info(
-        "comparison: exact match pytorch %.2f%% / huggingface %.2f%%, converted logits differ by %.1e",
-        100 * side["pytorch"]["final_eval_exact_match"], 100 * side["huggingface"]["final_eval_exact_match"],
-        conversion_diff,
-    )  # fmt: skip
+    if cfg.task == "lm":
+        losses = side["pytorch"]["final_eval_loss"], side["huggingface"]["final_eval_loss"]
+        logger.info("comparison: validation loss pytorch %.4f / huggingface %.4f nats/token, converted "
+                    "logits differ by %.1e", *losses, conversion_diff)  # fmt: skip
+    else:
+        logger.info("comparison: exact match pytorch %.2f%% / huggingface %.2f%%, converted logits differ by "
+                    "%.1e", 100 * side["pytorch"]["final_eval_exact_match"],
+                    100 * side["huggingface"]["final_eval_exact_match"], conversion_diff)  # fmt: skip
     return result
+
+
+TABLE_ROWS = (("eval_loss", "final eval loss", ".4f"), ("eval_bits_per_char", "bits per character", ".4f"),
+              ("eval_perplexity", "perplexity", ".3f"), ("eval_token_accuracy", "token accuracy", ".2%"),
+              ("eval_exact_match", "exact match", ".2%"))  # fmt: skip
 
 
 def _markdown(r: dict) -> str:
     pt, hf = r["pytorch"], r["huggingface"]
+    unit = "round" if r["task"] == "lm" else "epoch"
     rows = [
         ("parameters", f"{pt['parameters']:,}", f"{hf['parameters']:,}"),
-        ("time per epoch (s)", f"{pt['time_per_epoch_s']:.1f}", f"{hf['time_per_epoch_s']:.1f}"),
+        (f"time per {unit} (s)", f"{pt['time_per_epoch_s']:.1f}", f"{hf['time_per_epoch_s']:.1f}"),
         ("final train loss (smoothed)", f"{pt['final_train_loss']:.4f}", f"{hf['final_train_loss']:.4f}"),
-        ("final eval loss", f"{pt['final_eval_loss']:.4f}", f"{hf['final_eval_loss']:.4f}"),
-        (
-            "token accuracy",
-            f"{pt['final_eval_token_accuracy']:.2%}",
-            f"{hf['final_eval_token_accuracy']:.2%}",
-        ),
-        ("exact match", f"{pt['final_eval_exact_match']:.2%}", f"{hf['final_eval_exact_match']:.2%}"),
     ]
+    for key, name, form in TABLE_ROWS:
+        if f"final_{key}" in pt:
+            rows.append((name, format(pt[f"final_{key}"], form), format(hf[f"final_{key}"], form)))
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
-    return f"""# pytorch_version vs huggingface_version: {r["task"]}, {r["epochs"]} epochs
+    length = f"{r['max_steps']} steps" if r["task"] == "lm" else f"{r['epochs']} epochs"
+    family = "GPT" if r.get("arch") == "gpt" else "encoder-decoder"
+    notes = DIFFERENCES + ("\n\n" + GPT_DIFFERENCES if r.get("arch") == "gpt" else "")
+    return f"""# pytorch_version vs huggingface_version: {r["task"]} ({family}), {length}
 
 Both started from the same initial weights and saw the same batches in the same order.
 
@@ -199,5 +239,5 @@ the same function). The two separately trained models differ by
 
 ![loss curves](loss_curves.png)
 
-{DIFFERENCES}
+{notes}
 """

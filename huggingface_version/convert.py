@@ -83,8 +83,12 @@ def hf_config_of(cfg: ModelConfig, **kwargs) -> TutorialTransformerConfig | Tuto
 def model_config_of(config: TutorialTransformerConfig | TutorialGPTConfig) -> ModelConfig:
     """Back to a ModelConfig, checking every value: the one-line UserError of a bad config.json."""
     _reject_near_misses(config)
-    gpt = isinstance(config, TutorialGPTConfig)
-    family = "gpt" if gpt else "transformer"  # the class decides the family; `arch` must agree
+    # the class decides the family, and `arch` must agree; a copy of a config run as remote code (another
+    # class) is a GPT's when it says so
+    gpt = isinstance(config, TutorialGPTConfig) or (
+        not isinstance(config, TutorialTransformerConfig) and getattr(config, "arch", None) == "gpt"
+    )
+    family = "gpt" if gpt else "transformer"
     if config.arch != family:
         raise UserError(f"a {config.model_type} config is for arch {family!r}, got arch={config.arch!r}")
     names = [name for name in ModelConfig.__dataclass_fields__ if not (gpt and name in GPT_ONLY)]

@@ -19,7 +19,10 @@ What the subclass adds, each because transformers has no setting for it:
   compute_metrics       exact match, and for translation BLEU and chrF (utils.training.metrics)
   log                   the training loss as pytorch_version reports it (mean of the batch means)
 
-The callbacks that log, stop and watch the run are in callbacks.py.
+The family's part is two small methods, `_targets` (what each position is scored on) and
+`_model_inputs` (what the model reads besides); the decoder-only GPT's trainer (causal_trainer.py)
+overrides those, its evaluation and, for a language model, the batches. The callbacks that log, stop
+and watch the run are in callbacks.py.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
         max_tokens: int = 0,
         max_nonfinite_steps: int = RunConfig.max_nonfinite_steps,
         speed: SpeedUps | None = None,
+        lengths: list[tuple[int, int]] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -71,6 +75,9 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
         self.references = references
         self.translation = translation  # score outputs with BLEU and chrF too
         self.max_tokens = max_tokens  # > 0: batches of similar-length examples up to this many tokens
+        # (source, target) tokens of each training example as pytorch_version's batching counts them;
+        # by default the lengths of input_ids and labels
+        self.lengths = lengths
         self.last_predictions: list[str] = []
         self._token_counts = [0, 0]  # teacher-forced (correct, counted) over the current evaluation
         self._batch_losses: list[float] = []  # per-batch mean training losses since the last log
@@ -80,7 +87,27 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """The batches of one optimizer step and their number of real target tokens."""
         batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
-        return batches, sum(int((b["labels"] != -100).sum()) for b in batches)
+        return batches, sum(int((self._targets(b) != -100).sum()) for b in batches)
+
+    # the family's part: what each position is scored on, and what the model reads
+
+    def _targets(self, inputs: dict) -> torch.Tensor:
+        """(B, T) the token each decoder position must predict, -100 where none: the labels themselves
+        (y1 .. yn EOS; the decoder reads BOS y1 .. yn, see _model_inputs)."""
+        return inputs["labels"]
+
+    def _model_inputs(self, model, inputs: dict) -> dict:
+        """The model's inputs without the labels: the decoder's input built from them, shifted right."""
+        model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        if "decoder_input_ids" not in model_inputs:
+            unwrapped = self.accelerator.unwrap_model(model)
+            labels = inputs["labels"]
+            model_inputs["decoder_input_ids"] = unwrapped.prepare_decoder_input_ids_from_labels(labels)
+        return model_inputs
+
+    def _teacher_forcing(self, model, inputs: dict) -> tuple[dict, torch.Tensor]:
+        """(the model's inputs, the (B, T) targets its logits at each position are scored on)."""
+        return self._model_inputs(model, inputs), self._targets(inputs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Cross-entropy over real target tokens, label-smoothed while training (section 5.4).
@@ -94,11 +121,7 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
         logits at the labelled positions only (utils/fast's packed twin, or logits_to_keep=mask), and
         transformers has no hook for the call.
         """
-        inputs = dict(inputs)
-        labels = inputs.pop("labels")
-        if "decoder_input_ids" not in inputs:
-            unwrapped = self.accelerator.unwrap_model(model)
-            inputs["decoder_input_ids"] = unwrapped.prepare_decoder_input_ids_from_labels(labels)
+        inputs, labels = self._teacher_forcing(model, inputs)  # labels: the targets of each position
         if model.training and num_items_in_batch:
             labelled = labels != -100  # the loss needs logits only where there is a label
             logits = self._labelled_logits(model, inputs, labelled).float()  # (N, V); fp32 under autocast
@@ -115,7 +138,7 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
         else:
             outputs = model(**inputs, use_cache=False)
             logits = outputs.logits.reshape(-1, outputs.logits.size(-1))  # (B*T, V)
-            loss = F.cross_entropy(logits, labels.reshape(-1), ignore_index=-100)
+            loss = F.cross_entropy(logits.float(), labels.reshape(-1), ignore_index=-100)
         return (loss, outputs) if return_outputs else loss
 
     def _labelled_logits(self, model, inputs: dict, labelled: torch.Tensor) -> torch.Tensor:
@@ -157,7 +180,8 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
         """
         generator = torch.Generator().manual_seed(self.args.seed)
         world = World(self.args.process_index, self.args.world_size)
-        lengths = [(len(x["input_ids"]), len(x["labels"])) for x in self.train_dataset if self.max_tokens]
+        lengths = (self.lengths or [(len(x["input_ids"]), len(x["labels"])) for x in self.train_dataset]
+                   if self.max_tokens else [])  # fmt: skip
         if self.max_tokens:
             if world.distributed:  # this process's share of (seed, epoch)'s batches
                 batches = EpochSampler(token_batches(*zip(*lengths), self.max_tokens, world, self.args.seed))
@@ -206,19 +230,13 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
     @torch.no_grad()
     def _count_tokens(self, model, inputs) -> None:
         """Teacher-forced next-token accuracy over real positions (utils.training.metrics.token_accuracy)."""
-        labels = inputs["labels"]
-        decoder_input_ids = inputs.get("decoder_input_ids")
-        if decoder_input_ids is None:
-            unwrapped = self.accelerator.unwrap_model(model)
-            decoder_input_ids = unwrapped.prepare_decoder_input_ids_from_labels(labels)
-        logits = model(
-            input_ids=inputs["input_ids"],
-            attention_mask=inputs.get("attention_mask"),
-            decoder_input_ids=decoder_input_ids,
-            use_cache=False,
-        ).logits
-        real = labels != -100
-        self._token_counts[0] += int(((logits.argmax(-1) == labels) & real).sum())
+        model_inputs, targets = self._teacher_forcing(model, inputs)
+        model_inputs.pop("decoder_attention_mask", None)  # the look-ahead mask alone, as generate decodes
+        self._add_token_counts(model(**model_inputs, use_cache=False).logits, targets)
+
+    def _add_token_counts(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        real = targets != -100
+        self._token_counts[0] += int(((logits.argmax(-1) == targets) & real).sum())
         self._token_counts[1] += int(real.sum())
 
     def sequence_metrics(self, eval_pred) -> dict[str, float]:

@@ -214,7 +214,8 @@ def record_activations(model: nn.Module, names: NameFilter = None, detach: bool 
     rec = _Recorder(names, detach)
     base, norm_first = model.model, model.config.norm_first
     try:
-        if isinstance(model, TutorialGPTPreTrainedModel):  # one stack: the pytorch GPT's `decoder`
+        # one stack, the pytorch GPT's `decoder` (also in a copy of the GPT's class run as remote code)
+        if isinstance(model, TutorialGPTPreTrainedModel) or getattr(model.config, "arch", None) == "gpt":
             _hook_stack(rec, base, "decoder", "tgt", norm_first)
         else:
             _hook_stack(rec, base.encoder, "encoder", "src", norm_first)

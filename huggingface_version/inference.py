@@ -1,9 +1,17 @@
 """Decoding text with a saved results_huggingface/ folder (the Hugging Face twin of
-pytorch_version.inference): `--checkpoint results_huggingface --source TEXT`.
+pytorch_version.inference): `--checkpoint results_huggingface --source TEXT` and, for a GPT, `--prompt TEXT`.
 
 The folder carries the model's .py files (huggingface_version/__init__.py); the toolkit builds the
 model from its own classes and runs a folder's code only with `--trust_remote_code`.
-Without the toolkit: `AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True)`."""
+Without the toolkit: `AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True)`, for a GPT
+`AutoModelForCausalLM` (or `pipeline("text-generation", model=folder, trust_remote_code=True)`).
+
+A GPT's folder serves two uses, told apart by the task its config.json records (`hf_task`), as
+pytorch_version.inference tells its checkpoints apart:
+
+    a toy task     --source decodes (greedy or beam): the source, then BOS, then the output, one sequence
+    --task lm      --prompt continues a text (`generate`, huggingface_version/generation.py)
+"""
 
 from __future__ import annotations
 
@@ -12,19 +20,23 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 import huggingface_version  # noqa: F401  (registers the model type with the Auto classes)
 from huggingface_version import hooks
 from huggingface_version.configuration import TOOLKIT_NAMES
-from huggingface_version.convert import model_config_of
+from huggingface_version.configuration_gpt import TutorialGPTConfig
+from huggingface_version.convert import GPT_ONLY, model_config_of
+from huggingface_version.generation import continue_ids, sampling_settings
 from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
+from huggingface_version.modeling_gpt import TutorialGPTForCausalLM
 from huggingface_version.resume import weights_refusal
+from utils.data.tasks import tokenizer_for_task
 from utils.fast import SpeedUps
 from utils.observe.trace_printer import trace_example
 from utils.observe.tracing import register_tracer
-from utils.runtime.config import ModelConfig, UserError
+from utils.runtime.config import TOY_TASKS, ModelConfig, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +59,9 @@ def load_hf_for_inference(folder, device: str | torch.device = "cpu", fast: bool
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
         if _has_toolkit_fields(config):
             model_config_of(config)  # every value checked before a model is built from it
-        model = AutoModelForSeq2SeqLM.from_pretrained(
-            folder, config=config, use_safetensors=True, trust_remote_code=trust_remote_code
-        )
+        auto = AutoModelForCausalLM if _is_gpt(config) else AutoModelForSeq2SeqLM
+        model = auto.from_pretrained(folder, config=config, use_safetensors=True,
+                                     trust_remote_code=trust_remote_code)  # fmt: skip
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         if isinstance(err, UserError):
@@ -57,11 +69,12 @@ def load_hf_for_inference(folder, device: str | torch.device = "cpu", fast: bool
         if not trust_remote_code and "trust_remote_code" in str(err):  # e.g. tokenizer_config's auto_map
             raise UserError(f"{folder} needs code from the folder to load; {_THE_FLAG}") from err
         raise UserError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from err
-    ours = isinstance(model, TutorialTransformerForConditionalGeneration)
+    ours = isinstance(model, (TutorialTransformerForConditionalGeneration, TutorialGPTForCausalLM))
     if not ours and not (trust_remote_code and _has_toolkit_fields(model.config)):
         raise UserError(f"{folder} holds a {type(model).__name__}, not a transformer-tutorial model")
     if not ours:  # the folder's own class, with the toolkit's module layout: trace it the same way
-        register_tracer(type(model), hooks.run_with_cache)
+        tracer = hooks.run_gpt_with_cache if _is_gpt(model.config) else hooks.run_with_cache
+        register_tracer(type(model), tracer)
     return SpeedUps.from_flag(fast).plug_in(model).to(device).eval(), tokenizer
 
 
@@ -85,10 +98,17 @@ def _needs_remote_code(folder: Path) -> str:
             f"({', '.join(code)}); {_THE_FLAG}")  # fmt: skip
 
 
+def _is_gpt(config) -> bool:
+    """A decoder-only GPT's config: this toolkit's TutorialGPTConfig, or a copy of it run as remote code."""
+    return isinstance(config, TutorialGPTConfig) or getattr(config, "arch", None) == "gpt"
+
+
 def _has_toolkit_fields(config) -> bool:
-    """Does `config` carry every ModelConfig field (under its Hugging Face name)? This toolkit's
-    config, or a copy of it run as remote code."""
-    return all(hasattr(config, TOOLKIT_NAMES.get(name, name)) for name in ModelConfig.__dataclass_fields__)
+    """Does `config` carry every ModelConfig field of its family (under its Hugging Face name; a GPT has
+    one vocabulary)? This toolkit's config, or a copy of it run as remote code."""
+    gpt = _is_gpt(config)
+    names = [n for n in ModelConfig.__dataclass_fields__ if not (gpt and n in GPT_ONLY)]
+    return all(hasattr(config, TOOLKIT_NAMES.get(name, name)) for name in names)
 
 
 def _not_a_model_folder(folder: Path) -> str:
@@ -104,6 +124,26 @@ def _not_a_model_folder(folder: Path) -> str:
     return weights_refusal(folder)
 
 
+def hf_task(model, tokenizer=None) -> str:
+    """The --task a folder's model was trained on: as its config.json records it (`task`), else, for a
+    GPT, read off its tokenizer as pytorch_version.inference.checkpoint_task does: a toy task's alphabet
+    means a toy task (copy and reversal share one), anything else "lm". "" where nothing says."""
+    recorded = getattr(model.config, "task", "")
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    if not _is_gpt(model.config) or tokenizer is None:
+        return ""
+    vocab = set(tokenizer.get_vocab())
+    for task in TOY_TASKS:
+        if vocab == set(tokenizer_for_task(task).id_to_token):
+            return task
+    return "lm"
+
+
+def _is_language_model(model) -> bool:
+    return _is_gpt(model.config) and getattr(model.config, "task", "") == "lm"
+
+
 @torch.no_grad()
 def translate_hf(model, tokenizer, texts: list[str], beam_size: int = 1, alpha: float = 0.6,
                  max_length: int = 0) -> list[str]:  # fmt: skip
@@ -111,25 +151,72 @@ def translate_hf(model, tokenizer, texts: list[str], beam_size: int = 1, alpha: 
 
     Greedy outputs equal pytorch_version's; beam search uses HF's length penalty
     (score / |Y|^alpha, not GNMT's), so with alpha > 0 a beam may rank differently.
+    A GPT reads each source then BOS (left-padded, so every row continues from its own end) and writes
+    the output after them, within its context of max_position tokens.
     """
     if any(not t.strip() for t in texts):
         raise UserError("empty --source: give some text to decode")
-    limit = model.config.max_position - 1
-    longest = max(len(ids) for ids in tokenizer(texts)["input_ids"])
+    gpt = _is_gpt(model.config)
+    limit = model.config.max_position - 1  # a GPT: BOS needs a position after the source
+    sources = tokenizer(texts, add_special_tokens=not gpt)["input_ids"]
+    longest = max(len(ids) for ids in sources)
     if longest > limit:
         logger.warning("input of %d tokens truncated to the model's maximum of %d", longest, limit)
-    batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=limit)
+    if gpt:
+        rows = [ids[:limit] + [model.config.bos_token_id] for ids in sources]
+        batch = tokenizer.pad({"input_ids": rows}, return_tensors="pt")  # on the left
+    else:
+        batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=limit)
     batch = batch.to(model.device)
-    new_tokens = min(max_length or batch["input_ids"].size(1) + 10, limit)
+    width = batch["input_ids"].size(1)
+    room = model.config.max_position - width + 1 if gpt else limit  # the last token is read by no one
+    new_tokens = min(max_length or (width - 1 if gpt else width) + 10, room)
     beams = {"num_beams": beam_size, "length_penalty": alpha, "early_stopping": True} if beam_size > 1 else {}
     outputs = model.generate(**batch, max_new_tokens=new_tokens, **beams)
+    outputs = outputs[:, width:] if gpt else outputs  # a GPT's output follows its input
     return [tokenizer.decode(row, skip_special_tokens=True) for row in outputs]
 
 
 def trace_translation_hf(model, tokenizer, text: str, output: str, layers="all", heads="0") -> str:
-    """`--debug` with `--source`: the forward pass that scores `output` for `text` (hooks)."""
-    src = tokenizer([text], return_tensors="pt")["input_ids"]
-    start = model.config.decoder_start_token_id
+    """`--debug` with `--source`: the forward pass that scores `output` for `text` (hooks); a GPT's over
+    the one sequence, source then BOS and the output."""
+    gpt = _is_gpt(model.config)
+    src = torch.tensor([tokenizer(text, add_special_tokens=not gpt)["input_ids"]])
+    start = model.config.bos_token_id if gpt else model.config.decoder_start_token_id
     tgt = torch.tensor([[start, *tokenizer(output, add_special_tokens=False)["input_ids"]]])
     return trace_example(model, src.to(model.device), tgt.to(model.device), tokenizer.convert_ids_to_tokens,
                          layers, heads)  # fmt: skip
+
+
+def _prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """The ids of a --prompt as the text goes on (nothing appended); a one-line error if none."""
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    unknown = sum(i == tokenizer.unk_token_id for i in ids)
+    if unknown:
+        logger.warning("%d character(s) of the prompt are not in the model's vocabulary: read as <unk>",
+                       unknown)  # fmt: skip
+    if not ids:
+        raise UserError("--prompt encodes to no tokens: give some text for the model to continue")
+    return ids
+
+
+def continue_text_hf(model, tokenizer, prompt: str, cfg) -> str:
+    """--prompt with a GPT's folder: the text it writes after `prompt` (the prompt not included), by
+    `generate` with --do_sample, --temperature, --top_k, --top_p, --max_new_tokens and --seed (the same
+    prompt and seed, the same text). A language model's text has no EOS (nor <unk>): never written, it
+    runs to --max_new_tokens; a toy task's GPT stops at EOS."""
+    lm = _is_language_model(model) or hf_task(model, tokenizer) == "lm"
+    never = (tokenizer.eos_token_id, tokenizer.unk_token_id) if lm else ()
+    ids = _prompt_ids(tokenizer, prompt)
+    new = continue_ids(model, ids, cfg.max_new_tokens, sampling_settings(cfg), seed=cfg.seed,
+                       stop_at_eos=not lm, never=never)  # fmt: skip
+    return tokenizer.decode(new, skip_special_tokens=True)
+
+
+def trace_prompt_hf(model, tokenizer, prompt: str, layers="all", heads="0") -> str:
+    """`--debug` with `--prompt`: the forward pass over the prompt (its last max_position tokens), whose
+    last position predicts the first new token (hooks, as pytorch_version.inference.trace_prompt)."""
+    ids = _prompt_ids(tokenizer, prompt)[-model.config.max_position :]
+    empty = torch.zeros(1, 0, dtype=torch.long, device=model.device)  # a GPT's "source": nothing
+    tokens = torch.tensor([ids], device=model.device)
+    return trace_example(model, empty, tokens, tokenizer.convert_ids_to_tokens, layers, heads)

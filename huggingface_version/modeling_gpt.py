@@ -234,7 +234,9 @@ class TutorialGPTForCausalLM(TutorialGPTPreTrainedModel, GenerationMixin):
         transformers' causal LMs: position t is scored on token t + 1.
 
         `logits_to_keep` as in transformers: 0 keeps every position, N the last N (generate asks for 1:
-        the output layer, the largest matmul, then runs on one row per sequence), a 1-D tensor those.
+        the output layer, the largest matmul, then runs on one row per sequence), a 1-D tensor those;
+        here also a (B, T) boolean mask, which gives only those positions' logits, (N, V), without a
+        loss (a training step needs logits only where the next token is a label: custom_trainer.py).
         """
         if use_cache is None:  # keep keys and values only when someone will decode further
             use_cache = self.config.use_cache and labels is None and not self.training
@@ -248,10 +250,16 @@ class TutorialGPTForCausalLM(TutorialGPTPreTrainedModel, GenerationMixin):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(outputs.last_hidden_state[:, keep])  # (B, T, V)
+        hidden, keep = outputs.last_hidden_state, logits_to_keep  # (B, T, D)
+        rows = isinstance(keep, torch.Tensor) and keep.dtype == torch.bool and keep.dim() == 2
+        if rows:
+            hidden = hidden[keep]  # (N, D)
+        elif not (isinstance(keep, int) and keep == 0):
+            hidden = hidden[:, slice(-keep, None) if isinstance(keep, int) else keep]
+        logits = self.lm_head(hidden)  # (B, T, V), or (N, V) with a boolean mask
         loss = None
-        if labels is not None:  # predict token t + 1 from position t: drop the last logit, the first label
+        if labels is not None and not rows:  # predict token t + 1 from position t: drop the last logit and
+            # the first label
             shifted = logits[:, :-1].float()
             loss = F.cross_entropy(
                 shifted.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=-100
