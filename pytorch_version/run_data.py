@@ -44,7 +44,7 @@ class RunData:
     rounds: int  # epochs; lm: evaluations
     report: Callable[[Path], dict]  # what summary.json says about the data
     eval_pairs: list = field(default_factory=list)  # the held-out pairs (translation's final evaluation)
-    steps_in_round: Callable[[int], int] | None = None  # lm: optimizer steps of round `epoch`
+    steps_in_round: Callable[[int], int] | None = None  # lm: batches of round `epoch`
 
     def begin_round(self, epoch: int) -> None:
         """A language model's last round may be shorter: --max_steps is the total."""
@@ -91,7 +91,8 @@ def lm_data(cfg: RunConfig, world: World, device: torch.device) -> RunData:
 
     corpus = load_text_corpus(cfg.data_file, cfg.val_file, cfg.tokenizer, cfg.vocab_size, cfg.context_length)
     rounds = math.ceil(cfg.max_steps / cfg.eval_every)
-    loader = LMBatches(corpus.train_ids, cfg.batch_size, cfg.context_length, cfg.eval_every, cfg.seed,
+    accum = cfg.gradient_accumulation_steps  # batches per optimizer step: a round is eval_every steps
+    loader = LMBatches(corpus.train_ids, cfg.batch_size, cfg.context_length, cfg.eval_every * accum, cfg.seed,
                        world.rank, world.size)  # fmt: skip
     first = next(validation_batches(corpus.val_ids, cfg.context_length, 8))
     short = min(24, cfg.context_length)  # the figures and the trace read a window of a readable length
@@ -118,5 +119,7 @@ def lm_data(cfg: RunConfig, world: World, device: torch.device) -> RunData:
         f"{cfg.max_steps} steps in {rounds} rounds of {cfg.eval_every}",
         rounds=rounds,
         report=report,
-        steps_in_round=lambda epoch: min(cfg.eval_every, cfg.max_steps - (epoch - 1) * cfg.eval_every),
+        steps_in_round=lambda epoch: (
+            accum * min(cfg.eval_every, cfg.max_steps - (epoch - 1) * cfg.eval_every)
+        ),
     )

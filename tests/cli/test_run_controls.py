@@ -74,15 +74,15 @@ def test_stop_at_exact_match_ends_the_run_at_the_first_epoch_reaching_it(version
     """Evaluation is scripted to score 0.5, 0.95, ...: with the threshold 0.9, 2 of 4 epochs run."""
     calls = []
     if version == "pytorch":
-        import pytorch_version.train as pt_train
+        import pytorch_version.run_data as run_data
 
-        real = pt_train.evaluate
+        real = run_data.evaluate  # what the run's RunData.evaluate calls for the toy tasks
 
         def scripted(*args, **kwargs):
             calls.append(1)
             return real(*args, **kwargs) | {"eval_exact_match": SCRIPTED_EXACT_MATCH[len(calls) - 1]}
 
-        monkeypatch.setattr(pt_train, "evaluate", scripted)
+        monkeypatch.setattr(run_data, "evaluate", scripted)
     else:
         from huggingface_version.custom_trainer import TutorialSeq2SeqTrainer
 
