@@ -55,8 +55,8 @@ class ModelShape:
     # where order comes from: the paper adds a sinusoidal table (section 3.5), GPT-2 learns one vector per
     # position, rotary (Su et al. 2021) turns each query and key by an angle that grows with its position,
     # so their dot product depends on the distance between them (gpt only)
-    positions: str = setting("sinusoidal", "position information: the paper's sinusoidal table, a learned one, "
-                          "or rotary (RoPE; --arch gpt)", choices=POSITIONS,
+    positions: str = setting("sinusoidal", "position information: the paper's sinusoidal table, a learned "
+                             "one, or rotary (RoPE; --arch gpt)", choices=POSITIONS,
                           arch_defaults={"gpt": "rotary"})  # fmt: skip
     # the FFN's nonlinearity: the paper's max(0, x); GPT uses GELU, x * Phi(x) (Hendrycks & Gimpel 2016)
     activation: str = setting("relu", "FFN nonlinearity (gelu: --arch gpt)", choices=("relu", "gelu"),
