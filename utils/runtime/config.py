@@ -144,7 +144,7 @@ class RunConfig(ModelShape):
     evaluate: bool = setting(False, "translate --test_prefix with --checkpoint and score it (BLEU, chrF)")
     test_prefix: str = setting("", "--evaluate: PREFIX.SRC is translated and scored against PREFIX.TGT")
     trust_remote_code: bool = setting(False, "--checkpoint: also load an HF folder whose model's code is "
-                                      "in the folder (it runs that code; only folders you trust)")  # fmt: skip
+                                      "in the folder (it runs that code; only trusted ones)")  # fmt: skip
     # watching it work
     debug: bool = setting(False, "print a step-by-step trace of the forward pass (first batch, --source)")
     debug_layers: str = setting("all", "layers shown by --debug: 'all' or a list such as '0,1'")
