@@ -39,7 +39,7 @@ RECIPES = {  # main.py flags; the budget stops a slower machine in time (the sch
              "--context_length", "64", "--batch_size", "12", "--max_steps", "930", "--eval_every", "930",
              "--warmup_steps", "50", "--learning_rate", "3e-3", "--time_budget_minutes", "1"],
     "15min": ["--num_layers", "4", "--num_heads", "4", "--hidden_size", "192", "--ffn_size", "768",
-              "--context_length", "128", "--batch_size", "32", "--max_steps", "2300", "--eval_every", "460",
+              "--context_length", "128", "--batch_size", "32", "--max_steps", "1900", "--eval_every", "380",
               "--warmup_steps", "100", "--learning_rate", "2e-3", "--bf16", "--time_budget_minutes", "15"],
 }  # fmt: skip
 NANOGPT_CPU = ["--device=cpu", "--compile=False", "--eval_iters=20", "--log_interval=100", "--block_size=64",

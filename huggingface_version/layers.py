@@ -251,3 +251,20 @@ class TutorialGPTLayer(nn.Module):
         x = residual(hidden_states, attend, self.self_attn_layer_norm, self.dropout, self.norm_first)
         x = residual(x, self.feed_forward, self.final_layer_norm, self.dropout, self.norm_first)
         return x, weights
+
+
+def is_row_mask(keep) -> bool:
+    """A (B, T) boolean `logits_to_keep`: the positions whose logits a training step needs."""
+    return isinstance(keep, torch.Tensor) and keep.dtype == torch.bool and keep.dim() == 2
+
+
+def kept_positions(hidden: torch.Tensor, keep: int | torch.Tensor) -> torch.Tensor:
+    """The rows of the last hidden state (B, T, D) the output layer runs on (transformers'
+    `logits_to_keep`): 0 every position, N the last N (generate asks for 1), a 1-D tensor those
+    positions; here also a (B, T) boolean mask, which gives those positions' rows, (N, D): a training
+    step needs logits only where there is a label, and the output layer is the largest matmul."""
+    if is_row_mask(keep):
+        return hidden[keep]
+    if isinstance(keep, int) and keep == 0:
+        return hidden
+    return hidden[:, slice(-keep, None) if isinstance(keep, int) else keep]

@@ -35,7 +35,7 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2
 
 from .attention import encoder_mask
 from .configuration import TutorialTransformerConfig
-from .layers import TutorialSinusoidalPositions
+from .layers import TutorialSinusoidalPositions, is_row_mask, kept_positions
 from .stacks import TutorialDecoder, TutorialEncoder, shift_tokens_right
 
 
@@ -239,11 +239,9 @@ class TutorialTransformerForConditionalGeneration(TutorialPreTrainedModel, Gener
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        hidden, keep = outputs.last_hidden_state, logits_to_keep  # (B, T, D)
-        if isinstance(keep, torch.Tensor) and keep.dtype == torch.bool and keep.dim() == 2:
-            hidden, labels = hidden[keep], None if labels is None else labels[keep]  # (N, D), (N,)
-        elif not (isinstance(keep, int) and keep == 0):
-            hidden = hidden[:, slice(-keep, None) if isinstance(keep, int) else keep]
+        hidden = kept_positions(outputs.last_hidden_state, logits_to_keep)  # (B, T, D), or (N, D)
+        if is_row_mask(logits_to_keep) and labels is not None:
+            labels = labels[logits_to_keep]  # (N,)
         logits = self.lm_head(hidden)  # (B, T, V), or (N, V) with a boolean mask
         loss = None
         if labels is not None:

@@ -40,6 +40,8 @@ from .layers import (
     TutorialLearnedPositions,
     TutorialRotaryEmbedding,
     TutorialSinusoidalPositions,
+    is_row_mask,
+    kept_positions,
 )
 
 
@@ -250,12 +252,8 @@ class TutorialGPTForCausalLM(TutorialGPTPreTrainedModel, GenerationMixin):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        hidden, keep = outputs.last_hidden_state, logits_to_keep  # (B, T, D)
-        rows = isinstance(keep, torch.Tensor) and keep.dtype == torch.bool and keep.dim() == 2
-        if rows:
-            hidden = hidden[keep]  # (N, D)
-        elif not (isinstance(keep, int) and keep == 0):
-            hidden = hidden[:, slice(-keep, None) if isinstance(keep, int) else keep]
+        rows = is_row_mask(logits_to_keep)
+        hidden = kept_positions(outputs.last_hidden_state, logits_to_keep)  # (B, T, D), or (N, D)
         logits = self.lm_head(hidden)  # (B, T, V), or (N, V) with a boolean mask
         loss = None
         if labels is not None and not rows:  # predict token t + 1 from position t: drop the last logit and

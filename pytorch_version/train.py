@@ -251,7 +251,7 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
             if cfg.stop_at_exact_match and best >= cfg.stop_at_exact_match:
                 logger.info("exact match %.4f >= %.4f: stopping early", best, cfg.stop_at_exact_match)
                 break
-            if out_of_time(cfg.time_budget_minutes, record["elapsed_s"], epoch):
+            if epoch < data.rounds and out_of_time(cfg.time_budget_minutes, record["elapsed_s"], epoch):
                 logger.info("another epoch would overrun --time_budget_minutes: stopping")
                 break
     finally:
