@@ -60,9 +60,7 @@ def _patterns(run: dict) -> str:
 
 def table(task: str, runs: dict) -> str:
     t, g = runs["transformer"], runs["gpt"]
-    at_99 = lambda r: (
-        f"epoch {r['epoch_at_99']}, {r['seconds_at_99']:.0f} s" if r["epoch_at_99"] else "not reached"
-    )
+    at_99 = lambda r: f"epoch {r['epoch_at_99']}, {r['seconds_at_99']:.0f} s" if r["epoch_at_99"] else "no"
     rows = [*DESIGN,
             ("parameters (measured)", f"{t['parameters']:,}", f"{g['parameters']:,}"),
             ("training time (measured)", f"{t['training_s']:.0f} s", f"{g['training_s']:.0f} s"),

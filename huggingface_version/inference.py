@@ -33,6 +33,7 @@ from huggingface_version.modeling import TutorialTransformerForConditionalGenera
 from huggingface_version.modeling_gpt import TutorialGPTForCausalLM
 from huggingface_version.resume import weights_refusal
 from utils.data.tasks import tokenizer_for_task
+from utils.data.tokenizer import checked_prompt
 from utils.fast import SpeedUps
 from utils.observe.trace_printer import trace_example
 from utils.observe.tracing import register_tracer
@@ -190,14 +191,7 @@ def trace_translation_hf(model, tokenizer, text: str, output: str, layers="all",
 
 def _prompt_ids(tokenizer, prompt: str) -> list[int]:
     """The ids of a --prompt as the text goes on (nothing appended); a one-line error if none."""
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    unknown = sum(i == tokenizer.unk_token_id for i in ids)
-    if unknown:
-        logger.warning("%d character(s) of the prompt are not in the model's vocabulary: read as <unk>",
-                       unknown)  # fmt: skip
-    if not ids:
-        raise UserError("--prompt encodes to no tokens: give some text for the model to continue")
-    return ids
+    return checked_prompt(tokenizer(prompt, add_special_tokens=False)["input_ids"], tokenizer.unk_token_id)
 
 
 def continue_text_hf(model, tokenizer, prompt: str, cfg) -> str:

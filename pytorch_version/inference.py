@@ -19,7 +19,7 @@ from pytorch_version.decoding import generate
 from pytorch_version.families import model_for
 from pytorch_version.sampling import sample
 from utils.data.tasks import pad_batch, tokenizer_for_task
-from utils.data.tokenizer import tokenizer_from_dict
+from utils.data.tokenizer import checked_prompt, tokenizer_from_dict
 from utils.fast import SpeedUps
 from utils.observe.trace_printer import trace_example
 from utils.runtime.checkpoint import load_checkpoint, model_config_of
@@ -111,14 +111,7 @@ def prompt_ids(tokenizer, prompt: str) -> list[int]:
     """The ids of a --prompt (no EOS: the text goes on); a one-line error if nothing is left."""
     if not prompt.strip():
         raise UserError("empty --prompt: give some text for the model to continue")
-    ids = tokenizer.encode(prompt, add_eos=False)
-    unknown = sum(i == tokenizer.unk_id for i in ids)
-    if unknown:
-        logger.warning("%d character(s) of the prompt are not in the model's vocabulary: read as <unk>",
-                       unknown)  # fmt: skip
-    if not ids:
-        raise UserError("--prompt encodes to no tokens: give some text for the model to continue")
-    return ids
+    return checked_prompt(tokenizer.encode(prompt, add_eos=False), tokenizer.unk_id)
 
 
 def continue_text(model, tokenizer, prompt: str, cfg, task: str = "lm") -> str:

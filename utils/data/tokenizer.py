@@ -7,9 +7,12 @@ from the description a checkpoint stores.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from utils.runtime.config import UserError
+
+logger = logging.getLogger(__name__)
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0..3: PAD, BOS, EOS, UNK
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
@@ -97,3 +100,15 @@ def tokenizer_from_dict(data: dict):
 
         return (BPETokenizer if kind == "bpe" else SeparateVocabTokenizer).from_dict(data)
     raise UserError(f"unknown tokenizer type {kind!r} in checkpoint")
+
+
+def checked_prompt(ids: list[int], unk_id: int) -> list[int]:
+    """A --prompt's ids, as either version encodes them: a warning for characters the vocabulary
+    lacks (read as <unk>), a one-line error when nothing is left to continue."""
+    unknown = sum(i == unk_id for i in ids)
+    if unknown:
+        logger.warning("%d character(s) of the prompt are not in the model's vocabulary: read as <unk>",
+                       unknown)  # fmt: skip
+    if not ids:
+        raise UserError("--prompt encodes to no tokens: give some text for the model to continue")
+    return ids
