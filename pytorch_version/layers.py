@@ -77,13 +77,13 @@ def add_and_norm(
 
 
 class EncoderLayer(nn.Module):
-    """Self-attention, then the FFN, each wrapped in Add & Norm."""
+    """Self-attention, then the FFN, each wrapped in Add & Norm (also the layer of BERT and ViT)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         d_model, d_ff = cfg.hidden_size, cfg.ffn_size
         self.self_attn = MultiHeadAttention(d_model, cfg.num_heads, cfg.attention_dropout)
-        self.ffn = FeedForward(d_model, d_ff)
+        self.ffn = FeedForward(d_model, d_ff, cfg.activation)  # ReLU (the paper) or GELU (BERT, ViT)
         self.norm1 = LayerNorm(d_model)
         self.norm2 = LayerNorm(d_model)
         self.dropout = nn.Dropout(cfg.dropout)  # "residual dropout", section 5.4

@@ -40,6 +40,10 @@ class TutorialModel(nn.Module):
             logits = self(src, tgt)
         return logits, cache
 
+    def labelled(self, tgt_out: torch.Tensor) -> torch.Tensor:
+        """Which targets carry a label (the loss counts those): all but the padding."""
+        return tgt_out != self.config.pad_id
+
     def set_explicit_attention(self, explicit: bool = True) -> None:
         """Always take the readable attention path (True) or let each module choose (False)."""
         for module in self.modules():

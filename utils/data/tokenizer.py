@@ -16,19 +16,43 @@ logger = logging.getLogger(__name__)
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0..3: PAD, BOS, EOS, UNK
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
+# BERT's: [CLS] begins every input (a classifier reads its output), [SEP] ends it, [MASK] hides a token
+# the masked LM must guess (ids 4..6 after the four above)
+ENCODER_SPECIALS = (*SPECIALS, "[CLS]", "[SEP]", "[MASK]")
 
 
 class CharTokenizer:
-    """Maps each character of a fixed alphabet to an id; unknown characters map to UNK."""
+    """Maps each character of a fixed alphabet to an id; unknown characters map to UNK.
+
+    `specials` are the ids before the characters: the four above, or ENCODER_SPECIALS for BERT.
+    """
 
     pad_id, bos_id, eos_id, unk_id = PAD_ID, BOS_ID, EOS_ID, UNK_ID
     shared = True  # one alphabet for sources and targets
 
-    def __init__(self, alphabet: str) -> None:
+    def __init__(self, alphabet: str, specials: tuple[str, ...] = SPECIALS) -> None:
         chars = sorted(set(alphabet))
         self.alphabet = "".join(chars)
-        self.id_to_token = list(SPECIALS) + chars
+        self.specials = tuple(specials)
+        assert self.specials[:4] == SPECIALS, "PAD, BOS, EOS and UNK keep ids 0..3"
+        self.id_to_token = list(self.specials) + chars
         self.token_to_id = {tok: i for i, tok in enumerate(self.id_to_token)}
+
+    def special_id(self, token: str) -> int:
+        """The id of a special such as "[MASK]"; -1 when this vocabulary has none."""
+        return self.token_to_id[token] if token in self.specials else -1
+
+    @property
+    def cls_id(self) -> int:
+        return self.special_id("[CLS]")
+
+    @property
+    def sep_id(self) -> int:
+        return self.special_id("[SEP]")
+
+    @property
+    def mask_id(self) -> int:
+        return self.special_id("[MASK]")
 
     @property
     def vocab_size(self) -> int:
@@ -59,7 +83,7 @@ class CharTokenizer:
             i = int(i)
             if i == EOS_ID:
                 break
-            if i >= len(SPECIALS):
+            if i >= len(self.specials):
                 out.append(self.id_to_token[i])
             elif i == UNK_ID:
                 out.append("?")
@@ -70,14 +94,20 @@ class CharTokenizer:
         return [self.id_to_token[int(i)] for i in ids]
 
     def to_dict(self) -> dict:
-        return {"type": "char", "alphabet": self.alphabet}
+        extra = {"specials": list(self.specials)} if self.specials != SPECIALS else {}
+        return {"type": "char", "alphabet": self.alphabet, **extra}
 
     @classmethod
     def from_dict(cls, data: dict) -> CharTokenizer:
         valid = isinstance(data, dict) and data.get("type") == "char"
-        if not valid or not isinstance(data.get("alphabet"), str):
+        specials = data.get("specials", list(SPECIALS)) if valid else None
+        if (
+            not valid
+            or not isinstance(data.get("alphabet"), str)
+            or specials not in (list(SPECIALS), list(ENCODER_SPECIALS))
+        ):
             raise UserError(f"not a character tokenizer description: {data!r:.80}")
-        return cls(data["alphabet"])
+        return cls(data["alphabet"], tuple(specials))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")

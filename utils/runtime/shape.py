@@ -11,7 +11,11 @@ from typing import Any
 
 from utils.runtime.errors import UserError
 
-ARCHS = ("transformer", "gpt")  # the families: the paper's encoder-decoder, a decoder-only GPT
+# the families: the paper's encoder-decoder, a decoder-only GPT, and two encoder-only models: BERT for
+# text (masked LM, classification) and the Vision Transformer for images
+ARCHS = ("transformer", "gpt", "bert", "vit")
+ENCODER_ONLY = ("bert", "vit")
+POOLINGS = ("cls", "mean")
 POSITIONS = ("sinusoidal", "learned", "rotary")
 
 
@@ -35,10 +39,11 @@ class ModelShape:
     RunConfig.from_dict when the setting is not given, as `task_defaults` are).
     """
 
-    # the family: the paper's encoder-decoder, or a decoder-only GPT (its prompt and its output are
-    # one sequence, read by one stack of masked self-attention layers)
-    arch: str = setting("transformer", "model family: the paper's encoder-decoder, or a decoder-only GPT",
-                     choices=ARCHS)  # fmt: skip
+    # the family: the paper's encoder-decoder; a decoder-only GPT (its prompt and its output are one
+    # sequence, read by one stack of masked self-attention layers); or the encoder alone: BERT reads
+    # text, the Vision Transformer (ViT) image patches, each token seeing every other (no look-ahead)
+    arch: str = setting("transformer", "model family: the paper's encoder-decoder, a decoder-only GPT, or "
+                     "an encoder-only BERT (text) or ViT (images)", choices=ARCHS)  # fmt: skip
 
     hidden_size: int = setting(128, "d_model, the width of every token vector")  # the paper's base: 512
     num_layers: int = setting(2, "encoder layers and decoder layers (N in the paper)")  # the paper: 6
@@ -51,20 +56,35 @@ class ModelShape:
     attention_dropout: float = setting(0.0, "dropout on attention weights (not in the paper)",
                                     training_only=True)  # fmt: skip
     # False: post-LN as in the paper. True: pre-LN (Xiong et al. 2020), steadier when deep; GPT-2's choice
-    norm_first: bool = setting(False, "pre-LN instead of the paper's post-LN", arch_defaults={"gpt": True})
+    # (BERT keeps post-LN; ViT is pre-LN)
+    norm_first: bool = setting(False, "pre-LN instead of the paper's post-LN",
+                            arch_defaults={"gpt": True, "vit": True})  # fmt: skip
     # where order comes from: the paper adds a sinusoidal table (section 3.5), GPT-2 learns one vector per
     # position, rotary (Su et al. 2021) turns each query and key by an angle that grows with its position,
-    # so their dot product depends on the distance between them (gpt only)
+    # so their dot product depends on the distance between them (gpt only); BERT and ViT learn theirs
     positions: str = setting("sinusoidal", "position information: the paper's sinusoidal table, a learned "
                              "one, or rotary (RoPE; --arch gpt)", choices=POSITIONS,
-                          arch_defaults={"gpt": "rotary"})  # fmt: skip
-    # the FFN's nonlinearity: the paper's max(0, x); GPT uses GELU, x * Phi(x) (Hendrycks & Gimpel 2016)
-    activation: str = setting("relu", "FFN nonlinearity (gelu: --arch gpt)", choices=("relu", "gelu"),
-                           arch_defaults={"gpt": "gelu"})  # fmt: skip
-    # Xavier-uniform as the Annotated Transformer; GPT-2: N(0, 0.02), and the projections that write
-    # into the residual stream scaled by 1/sqrt(2 N) so the stream's variance does not grow with depth
-    init: str = setting("xavier", "weight initialisation: xavier, or gpt2's N(0, 0.02) (--arch gpt)",
-                     choices=("xavier", "gpt2"), arch_defaults={"gpt": "gpt2"})  # fmt: skip
+                          arch_defaults={"gpt": "rotary", "bert": "learned", "vit": "learned"})  # fmt: skip
+    # the FFN's nonlinearity: the paper's max(0, x); GPT, BERT and ViT use GELU, x * Phi(x) (Hendrycks &
+    # Gimpel 2016)
+    activation: str = setting("relu", "FFN nonlinearity (gelu: the other families)", choices=("relu", "gelu"),
+                           arch_defaults={"gpt": "gelu", "bert": "gelu", "vit": "gelu"})  # fmt: skip
+    # Xavier-uniform as the Annotated Transformer; BERT and ViT: N(0, 0.02) ("normal"); GPT-2 the same,
+    # and the projections that write into the residual stream scaled by 1/sqrt(2 N) so the stream's
+    # variance does not grow with depth
+    init: str = setting("xavier", "weight initialisation: xavier, N(0, 0.02) (normal: BERT, ViT), or "
+                     "gpt2's N(0, 0.02) with smaller residual projections", choices=("xavier", "normal", "gpt2"),
+                     arch_defaults={"gpt": "gpt2", "bert": "normal", "vit": "normal"})  # fmt: skip
+    # BERT normalises the sum of its embeddings before the first (post-LN) layer (Devlin et al. 2019);
+    # the lecture's nn.TransformerEncoder classifier does not
+    embedding_norm: bool = setting(False, "LayerNorm on the embeddings before the first layer (--arch bert)",
+                                arch_defaults={"bert": True})  # fmt: skip
+    # a sequence classifier reads the [CLS] token's output (BERT, through its tanh pooler) or the mean
+    # of every real token's output (the lecture's TransformerClassifier)
+    pooling: str = setting("cls", "--arch bert classification: read [CLS]'s output, or the mean of all",
+                        choices=POOLINGS)  # fmt: skip
+    # ViT: the image is cut into patch_size x patch_size squares, each one a token (Dosovitskiy et al. 2021)
+    patch_size: int = setting(2, "--arch vit: side of the square patches an image is cut into")
     # share the target embedding with the pre-softmax linear (section 3.4)
     tie_output: bool = setting(True, "tie the output projection to the target embedding")
 
@@ -87,11 +107,22 @@ class ModelShape:
                 raise UserError(
                     f"{f.name} must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}"
                 )
+        require_positive("patch_size", self.patch_size)
         if self.arch == "transformer":  # the paper's choices: the other families' settings are theirs
             for name, paper in (("positions", "sinusoidal"), ("activation", "relu"), ("init", "xavier")):
                 if getattr(self, name) != paper:
-                    raise UserError(f"--{name} {getattr(self, name)} is for --arch gpt; the encoder-decoder "
-                                    f"uses the paper's {paper}")  # fmt: skip
+                    raise UserError(f"--{name} {getattr(self, name)} is for the other families; the "
+                                    f"encoder-decoder uses the paper's {paper}")  # fmt: skip
+        if self.arch in ENCODER_ONLY and self.positions == "rotary":
+            raise UserError(
+                f"--arch {self.arch} adds learned or sinusoidal positions; rotary is for --arch gpt"
+            )
+        if self.embedding_norm and self.arch not in ENCODER_ONLY:
+            raise UserError("--embedding_norm is for the encoder-only families (--arch bert or vit)")
+        if self.pooling != "cls" and self.arch != "bert":
+            raise UserError("--pooling is for --arch bert (a ViT reads its [CLS] token)")
+        if self.patch_size != 2 and self.arch != "vit":
+            raise UserError("--patch_size is for --arch vit")
         if self.positions == "rotary" and self.hidden_size // self.num_heads % 2:
             width = self.hidden_size // self.num_heads
             raise UserError(f"rotary positions turn pairs of dimensions: the head width {width} "
@@ -118,6 +149,12 @@ class ModelConfig(ModelShape):
     pad_id: int = field(default=0, kw_only=True)
     bos_id: int = field(default=1, kw_only=True)
     eos_id: int = field(default=2, kw_only=True)
+    # encoder-only: the classes of a classification head, by id (HF's id2label); none: BERT's masked LM
+    labels: tuple[str, ...] = field(default=(), kw_only=True)
+    mask_id: int = field(default=-1, kw_only=True)  # BERT's [MASK] (-1: none), [CLS] begins every input
+    cls_id: int = field(default=-1, kw_only=True)
+    image_size: int = field(default=0, kw_only=True)  # ViT: the images' side in pixels
+    channels: int = field(default=0, kw_only=True)  # ViT: colour channels (1: grey)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -135,6 +172,24 @@ class ModelConfig(ModelShape):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < self.tgt_vocab_size:
                 raise UserError(f"{name} must be an id in [0, {self.tgt_vocab_size}), got {value!r}")
+        self.labels = tuple(self.labels)  # a list after JSON
+        if self.arch == "vit":
+            for name in ("image_size", "channels"):
+                require_positive(name, getattr(self, name))
+            if self.image_size % self.patch_size:
+                raise UserError(f"patch_size {self.patch_size} must divide the image side {self.image_size}")
+        if self.arch == "vit" and not self.labels:
+            raise UserError("a ViT classifies images: it needs the labels of its classes")
+
+    @property
+    def num_labels(self) -> int:
+        """Classes of a classification head; 0: BERT's masked-LM head."""
+        return len(self.labels)
+
+    @property
+    def num_patches(self) -> int:
+        """ViT: the tokens of one image besides [CLS]."""
+        return (self.image_size // self.patch_size) ** 2
 
     @property
     def head_dim(self) -> int:
