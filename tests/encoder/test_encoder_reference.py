@@ -138,7 +138,8 @@ def test_mean_pooling_equals_the_lectures_classifier():
                       tgt_vocab_size=V, max_position=32, labels=("a", "b"))  # fmt: skip
     ours = model_for(cfg).eval()
     lecture = LectureClassifier(2).eval()
-    table = {"src_embed.embedding.weight": "embedding.weight", "positions.embedding.weight": "positions.weight",
+    table = {"src_embed.embedding.weight": "embedding.weight",
+             "positions.embedding.weight": "positions.weight",
              "head.classifier.weight": "fc.weight", "head.classifier.bias": "fc.bias"}  # fmt: skip
     theirs = lecture.state_dict()
     mine = ours.state_dict()
@@ -152,8 +153,9 @@ def test_mean_pooling_equals_the_lectures_classifier():
             theirs[f"{t}.self_attn.in_proj_bias"].copy_(
                 torch.cat([mine[f"{p}.self_attn.{n}_proj.bias"] for n in "qkv"])
             )
-            for a, b in (("self_attn.out_proj", "self_attn.out_proj"), ("ffn.fc1", "linear1"), ("ffn.fc2", "linear2"),
-                         ("norm1", "norm1"), ("norm2", "norm2")):  # fmt: skip
+            pairs = (("self_attn.out_proj", "self_attn.out_proj"), ("ffn.fc1", "linear1"),
+                     ("ffn.fc2", "linear2"), ("norm1", "norm1"), ("norm2", "norm2"))  # fmt: skip
+            for a, b in pairs:
                 for w in ("weight", "bias"):
                     theirs[f"{t}.{b}.{w}"].copy_(mine[f"{p}.{a}.{w}"])
     lecture.load_state_dict(theirs)
@@ -174,11 +176,13 @@ def test_vit_equals_transformers(patch):
         hidden_size=D, num_hidden_layers=L, num_attention_heads=H, intermediate_size=F, hidden_act="gelu",
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, layer_norm_eps=1e-5, image_size=8,
         patch_size=patch, num_channels=1, num_labels=10)).eval()  # fmt: skip
-    table = {"cls_token": "vit.embeddings.cls_token", "positions.embedding.weight": "vit.embeddings.position_embeddings",
+    table = {"cls_token": "vit.embeddings.cls_token",
+             "positions.embedding.weight": "vit.embeddings.position_embeddings",
              "patch_embed.projection.weight": "vit.embeddings.patch_embeddings.projection.weight",
              "patch_embed.projection.bias": "vit.embeddings.patch_embeddings.projection.bias",
              "encoder.norm.weight": "vit.layernorm.weight", "encoder.norm.bias": "vit.layernorm.bias",
-             "head.classifier.weight": "classifier.weight", "head.classifier.bias": "classifier.bias"}  # fmt: skip
+             "head.classifier.weight": "classifier.weight",
+             "head.classifier.bias": "classifier.bias"}  # fmt: skip
     for i in range(L):
         table |= layer_keys(f"encoder.layers.{i}", f"vit.layers.{i}", pre_ln=True)
     copy_into(theirs, ours, table)

@@ -156,7 +156,7 @@ def test_gpt2_init_scales_the_residual_projections():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(arch="transformer", positions="rotary"), "is for --arch gpt"),
+        (dict(arch="transformer", positions="rotary"), "is for the other families"),
         (dict(arch="gpt", positions="rotary", hidden_size=36, num_heads=4), "must be even"),
         (dict(arch="gpt", tgt_vocab_size=31), "one vocabulary"),
         (dict(arch="bert"), "arch must be one of"),

@@ -73,7 +73,8 @@ class ModelShape:
     # and the projections that write into the residual stream scaled by 1/sqrt(2 N) so the stream's
     # variance does not grow with depth
     init: str = setting("xavier", "weight initialisation: xavier, N(0, 0.02) (normal: BERT, ViT), or "
-                     "gpt2's N(0, 0.02) with smaller residual projections", choices=("xavier", "normal", "gpt2"),
+                     "gpt2's N(0, 0.02) with smaller residual projections",
+                     choices=("xavier", "normal", "gpt2"),
                      arch_defaults={"gpt": "gpt2", "bert": "normal", "vit": "normal"})  # fmt: skip
     # BERT normalises the sum of its embeddings before the first (post-LN) layer (Devlin et al. 2019);
     # the lecture's nn.TransformerEncoder classifier does not
