@@ -159,7 +159,11 @@ def test_gpt2_init_scales_the_residual_projections():
         (dict(arch="transformer", positions="rotary"), "is for the other families"),
         (dict(arch="gpt", positions="rotary", hidden_size=36, num_heads=4), "must be even"),
         (dict(arch="gpt", tgt_vocab_size=31), "one vocabulary"),
-        (dict(arch="bert"), "arch must be one of"),
+        (dict(arch="t5"), "arch must be one of"),
+        (dict(arch="bert", positions="rotary"), "rotary is for --arch gpt"),
+        (dict(arch="vit", labels=("a",), image_size=8, channels=1, patch_size=3), "must divide"),
+        (dict(arch="vit"), "must be a positive integer"),
+        (dict(arch="gpt", pooling="mean"), "--pooling is for --arch bert"),
     ],
 )
 def test_bad_family_settings_are_one_line_errors(overrides, message):
