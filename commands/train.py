@@ -19,6 +19,14 @@ def done_line(name: str, summary: dict, folder: str, cfg: RunConfig) -> str:
         loss, bpc, ppl = final["eval_loss"], final["eval_bits_per_char"], final["eval_perplexity"]
         score = (f"validation loss {loss:.4f} nats/token ({bpc:.3f} bits per character, perplexity "
                  f"{ppl:.2f}) after {summary['steps']} steps")  # fmt: skip
+    elif cfg.task == "mlm":
+        final = summary["final"]
+        score = (f"masked tokens: accuracy {final['eval_masked_accuracy']:.2%}, loss "
+                 f"{final['eval_loss']:.4f} nats (perplexity {final['eval_perplexity']:.2f}) after "
+                 f"{summary['steps']} steps")  # fmt: skip
+    elif "eval_accuracy" in summary["final"]:  # a classifier (text, or the digits' images)
+        held_out = summary.get("data", {}).get("test", cfg.eval_size)
+        score = f"accuracy {summary['final']['eval_accuracy']:.2%} on {held_out} held-out examples"
     elif cfg.task == "translation":
         final = summary.get("final_translation", {})
         best = final.get("best")

@@ -19,7 +19,7 @@ from pytorch_version.families import model_for
 from pytorch_version.inference import load_for_inference, translate
 from utils.data.tokenizer import tokenizer_from_dict
 from utils.runtime.checkpoint import load_checkpoint, save_checkpoint
-from utils.runtime.config import ModelConfig, RunConfig
+from utils.runtime.config import CLASSIFY_TASKS, STEP_TASKS, ModelConfig, RunConfig
 from utils.training.metrics import exact_match, token_accuracy, translation_scores
 from utils.training.recipe import mean_weights, seq2seq_loss
 from utils.training.translation_eval import translate_sorted
@@ -33,14 +33,19 @@ def max_new_tokens(cfg: RunConfig, src: torch.Tensor) -> int:
 
 def selection_metric(cfg: RunConfig) -> str:
     """The record key that picks best_model.pt: BLEU for translation, exact match for the toy tasks,
-    the validation loss for a language model."""
-    return {"translation": "eval_bleu", "lm": "eval_loss"}.get(cfg.task, "eval_exact_match")
+    accuracy for a classifier, the validation loss for a language model or a masked LM."""
+    keys = {"translation": "eval_bleu", "lm": "eval_loss", "mlm": "eval_loss", "digits": "eval_accuracy"}
+    return keys.get(cfg.task, "eval_accuracy" if cfg.task in CLASSIFY_TASKS else "eval_exact_match")
+
+
+def lower_is_better(cfg: RunConfig) -> bool:
+    return selection_metric(cfg) == "eval_loss"
 
 
 def selection_score(cfg: RunConfig, record: dict) -> float:
     """The selection metric as "higher is better" (a loss counts negated)."""
     value = record[selection_metric(cfg)]
-    return -value if cfg.task == "lm" else value
+    return -value if lower_is_better(cfg) else value
 
 
 def _dataset_order(loader, outputs: list) -> list:
@@ -143,16 +148,17 @@ def evaluate_average(cfg: RunConfig, out: Path, history: list[dict], evaluate_mo
     (early in training, or after --stop_at_exact_match, the epochs' weights are still far apart)."""
     folder = out / "checkpoints"
     epochs = averaged_epochs(cfg, folder, history) if cfg.checkpoint_average >= 2 else []
-    if cfg.task in ("translation", "lm") or len(epochs) < 2:
+    if cfg.task == "translation" or cfg.task in STEP_TASKS or len(epochs) < 2:
         return {}
     path = average_checkpoints(
         [folder / f"checkpoint_epoch_{e}.pt" for e in epochs], folder / "averaged_model.pt"
     )
     metrics = evaluate_model(load_for_inference(path, device, cfg.fast)[0])
     metrics.pop("eval_examples", None)
-    better = metrics["eval_exact_match"] >= history[-1]["eval_exact_match"]
-    logger.info("average of epochs %s: exact match %.4f (epoch %d alone: %.4f), saved as %s; final model: %s",
-                epochs, metrics["eval_exact_match"], epochs[-1], history[-1]["eval_exact_match"], path,
+    key = selection_metric(cfg)  # exact match, or a classifier's accuracy
+    better = metrics[key] >= history[-1][key]
+    logger.info("average of epochs %s: %s %.4f (epoch %d alone: %.4f), saved as %s; final model: %s",
+                epochs, key.removeprefix("eval_"), metrics[key], epochs[-1], history[-1][key], path,
                 "the average" if better else f"epoch {epochs[-1]}")  # fmt: skip
     return {"averaged_epochs": epochs, "averaged": metrics, "averaged_is_final": better}
 

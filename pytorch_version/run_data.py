@@ -4,6 +4,8 @@
                              exact match (toy) or BLEU (translation) of greedy outputs
     lm                       one text; a "round" is --eval_every optimizer steps on random windows
                              (utils/data/lm.py), --max_steps in all; scored by the validation loss
+    classification, digits,  the encoder-only tasks: pytorch_version/encoder_data.py
+    mlm
 
 The training loop (pytorch_version/train.py) sees only a `RunData`: a loader of batches in the pair
 layout {"src", "tgt_in", "tgt_out"} (a language model's `src` is empty), how many rounds to run,
@@ -25,7 +27,7 @@ import torch
 from pytorch_version.evaluate import evaluate, evaluate_lm
 from utils.data.stats import report_data
 from utils.data.tasks import PairDataset, first_example, load_task_data, make_loader
-from utils.runtime.config import RunConfig
+from utils.runtime.config import CLASSIFY_TASKS, RunConfig
 from utils.runtime.distributed import World, make_train_loader
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ class RunData:
     report: Callable[[Path], dict]  # what summary.json says about the data
     eval_pairs: list = field(default_factory=list)  # the held-out pairs (translation's final evaluation)
     steps_in_round: Callable[[int], int] | None = None  # lm: batches of round `epoch`
+    model_fields: dict = field(default_factory=dict)  # what the data tells the model config (encoder-only)
+    finish: Callable[[torch.nn.Module, Path], dict] | None = None  # after training: figures, summary extras
 
     def begin_round(self, epoch: int) -> None:
         """A language model's last round may be shorter: --max_steps is the total."""
@@ -53,7 +57,17 @@ class RunData:
 
 
 def load_run_data(cfg: RunConfig, world: World, device: torch.device) -> RunData:
-    return lm_data(cfg, world, device) if cfg.task == "lm" else pair_data(cfg, world, device)
+    from pytorch_version import encoder_data
+
+    if cfg.task == "lm":
+        return lm_data(cfg, world, device)
+    if cfg.task == "mlm":
+        return encoder_data.mlm_data(cfg, world, device)
+    if cfg.task == "digits":
+        return encoder_data.digits_data(cfg, world, device)
+    if cfg.task in CLASSIFY_TASKS:
+        return encoder_data.classification_data(cfg, world, device)
+    return pair_data(cfg, world, device)
 
 
 def pair_data(cfg: RunConfig, world: World, device: torch.device) -> RunData:

@@ -18,7 +18,14 @@ import torch
 from tqdm import tqdm
 
 from pytorch_version import resume
-from pytorch_version.evaluate import evaluate_average, final_evaluation, selection_metric, selection_score
+from pytorch_version.encoder_data import from_pretrained_encoder
+from pytorch_version.evaluate import (
+    evaluate_average,
+    final_evaluation,
+    lower_is_better,
+    selection_metric,
+    selection_score,
+)
 from pytorch_version.families import model_for
 from pytorch_version.model import TutorialModel
 from pytorch_version.resume import INTERRUPTED, Progress, save_resumable
@@ -29,7 +36,7 @@ from utils.figures.training_curves import plot_training_curves
 from utils.observe.monitor import InternalsRecorder, write_analysis
 from utils.observe.trace_printer import trace_example
 from utils.runtime.checkpoint import save_checkpoint
-from utils.runtime.config import RunConfig, check_precision, resolve_device
+from utils.runtime.config import STEP_TASKS, RunConfig, check_precision, resolve_device
 from utils.runtime.console import progress_bars
 from utils.runtime.distributed import (
     World,
@@ -87,7 +94,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device,
         if i < progress.batches_done:
             continue  # trained on before the run was interrupted: the same batches, in the same order
         src, tgt_in, tgt_out = (batch[k].to(device) for k in ("src", "tgt_in", "tgt_out"))
-        labelled = tgt_out != model.config.pad_id  # the loss needs logits only where there is a label
+        labelled = model.labelled(tgt_out)  # the loss needs logits only where there is a label
         tokens = int(labelled.sum())
         last = (i + 1) % accum == 0 or i + 1 == len(loader)  # the window's last batch: a step follows
         # DDP all-reduces gradients during backward; the window's earlier batches add up locally first
@@ -128,10 +135,17 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device,
     return progress.train_loss()
 
 
-def build_model(cfg: RunConfig, tokenizer) -> TutorialModel:
+def build_model(cfg: RunConfig, tokenizer, fields: dict | None = None) -> TutorialModel:
     """A freshly initialised model of the configured family and shape, with the speed-ups of utils/fast
     plugged in unless --no-fast (module swaps: the state dict is that of the readable model)."""
-    ids = {"pad_id": tokenizer.pad_id, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
+    ids = {
+        "pad_id": tokenizer.pad_id,
+        "bos_id": tokenizer.bos_id,
+        "eos_id": tokenizer.eos_id,
+        **(fields or {}),
+    }
+    if cfg.init_from:  # a classifier on a pre-trained masked LM's encoder (pytorch_version.encoder_data)
+        return SpeedUps.from_flag(cfg.fast).plug_in(from_pretrained_encoder(cfg, ids))
     model = model_for(cfg.model_config(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, **ids))
     return SpeedUps.from_flag(cfg.fast).plug_in(model)
 
@@ -162,9 +176,9 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
     torch.manual_seed(cfg.seed)
 
     data_report = data.report(out) if main else {}  # padding or corpus sizes; translation: a figure
-    model = build_model(cfg, tokenizer).to(device)
+    model = build_model(cfg, tokenizer, data.model_fields).to(device)
     steps_per_epoch = -(-len(train_loader) // cfg.gradient_accumulation_steps)  # optimizer steps
-    total_steps = cfg.max_steps if cfg.task == "lm" else cfg.epochs * steps_per_epoch
+    total_steps = cfg.max_steps if cfg.task in STEP_TASKS else cfg.epochs * steps_per_epoch
     optimizer, rate = optimizer_and_schedule(cfg, model, total_steps, SpeedUps.from_flag(cfg.fast).fused_adam)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
     progress, saved = Progress(best=-math.inf), None
@@ -214,7 +228,7 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
             data.begin_round(epoch)  # lm: the last round may be shorter
             progress.begin_epoch(train_loader)
             set_epoch(train_loader, epoch)  # under torchrun: this epoch's order, the same on every process
-            desc = f"{'round' if cfg.task == 'lm' else 'epoch'} {epoch}/{data.rounds}"
+            desc = f"{'round' if cfg.task in STEP_TASKS else 'epoch'} {epoch}/{data.rounds}"
             train_one_epoch(model, train_loader, optimizer, scheduler, cfg, device, desc, recorder,
                             progress, stop, guard, world, step)  # fmt: skip
             loss_total, loss_batches = sum_across(world, progress.loss_total, progress.loss_batches)
@@ -270,6 +284,7 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
         write_analysis(model, *(probe[k].to(device) for k in ("src", "tgt_in", "tgt_out")),
                        tokenizer.tokens(src[0]), tokenizer.tokens(tgt[0]), tokenizer.id_to_token, out,
                        recorder)  # fmt: skip
+    finished = data.finish(model, out) if data.finish is not None else {}  # encoder-only: its figures
     last_epoch = {k: v for k, v in tracker.history[-1].items() if k.startswith("eval_")}
     averaged = evaluate_average(cfg, out, tracker.history, data.evaluate, device)  # --checkpoint_average
     summary = {
@@ -278,10 +293,11 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
         "final": averaged["averaged"] if averaged.get("averaged_is_final") else last_epoch,
         "last_epoch": last_epoch,
         **averaged,
-        f"best_{selection_metric(cfg)}": abs(progress.best) if cfg.task == "lm" else progress.best,
+        f"best_{selection_metric(cfg)}": -progress.best if lower_is_better(cfg) else progress.best,
         "wall_time_s": time.perf_counter() - start,
         "steps": scheduler.last_epoch,  # optimizer steps
         **data_report,
+        **finished,
         **final_evaluation(cfg, out, data.eval_pairs, tracker.history, device),
         "parameters": model.num_parameters(),
         "config": config_record,

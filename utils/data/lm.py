@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from utils.data.corpus import read_text
-from utils.data.tokenizer import PAD_ID, UNK_ID, CharTokenizer
+from utils.data.tokenizer import PAD_ID, SPECIALS, UNK_ID, CharTokenizer
 from utils.runtime.config import UserError
 
 logger = logging.getLogger(__name__)
@@ -59,9 +59,9 @@ def _read(path: str) -> str:
     return text.replace("\r\n", "\n")
 
 
-def _tokenizer(kind: str, train_text: str, vocab_size: int):
+def _tokenizer(kind: str, train_text: str, vocab_size: int, specials):
     if kind == "char":  # the alphabet is the training text's own characters
-        return CharTokenizer(train_text)
+        return CharTokenizer(train_text, specials)
     from utils.data.bpe import BPETokenizer  # needs `tokenizers`; only here
 
     return BPETokenizer.train([train_text], vocab_size, byte_level=True)  # keeps every newline
@@ -73,6 +73,7 @@ def load_text_corpus(
     tokenizer: str = "char",
     vocab_size: int = 8000,
     context_length: int = 128,
+    specials: tuple[str, ...] = SPECIALS,
 ) -> TextCorpus:
     """Read, split and tokenise a UTF-8 text file for a language model.
 
@@ -82,6 +83,7 @@ def load_text_corpus(
         tokenizer: "char" (one id per character of the training text, plus the four specials)
             or "bpe" (a byte-level BPE vocabulary of `vocab_size` tokens learnt from the training
             text only, so nothing about the validation text leaks into it).
+        specials: a character vocabulary's specials (BERT's masked LM adds [CLS], [SEP], [MASK]).
         context_length: the window the model reads; the training split must hold one window and
             its next token.
 
@@ -96,7 +98,7 @@ def load_text_corpus(
     else:
         cut = int(len(text) * TRAIN_FRACTION)
         train_text, val_text = text[:cut], text[cut:]
-    tok = _tokenizer(tokenizer, train_text, vocab_size)
+    tok = _tokenizer(tokenizer, train_text, vocab_size, specials)
     train_ids = torch.tensor(tok.encode(train_text, add_eos=False), dtype=torch.long)
     val_ids = torch.tensor(tok.encode(val_text, add_eos=False), dtype=torch.long)
 

@@ -191,6 +191,8 @@ def first_example(batch: dict[str, torch.Tensor], pad_id: int = PAD_ID) -> tuple
     holds its EOS, which is a label, not an input the model is asked to continue.
     """
     src, tgt_in, tgt_out = batch["src"][:1], batch["tgt_in"][:1], batch["tgt_out"][:1]
+    if src.dim() > 2:  # an image (a ViT's source): nothing is padded
+        return src, tgt_in
     return src[:, : int((src[0] != pad_id).sum())], tgt_in[:, : int((tgt_out[0] != pad_id).sum())]
 
 

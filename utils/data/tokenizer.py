@@ -129,6 +129,10 @@ def tokenizer_from_dict(data: dict):
         from utils.data.bpe import BPETokenizer, SeparateVocabTokenizer  # needs `tokenizers`; only here
 
         return (BPETokenizer if kind == "bpe" else SeparateVocabTokenizer).from_dict(data)
+    if kind == "patches":  # a ViT's: how an image becomes tokens
+        from utils.data.digits import PatchTokenizer
+
+        return PatchTokenizer.from_dict(data)
     raise UserError(f"unknown tokenizer type {kind!r} in checkpoint")
 
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.fast.decoder_only import decoder_only_logits
+from utils.fast.encoder_only import encoder_only_logits
 
 
 class Packing:
@@ -174,11 +175,16 @@ class LabelledLogits(nn.Module):
         self.model, self.pad_id, self.packed = model, pad_id, packed
 
     def forward(self, src, tgt_in, labelled, src_keep=None, tgt_keep=None) -> torch.Tensor:
+        arch = getattr(self.model.config, "arch", "transformer")
+        if arch in ("bert", "vit"):  # one stack, no target side: its own twin (encoder_only.py)
+            return encoder_only_logits(
+                self.model, src, labelled, self.packed and why_not_packed(self.model) is None
+            )
         src_keep = src != self.pad_id if src_keep is None else src_keep.bool()
         tgt_keep = tgt_in != self.pad_id if tgt_keep is None else tgt_keep.bool()
         if not self.packed or why_not_packed(self.model) is not None:
             return readable_logits(self.model, src, tgt_in, src_keep, tgt_keep)[labelled]
-        if getattr(self.model.config, "arch", "transformer") == "gpt":  # its own twin: decoder_only.py
+        if arch == "gpt":  # its own twin: decoder_only.py
             return decoder_only_logits(self.model, src, tgt_in, labelled, src_keep, tgt_keep)
         view, training = seq2seq_view(self.model), self.model.training
         src_pack, tgt_pack = Packing(src_keep), Packing(tgt_keep | labelled)  # every labelled row computed

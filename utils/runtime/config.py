@@ -15,12 +15,22 @@ import torch
 
 from utils.observe.trace_printer import parse_selection
 from utils.runtime.errors import UserError
-from utils.runtime.shape import ARCHS, POSITIONS, ModelConfig, ModelShape, require_positive, setting
+from utils.runtime.shape import (
+    ARCHS,
+    ENCODER_ONLY,
+    POSITIONS,
+    ModelConfig,
+    ModelShape,
+    require_positive,
+    setting,
+)
 
-__all__ = ["ARCHS", "POSITIONS", "ModelConfig", "ModelShape", "RunConfig", "UserError"]
+__all__ = ["ARCHS", "ENCODER_ONLY", "POSITIONS", "ModelConfig", "ModelShape", "RunConfig", "UserError"]
 
 TOY_TASKS = ("copy", "reversal", "addition")
-TASKS = (*TOY_TASKS, "translation", "lm")
+CLASSIFY_TASKS = ("palindrome", "sorted", "majority", "brackets")  # --arch bert (utils/data/classify.py)
+TASKS = (*TOY_TASKS, "translation", "lm", *CLASSIFY_TASKS, "mlm", "digits")
+STEP_TASKS = ("lm", "mlm")  # a corpus is one stream: paced by optimizer steps (--max_steps), not epochs
 VERSIONS = ("pytorch", "huggingface", "both", "analysis", "test")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -57,7 +67,10 @@ class RunConfig(ModelShape):
 
     # what to run
     version: str = setting("pytorch", "which implementation to run", choices=VERSIONS)
-    task: str = setting("reversal", "what to learn: a toy task, or translation of --data_dir", choices=TASKS)
+    task: str = setting("reversal", "what to learn: a toy task, translation of --data_dir, a language model "
+                     "(lm: --arch gpt), a masked LM (mlm), a classification (--arch bert) or the digits "
+                     "(--arch vit)", choices=TASKS,
+                     arch_defaults={"bert": "palindrome", "vit": "digits"})  # fmt: skip
     seed: int = setting(42, "random seed for data generation, initialisation and batching")
     device: str = setting("auto", "where to compute; auto picks cuda, then mps, then cpu", choices=DEVICES)
     output_dir: str = setting(".", "parent folder of results_pytorch/ and results_huggingface/")
@@ -77,30 +90,37 @@ class RunConfig(ModelShape):
     max_tokens: int = setting(
         0, "batch by length: up to N padded tokens a batch, per process (0: --batch_size)"
     )
-    data_file: str = setting("", "lm: a UTF-8 text file; its first 90%% trains, the last 10%% validates")
-    val_file: str = setting("", "lm: a text file to validate on instead (then all of --data_file trains)")
+    data_file: str = setting("", "lm, mlm: a UTF-8 text file; its first 90%% trains, the last 10%% validates")
+    val_file: str = setting(
+        "", "lm, mlm: a text file to validate on instead (then all of --data_file trains)"
+    )
     tokenizer: str = setting("char", "lm: one token per character, or BPE subwords (--vocab_size of them)",
                           choices=("char", "bpe"))  # fmt: skip
-    context_length: int = setting(128, "lm: tokens a training window holds, the longest context the GPT sees")
+    context_length: int = setting(128, "lm: tokens a training window holds, the longest context the GPT "
+                               "sees; mlm: the window's length with [CLS] and [SEP]",
+                               task_defaults={"mlm": 64})  # fmt: skip
+    init_from: str = setting("", "classification: start the encoder from a --task mlm checkpoint (.pt), "
+                          "to see what pre-training buys; its shape and vocabulary are kept")  # fmt: skip
     # training
     epochs: int = setting(6, "passes over the training set (lm: --max_steps decides)")
-    max_steps: int = setting(0, "lm: optimizer steps to train (a corpus is one long stream, not epochs)",
-                          task_defaults={"lm": 2000})  # fmt: skip
-    eval_every: int = setting(250, "lm: optimizer steps between two evaluations (validation loss, a sample)")
+    max_steps: int = setting(0, "lm, mlm: optimizer steps to train (a corpus is one long stream, not "
+                          "epochs)", task_defaults={"lm": 2000, "mlm": 2000})  # fmt: skip
+    eval_every: int = setting(250, "lm, mlm: optimizer steps between two evaluations")
     batch_size: int = setting(64, "examples per batch (per process)")
     gradient_accumulation_steps: int = setting(1, "batches whose gradients add up to one optimizer step")
     lr_factor: float = setting(0.5, "Noam scale (paper: 1): lr = factor * d^-0.5 * min(s^-0.5, s*w^-1.5)",
                             task_defaults={"addition": 0.25})  # fmt: skip
     warmup_steps: int = setting(400, "optimizer steps of linear learning-rate warm-up (paper: 4000)",
-                             task_defaults={"lm": 100})  # fmt: skip
+                             task_defaults={"lm": 100, "mlm": 100})  # fmt: skip
     lr_schedule: str = setting("noam", "noam: the paper's warm-up then 1/sqrt(step) (--lr_factor); cosine: "
                             "warm-up to --learning_rate, then a cosine decay to a tenth of it by --max_steps",
-                            choices=("noam", "cosine"), task_defaults={"lm": "cosine"})  # fmt: skip
+                            choices=("noam", "cosine"),
+                            task_defaults={"lm": "cosine", "mlm": "cosine", "digits": "cosine"})  # fmt: skip
     learning_rate: float = setting(2e-3, "peak learning rate of --lr_schedule cosine")
     weight_decay: float = setting(0.0, "AdamW weight decay on the matrices (0: the paper's Adam)",
-                               task_defaults={"lm": 0.1})  # fmt: skip
+                               task_defaults={"lm": 0.1, "mlm": 0.01, "digits": 0.05})  # fmt: skip
     label_smoothing: float = setting(0.1, "label smoothing epsilon (paper section 5.4)",
-                                  task_defaults={"lm": 0.0})  # fmt: skip
+                                  task_defaults={"lm": 0.0, "mlm": 0.0})  # fmt: skip
     clip_grad_norm: float = setting(1.0, "clip the gradient norm to this value; 0 turns clipping off")
     dataloader_num_workers: int = setting(0, "worker processes for the DataLoader")
     stop_at_exact_match: float = setting(
@@ -207,10 +227,12 @@ class RunConfig(ModelShape):
         """Translation with one vocabulary shares the source and target embeddings (section 3.4)."""
         return self.task == "translation" and not self.separate_vocab
 
-    def model_config(self, src_vocab_size: int, tgt_vocab_size: int, **ids: int) -> ModelConfig:
-        extra = {"max_position": self.context_length} if self.task == "lm" else {}  # a GPT's context
+    def model_config(self, src_vocab_size: int, tgt_vocab_size: int, **ids) -> ModelConfig:
+        """The model's config: this run's shape, the vocabularies, and what the data says (`ids`: the
+        special ids; an encoder-only model's labels, image size and channels)."""
+        extra = {"max_position": self.context_length} if self.task in STEP_TASKS else {}  # the window
         return ModelConfig(**self.shape(), src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
-                           share_embeddings=self.share_embeddings, **ids, **extra)  # fmt: skip
+                           share_embeddings=self.share_embeddings, **{**extra, **ids})  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -224,7 +246,10 @@ class RunConfig(ModelShape):
         unknown = sorted(set(data) - set(fields))
         if unknown:
             raise UserError(f"unknown config keys: {', '.join(unknown)}")
-        task, arch = data.get("task", fields["task"].default), data.get("arch", fields["arch"].default)
+        arch = data.get("arch", fields["arch"].default)
+        if "task" not in data and arch in fields["task"].metadata["arch_defaults"]:  # a family's own task
+            data = {**data, "task": fields["task"].metadata["arch_defaults"][arch]}
+        task = data.get("task", fields["task"].default)
         for name, f in fields.items():  # a default of its own for the task or the family, unless given
             for own, kind in ((task, "task_defaults"), (arch, "arch_defaults")):
                 if name not in data and own in f.metadata.get(kind, {}):

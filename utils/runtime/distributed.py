@@ -154,13 +154,15 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def make_train_loader(dataset: Dataset, batch_size: int, world: World, seed: int, num_workers: int = 0,
-                      max_tokens: int = 0) -> DataLoader:  # fmt: skip
+                      max_tokens: int = 0, collate=None) -> DataLoader:  # fmt: skip
     """Shuffled batches of `batch_size` from `sampler`, or under torchrun with `max_tokens` from
-    `token_batches` (call set_epoch(loader, epoch) each epoch).
+    `token_batches` (call set_epoch(loader, epoch) each epoch). `collate` makes a batch (default:
+    the pairs' utils.data.tasks.collate).
 
     The generator only seeds the DataLoader's workers; the order comes from (seed, epoch).
     """
-    from utils.data.tasks import collate
+    if collate is None:
+        from utils.data.tasks import collate
 
     generator = torch.Generator().manual_seed(seed)
     if max_tokens:

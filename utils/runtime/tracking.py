@@ -24,6 +24,14 @@ def epoch_line(record: dict) -> str:
         return (f"step {record['step']}: train loss {record['train_loss']:.4f} | validation loss "
                 f"{record['eval_loss']:.4f} nats/token, {record['eval_bits_per_char']:.3f} bits/char, "
                 f"perplexity {record['eval_perplexity']:.2f} ({record['elapsed_s']:.0f}s)")  # fmt: skip
+    if "eval_masked_accuracy" in record:  # a masked LM: a round of --eval_every steps
+        return (f"step {record['step']}: train loss {record['train_loss']:.4f} | masked tokens: loss "
+                f"{record['eval_loss']:.4f} nats, accuracy {record['eval_masked_accuracy']:.4f}, perplexity "
+                f"{record['eval_perplexity']:.2f} ({record['elapsed_s']:.0f}s)")  # fmt: skip
+    if "eval_accuracy" in record:  # a classifier
+        return (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} | eval loss "
+                f"{record['eval_loss']:.4f}, accuracy {record['eval_accuracy']:.4f} "
+                f"({record['elapsed_s']:.0f}s)")  # fmt: skip
     return (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} | "
             f"eval loss {record['eval_loss']:.4f}, token acc {record['eval_token_accuracy']:.4f}, "
             f"exact match {record['eval_exact_match']:.4f} ({record['elapsed_s']:.0f}s)")  # fmt: skip

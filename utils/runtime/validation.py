@@ -47,20 +47,38 @@ def check_translation_flags(cfg) -> None:
         raise UserError("--stop_at_exact_match is for the toy tasks; translation keeps the best BLEU")
 
 
+def _tasks_of(arch: str) -> tuple[str, ...]:
+    from utils.runtime.config import CLASSIFY_TASKS, TOY_TASKS
+
+    return {"transformer": (*TOY_TASKS, "translation"), "gpt": (*TOY_TASKS, "lm"),
+            "bert": (*CLASSIFY_TASKS, "mlm"), "vit": ("digits",)}[arch]  # fmt: skip
+
+
 def check_family_flags(cfg) -> None:
-    """The decoder-only family and its language-model task: which flags go with which."""
-    if cfg.task == "lm" and cfg.arch != "gpt":
-        raise UserError("--task lm trains a decoder-only model: add --arch gpt")
-    if cfg.task == "translation" and cfg.arch != "transformer":
-        raise UserError("--task translation trains the encoder-decoder (--arch transformer)")
-    if cfg.task == "lm" and not cfg.data_file and not cfg.checkpoint:
-        raise UserError("--task lm needs --data_file PATH, a UTF-8 text file to learn from")
-    if cfg.task != "lm":
+    """Which tasks each family learns, and which flags go with which task."""
+    from utils.runtime.config import CLASSIFY_TASKS, STEP_TASKS
+
+    if cfg.task not in _tasks_of(cfg.arch):
+        owner = next(a for a in ("transformer", "gpt", "bert", "vit") if cfg.task in _tasks_of(a))
+        raise UserError(f"--arch {cfg.arch} learns {', '.join(_tasks_of(cfg.arch))}; --task {cfg.task} "
+                        f"is for --arch {owner}")  # fmt: skip
+    if cfg.task in STEP_TASKS and not cfg.data_file and not cfg.checkpoint:
+        raise UserError(f"--task {cfg.task} needs --data_file PATH, a UTF-8 text file to learn from")
+    if cfg.task not in STEP_TASKS:
         for name in ("data_file", "val_file"):
             if getattr(cfg, name):
-                raise UserError(f"--{name} applies to --task lm only")
-        if cfg.tokenizer != "char":
-            raise UserError("--tokenizer applies to --task lm (translation always learns BPE)")
+                raise UserError(f"--{name} applies to --task lm and mlm only")
+    if cfg.tokenizer != "char" and cfg.task != "lm":
+        raise UserError(
+            "--tokenizer applies to --task lm (translation always learns BPE; mlm reads characters)"
+        )
+    if cfg.init_from and cfg.task not in CLASSIFY_TASKS:
+        raise UserError(f"--init_from starts a classifier from a --task mlm checkpoint; use it with --task "
+                        f"{' / '.join(CLASSIFY_TASKS)}")  # fmt: skip
+    if cfg.task == "mlm" and cfg.context_length < 3:
+        raise UserError(
+            f"--task mlm needs context_length >= 3 ([CLS], a token, [SEP]), got {cfg.context_length}"
+        )
     for name in ("context_length", "eval_every", "max_new_tokens"):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
