@@ -1,14 +1,16 @@
 """Sequence classification on generated strings (`--arch bert`): tasks where attention must matter.
 
-    palindrome   is the string the same backwards?          no | yes   (negatives: one letter changed)
-    sorted       are its letters in alphabetical order?     no | yes   (negatives: two neighbours swapped)
+    palindrome   is the string the same backwards?          no | yes
+    sorted       are its letters in alphabetical order?     no | yes
     majority     which letter occurs most often?            a..e       (never a tie)
-    brackets     are its ( ) [ ] balanced and nested?       no | yes   (negatives: one bracket changed)
+    brackets     are its ( ) [ ] balanced and nested?       no | yes
 
-Each answer depends on the whole string, and the negatives differ from a positive in one place,
-so counting letters or looking at one end is not enough: the [CLS] token (or the mean) has to
-gather the string's letters in relation to each other. Half the examples of the yes/no tasks are
-positives. As for the toy tasks, no string of the held-out set is also in the training set.
+Each answer depends on the whole string: the [CLS] token (or the mean) has to gather the string's
+letters in relation to each other. Half the examples of the yes/no tasks are positives; of the
+negatives, half are near misses, a positive with one change (a letter of a palindrome, two
+neighbours of a sorted string swapped, one bracket changed), so counting letters or looking at one
+end is not enough, and half are drawn at random, which a model tells apart first. As for the toy
+tasks, no string of the held-out set is also in the training set.
 
 A batch has the toolkit's pair layout (utils.data.tasks), with the input as the encoder's source:
     src      (B, S)  [CLS] letters [SEP], right-padded with PAD
@@ -27,18 +29,27 @@ from utils.data.tasks import pad_batch
 from utils.data.tokenizer import ENCODER_SPECIALS, CharTokenizer
 from utils.runtime.config import CLASSIFY_TASKS, UserError
 
-ALPHABETS = {"palindrome": "abcd", "sorted": "abcdefghijklmnopqrstuvwxyz", "majority": "abcde",
+ALPHABETS = {"palindrome": "abcd", "sorted": "abcdefghij", "majority": "abcde",
              "brackets": "()[]"}  # fmt: skip
 LABELS = {"palindrome": ("no", "yes"), "sorted": ("no", "yes"), "majority": tuple("abcde"),
           "brackets": ("no", "yes")}  # fmt: skip
 Example = tuple[str, int]  # (text, class id)
 
 
+def _random_negative(task: str, rng: random.Random, n: int, is_positive) -> Example:
+    """A random string of the task's letters, labelled by what it is (rarely a positive)."""
+    text = "".join(rng.choices(ALPHABETS[task], k=n))
+    return text, int(is_positive(text))
+
+
 def _palindrome(rng: random.Random, n: int) -> Example:
     half = rng.choices(ALPHABETS["palindrome"], k=(n + 1) // 2)
     text = list(half + half[: n // 2][::-1])
-    if rng.random() < 0.5:
+    kind = rng.random()
+    if kind < 0.5:
         return "".join(text), 1
+    if kind < 0.75:
+        return _random_negative("palindrome", rng, n, lambda t: t == t[::-1])
     i = rng.randrange(n // 2) if n > 1 else 0  # change one letter of the first half: no longer mirrored
     text[i] = rng.choice([c for c in ALPHABETS["palindrome"] if c != text[n - 1 - i]])
     return "".join(text), int(text == text[::-1])
@@ -46,8 +57,11 @@ def _palindrome(rng: random.Random, n: int) -> Example:
 
 def _sorted(rng: random.Random, n: int) -> Example:
     text = sorted(rng.choices(ALPHABETS["sorted"], k=n))
-    if rng.random() < 0.5 or len(set(text)) == 1:
+    kind = rng.random()
+    if kind < 0.5 or len(set(text)) == 1:
         return "".join(text), 1
+    if kind < 0.75:
+        return _random_negative("sorted", rng, n, lambda t: list(t) == sorted(t))
     i = rng.choice([i for i in range(n - 1) if text[i] != text[i + 1]])
     text[i], text[i + 1] = text[i + 1], text[i]
     return "".join(text), 0
@@ -87,8 +101,11 @@ def is_balanced(text: str) -> bool:
 
 def _brackets(rng: random.Random, n: int) -> Example:
     text = list(_balanced(rng, max(1, n // 2)))
-    if rng.random() < 0.5:
+    kind = rng.random()
+    if kind < 0.5:
         return "".join(text), 1
+    if kind < 0.75:
+        return _random_negative("brackets", rng, len(text), is_balanced)
     i = rng.randrange(len(text))
     text[i] = rng.choice([c for c in ALPHABETS["brackets"] if c != text[i]])
     return "".join(text), int(is_balanced("".join(text)))

@@ -17,6 +17,7 @@ from utils.observe.trace_printer import parse_selection
 from utils.runtime.errors import UserError
 from utils.runtime.shape import (
     ARCHS,
+    CLASSIFY_TASKS,
     ENCODER_ONLY,
     POSITIONS,
     ModelConfig,
@@ -25,10 +26,18 @@ from utils.runtime.shape import (
     setting,
 )
 
-__all__ = ["ARCHS", "ENCODER_ONLY", "POSITIONS", "ModelConfig", "ModelShape", "RunConfig", "UserError"]
+__all__ = [
+    "ARCHS",
+    "CLASSIFY_TASKS",
+    "ENCODER_ONLY",
+    "POSITIONS",
+    "ModelConfig",
+    "ModelShape",
+    "RunConfig",
+    "UserError",
+]
 
 TOY_TASKS = ("copy", "reversal", "addition")
-CLASSIFY_TASKS = ("palindrome", "sorted", "majority", "brackets")  # --arch bert (utils/data/classify.py)
 TASKS = (*TOY_TASKS, "translation", "lm", *CLASSIFY_TASKS, "mlm", "digits")
 STEP_TASKS = ("lm", "mlm")  # a corpus is one stream: paced by optimizer steps (--max_steps), not epochs
 VERSIONS = ("pytorch", "huggingface", "both", "analysis", "test")
@@ -102,11 +111,12 @@ class RunConfig(ModelShape):
     init_from: str = setting("", "classification: start the encoder from a --task mlm checkpoint (.pt), "
                           "to see what pre-training buys; its shape and vocabulary are kept")  # fmt: skip
     # training
-    epochs: int = setting(6, "passes over the training set (lm: --max_steps decides)")
+    epochs: int = setting(6, "passes over the training set (lm, mlm: --max_steps decides)",
+                       task_defaults={**dict.fromkeys(CLASSIFY_TASKS, 8), "digits": 30})  # fmt: skip
     max_steps: int = setting(0, "lm, mlm: optimizer steps to train (a corpus is one long stream, not "
                           "epochs)", task_defaults={"lm": 2000, "mlm": 2000})  # fmt: skip
     eval_every: int = setting(250, "lm, mlm: optimizer steps between two evaluations")
-    batch_size: int = setting(64, "examples per batch (per process)")
+    batch_size: int = setting(64, "examples per batch (per process)", task_defaults={"digits": 32})
     gradient_accumulation_steps: int = setting(1, "batches whose gradients add up to one optimizer step")
     lr_factor: float = setting(0.5, "Noam scale (paper: 1): lr = factor * d^-0.5 * min(s^-0.5, s*w^-1.5)",
                             task_defaults={"addition": 0.25})  # fmt: skip
@@ -115,12 +125,15 @@ class RunConfig(ModelShape):
     lr_schedule: str = setting("noam", "noam: the paper's warm-up then 1/sqrt(step) (--lr_factor); cosine: "
                             "warm-up to --learning_rate, then a cosine decay to a tenth of it by --max_steps",
                             choices=("noam", "cosine"),
-                            task_defaults={"lm": "cosine", "mlm": "cosine", "digits": "cosine"})  # fmt: skip
-    learning_rate: float = setting(2e-3, "peak learning rate of --lr_schedule cosine")
+                            task_defaults={"lm": "cosine", "mlm": "cosine", "digits": "cosine",
+                                           **dict.fromkeys(CLASSIFY_TASKS, "cosine")})  # fmt: skip
+    learning_rate: float = setting(2e-3, "peak learning rate of --lr_schedule cosine",
+                                task_defaults={"digits": 1e-3, **dict.fromkeys(CLASSIFY_TASKS, 1e-3)})  # fmt: skip
     weight_decay: float = setting(0.0, "AdamW weight decay on the matrices (0: the paper's Adam)",
-                               task_defaults={"lm": 0.1, "mlm": 0.01, "digits": 0.05})  # fmt: skip
+                               task_defaults={"lm": 0.1, "mlm": 0.01})  # fmt: skip
     label_smoothing: float = setting(0.1, "label smoothing epsilon (paper section 5.4)",
-                                  task_defaults={"lm": 0.0, "mlm": 0.0})  # fmt: skip
+                                  task_defaults={"lm": 0.0, "mlm": 0.0, "digits": 0.0,
+                                                 **dict.fromkeys(CLASSIFY_TASKS, 0.0)})  # fmt: skip
     clip_grad_norm: float = setting(1.0, "clip the gradient norm to this value; 0 turns clipping off")
     dataloader_num_workers: int = setting(0, "worker processes for the DataLoader")
     stop_at_exact_match: float = setting(
