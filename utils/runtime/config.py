@@ -128,7 +128,7 @@ class RunConfig(ModelShape):
                             task_defaults={"lm": "cosine", "mlm": "cosine", "digits": "cosine",
                                            **dict.fromkeys(CLASSIFY_TASKS, "cosine")})  # fmt: skip
     learning_rate: float = setting(2e-3, "peak learning rate of --lr_schedule cosine",
-                                task_defaults={"digits": 1e-3, **dict.fromkeys(CLASSIFY_TASKS, 1e-3)})  # fmt: skip
+                                task_defaults=dict.fromkeys((*CLASSIFY_TASKS, "digits"), 1e-3))  # fmt: skip
     weight_decay: float = setting(0.0, "AdamW weight decay on the matrices (0: the paper's Adam)",
                                task_defaults={"lm": 0.1, "mlm": 0.01})  # fmt: skip
     label_smoothing: float = setting(0.1, "label smoothing epsilon (paper section 5.4)",

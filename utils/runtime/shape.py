@@ -53,7 +53,7 @@ class ModelShape:
     ffn_size: int = setting(512, "inner size of the position-wise feed-forward network (d_ff)")  # paper: 4 D
     # P_drop on sublayer outputs and embeddings (section 5.4)
     dropout: float = setting(0.1, "dropout on sublayer outputs and embeddings (paper: 0.1)",
-                          task_defaults={"addition": 0.0, "digits": 0.0, **dict.fromkeys(CLASSIFY_TASKS, 0.0)},
+                          task_defaults=dict.fromkeys(("addition", "digits", *CLASSIFY_TASKS), 0.0),
                           training_only=True)  # fmt: skip
     # on attention weights: not in the paper (tensor2tensor adds it)
     attention_dropout: float = setting(0.0, "dropout on attention weights (not in the paper)",
