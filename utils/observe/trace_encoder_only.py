@@ -27,6 +27,12 @@ from utils.observe.trace_printer import RULE, THIN, TracePrinter, format_trace, 
 
 PADDING_ONLY_NOTE = "4. Mask: padding only (no look-ahead): each query sees every real key, on both sides"
 MASK_TOKEN = "[MASK]"
+SHOWN = {" ": "␣", "\n": "\\n", "\t": "\\t"}  # a character-level vocabulary's blanks, made visible
+
+
+def shown(token: str) -> str:
+    """A token as the trace prints it: a space as ␣, a newline as \\n (a line of tokens stays one line)."""
+    return SHOWN.get(token, token)
 
 
 class EncoderOnlyTracePrinter(TracePrinter):
@@ -35,6 +41,9 @@ class EncoderOnlyTracePrinter(TracePrinter):
 
     def __init__(self, *args, labels=None, image=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.src_tokens = [shown(t) for t in self.src_tokens]
+        if self.predicted is not None:
+            self.predicted = [shown(t) for t in self.predicted]
         self.labels, self.image = labels, image
 
     def pre_ln(self) -> bool:
@@ -153,7 +162,7 @@ class EncoderOnlyTracePrinter(TracePrinter):
             guess = self.predicted[i] if self.predicted is not None else str(int(probs[i].argmax()))
             context = " ".join(self.src_tokens[max(0, i - 3) : i + 4])
             p = probs[i].max()
-            self.say(f"position {i:>3} {MASK_TOKEN} -> {guess!r} (p = {p:.3f})  in: {context}", 1)
+            self.say(f"position {i:>3} {MASK_TOKEN} -> {guess} (p = {p:.3f})   in: {context}", 1)
 
     def format(self, num_layers: int) -> str:
         self.say(RULE)
