@@ -117,11 +117,14 @@ def plot_vit_cls_attention(cache: dict, image, path: str | Path, example: int = 
         weights = cache[f"encoder.{layer}.self_attn.weights"][example].float().cpu()  # (H, S, S)
         row[0].imshow(img.numpy(), cmap="gray_r", extent=extent)
         row[0].set_title(f"layer {layer}: the image", fontsize=8)
+        top = float(weights[:, 0, 1:].max())  # one colour scale per layer: its heads compare
         for h, ax in enumerate(row[1:]):
             grid = cls_grid(weights[h, 0])
             ax.imshow(img.numpy(), cmap="gray_r", extent=extent)
             if grid is not None:
-                ax.imshow(grid.numpy(), cmap="magma", alpha=0.6, extent=extent, vmin=0)
+                shown = ax.imshow(grid.numpy(), cmap="magma", alpha=0.6, extent=extent, vmin=0, vmax=top)
+                if h == H - 1:
+                    fig.colorbar(shown, ax=ax, fraction=0.046, label="weight")
             ax.set_title(f"head {h}: [CLS] keeps {float(weights[h, 0, 0]):.2f}", fontsize=8)
         for ax in row:
             ax.set_xticks([])
