@@ -92,6 +92,53 @@ def check_gpt_causal_and_cached() -> str:
     return "no look-ahead, greedy cached == full, seeded sampling reproducible"
 
 
+BERT = dict(arch="bert", positions="learned", activation="gelu", init="normal", embedding_norm=True)
+VIT = dict(arch="vit", positions="learned", activation="gelu", init="normal", norm_first=True,
+           src_vocab_size=1, tgt_vocab_size=1, bos_id=0, eos_id=0, labels=tuple("0123456789"),
+           image_size=8, channels=1)  # fmt: skip
+
+
+def check_bert_bidirectional_and_traced() -> str:
+    """No look-ahead (a later token changes an earlier output), padding ignored, the observation layer
+    reads it as encoder-only (from the model and from the cache) and traces its masked-LM head."""
+    from utils.observe.family import ENCODER_ONLY, family_of
+    from utils.observe.trace_printer import trace_example
+
+    model, none = _tiny(**BERT, mask_id=6, cls_id=4), torch.zeros(1, 0, dtype=torch.long)
+    ids = torch.tensor([[4, 8, 9, 6, 10, 11, 5]])  # [CLS] . . [MASK] . . [SEP]
+    changed = ids.clone()
+    changed[0, 5] = 12
+    before, after = model(ids), model(changed)
+    assert not torch.allclose(before[:, 1], after[:, 1]), "a later token left an earlier output unchanged"
+    padded = model(torch.cat([ids, torch.zeros(1, 2, dtype=torch.long)], dim=1))
+    torch.testing.assert_close(padded[:, :7], before, atol=1e-5, rtol=1e-5)
+    _, cache = model.run_with_cache(ids, none)
+    assert family_of(model=model) is ENCODER_ONLY and family_of(cache) is ENCODER_ONLY
+    text = trace_example(model, ids, none, lambda row: [f"t{i}" if i != 6 else "[MASK]" for i in row])
+    assert "ENCODER-ONLY MODEL" in text and "position   3 [MASK] ->" in text and "Decoder" not in text
+    return "sees both sides, padding ignored, traced as encoder-only with its [MASK] guess"
+
+
+def check_vit_patches_and_traced() -> str:
+    """The patch embedding is each patch's pixels times one matrix; the trace and the analysis read it."""
+    from utils.observe.analysis import TransformerAnalyzer
+    from utils.observe.trace_printer import trace_example
+
+    model = _tiny(**VIT)
+    images = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    none = torch.zeros(2, 0, dtype=torch.long)
+    w = model.patch_embed.projection.weight  # (D, C, P, P)
+    patches = images.unfold(2, 2, 2).unfold(3, 2, 2).reshape(2, 16, 4)  # row by row, P x P pixels each
+    by_hand = patches @ w.reshape(w.size(0), -1).T + model.patch_embed.projection.bias
+    torch.testing.assert_close(model.patch_embed(images), by_hand, atol=1e-5, rtol=1e-5)
+    names = ["[CLS]", *(f"r{r}c{c}" for r in range(4) for c in range(4))]
+    text = trace_example(model, images, none, lambda _: names)
+    assert "[CLS] -> itself" in text and "class probabilities" in text and "Final LayerNorm" in text
+    report = TransformerAnalyzer(model).comprehensive_analysis(images, none, labels=torch.tensor([3, 5]))
+    assert report["family"] == "encoder-only" and "patch_embedding" in report["encoder_only"]
+    return "patch embedding == pixels x matrix, traced and analysed as encoder-only"
+
+
 def check_learns_copy() -> str:
     torch.manual_seed(0)
     train_pairs, _ = make_toy_task("copy", 512, 1, seed=0, min_len=3, max_len=6)
@@ -129,6 +176,8 @@ CHECKS: list[tuple[str, Callable[[], str]]] = [
     ("pytorch: cached vs full decoding", check_cached_decoding),
     ("pytorch: learns the copy task", check_learns_copy),
     ("pytorch: GPT causal, cached, seeded", check_gpt_causal_and_cached),
+    ("pytorch: BERT bidirectional, traced", check_bert_bidirectional_and_traced),
+    ("pytorch: ViT patches, traced, analysed", check_vit_patches_and_traced),
     ("pytorch: checkpoint round-trip", check_checkpoint_roundtrip),
 ]
 

@@ -82,12 +82,9 @@ def run_version(cfg: RunConfig) -> int:
     elif cfg.version == "analysis":
         from pytorch_version.demo import analysis_demo
 
-        summary = analysis_demo(cfg)
-        print(
-            f"analysis demo done ({summary['wall_time_s']:.0f}s, exact match "
-            f"{summary['final']['eval_exact_match']:.2%}): figures, analysis_report.json and report.md "
-            f"in {Path(cfg.output_dir) / 'results_analysis'}/"
-        )
+        summary = analysis_demo(cfg)  # any --arch: its score is read as done_line reads a run's
+        print(done_line("analysis demo", summary, "results_analysis", cfg)
+              + " (figures, analysis_report.json and report.md)")  # fmt: skip
     else:  # test
         from selfcheck import run_selfcheck
 

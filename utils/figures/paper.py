@@ -48,6 +48,16 @@ READING_GUIDE = {
     "probability from the true token to all the others.",
     "embedding_analysis*": "Token-embedding norms and cosine similarities: similar tokens show as red "
     "cells off the diagonal, opposite ones as blue.",
+    "vit_cls_attention": "A ViT's [CLS] attention to each patch, drawn over the image (rows: layers, "
+    "columns: heads): the classifier reads [CLS] alone, so bright squares are where the answer came from.",
+    "patch_filters": "A ViT's patch embedding: each output dimension's P x P weights on the pixels of a "
+    "patch (red: pushes it up, blue: down); trained ones look like strokes and edges, fresh ones like noise.",
+    "special_tokens": "BERT's [CLS] [SEP] [MASK] <pad> vectors against the ordinary tokens': their norms "
+    "and how alike each is to every character; a [CLS] unlike any character is free to summarise the input.",
+    "masking_distribution": "What BERT's masking did to the training tokens: 15% chosen, of those 80% "
+    "[MASK], 10% random, 10% unchanged, and the chosen share at each position.",
+    "confusion_matrix": "A classifier's held-out answers: true class down, guess across; off-diagonal "
+    "cells are the confusions.",
     "training_curves": "Loss and held-out scores per epoch (translation: BLEU and chrF on the right axis).",
     "dataset_statistics": "The training corpus as the model sees it: tokens per sentence on each side, "
     "source against target length, sentences per batch, and the share of each batch that is <pad> "

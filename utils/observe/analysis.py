@@ -19,7 +19,6 @@ import re
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from utils.observe.attention_patterns import (
     THRESHOLDS,
@@ -27,7 +26,9 @@ from utils.observe.attention_patterns import (
     _row_measures,
     classify_features,
 )
-from utils.observe.family import family_of
+from utils.observe.embeddings import analyze_embeddings, embedding_weights
+from utils.observe.encoder_analysis import encoder_only_report, head_loss
+from utils.observe.family import ENCODER_ONLY, family_of
 from utils.observe.tracing import run_with_cache
 
 _ATTN = re.compile(r"^(encoder|decoder)\.(\d+)\.(self_attn|cross_attn)\.")
@@ -118,7 +119,7 @@ class TransformerAnalyzer:
         """(B | 1, n) True at real positions: attention_mask == 1, else ids != PAD, else everywhere."""
         if attention_mask is not None:
             return torch.as_tensor(attention_mask).bool().cpu()
-        if ids is None:
+        if ids is None or torch.as_tensor(ids).dim() > 2:  # no ids, or a ViT's images: all real
             return torch.ones(1, n, dtype=torch.bool)
         return (torch.as_tensor(ids) != self.pad_id).cpu()
 
@@ -210,38 +211,26 @@ class TransformerAnalyzer:
         return _json_safe({"sublayers": sublayers, "ffn": ffn})
 
     def embedding_weights(self) -> dict[str, torch.Tensor]:
-        """Token-embedding matrices (V, D) found by name (`embed...`, HF `shared`); tied ones once."""
-        found, seen = {}, set()
-        for name, p in self.model.named_parameters():
-            if p.ndim == 2 and re.search(r"embed|shared", name) and "position" not in name:
-                if p.data_ptr() not in seen:
-                    found[name] = p.detach().float().cpu()
-                seen.add(p.data_ptr())
-        return found
+        """Token-embedding matrices (V, D) by name, tied ones once (utils.observe.embeddings)."""
+        return embedding_weights(self.model)
 
     def analyze_embeddings(self, weights: dict | None = None) -> dict:
-        """Norm distribution and mean pairwise cosine similarity of each embedding matrix."""
-        out = {}
-        for name, w in (weights if weights is not None else self.embedding_weights()).items():
-            w = torch.as_tensor(w).float()
-            norms, V = w.norm(dim=-1), w.size(0)
-            u = F.normalize(w, dim=-1)  # mean of cos(i, j) over i != j = (|sum u|^2 - V) / (V (V - 1))
-            cos = (u.sum(0).pow(2).sum() - V) / max(V * (V - 1), 1)
-            quantiles = torch.quantile(norms, torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95]))
-            entry = {"vocab_size": V, "dim": w.size(1), "norm_mean": norms.mean(), "norm_std": norms.std()}
-            entry |= {"norm_min": norms.min(), "norm_max": norms.max(), "norm_quantiles": quantiles}
-            out[name] = entry | {"mean_cosine_similarity": cos}
-        return _json_safe(out)
+        """Norm distribution and mean pairwise cosine similarity of each embedding matrix (and of a
+        ViT's patch-projection filters): utils.observe.embeddings."""
+        return _json_safe(analyze_embeddings(self.model, weights))
 
     def analyze_gradient_flow(self, input_ids, target_ids, labels=None, train_mode: bool = False) -> dict:
         """Gradient norm per parameter group after one cross-entropy backward pass.
 
         `labels` default to `target_ids` shifted left (the next token of the BOS-led decoder
-        input, PAD at the end). Dropout is off unless `train_mode`. Gradients already on the
-        parameters are put back afterwards, so this is safe between accumulation steps.
+        input, PAD at the end); an encoder-only model's must be given: (B,) classes, or the masked
+        LM's (B, S), PAD where nothing was masked. Dropout is off unless `train_mode`. Gradients
+        already on the parameters are put back afterwards, so this is safe between accumulation steps.
         """
         dev = self._device()
         src, tgt = input_ids.to(dev), target_ids.to(dev)
+        if labels is None and self.family is ENCODER_ONLY:
+            raise ValueError("an encoder-only model's gradient flow needs its labels (classes or masked ids)")
         if labels is None:
             labels = torch.cat([tgt[:, 1:], torch.full_like(tgt[:, :1], self.pad_id)], dim=1)
         params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -253,8 +242,7 @@ class TransformerAnalyzer:
                 p.grad = None
             with torch.enable_grad():
                 logits, _ = run_with_cache(self.model, src, tgt, names=["logits"])
-                logits = logits.float().flatten(0, 1)  # (B*T, V)
-                loss = F.cross_entropy(logits, labels.to(dev).flatten(), ignore_index=self.pad_id)
+                loss = head_loss(logits, labels.to(dev), self.pad_id)  # classes, or tokens but PAD
                 loss.backward()
             for name, p in params:
                 if p.grad is not None:
@@ -268,10 +256,13 @@ class TransformerAnalyzer:
         return _json_safe({"loss": loss, "total_norm": math.sqrt(sum(squares.values())), "groups": groups})
 
     def comprehensive_analysis(
-        self, input_ids, target_ids, attention_mask=None, tokens=None, save_path=None, labels=None, cache=None
-    ) -> dict:
+        self, input_ids, target_ids, attention_mask=None, tokens=None, save_path=None, labels=None,
+        cache=None, vocab_tokens=None,
+    ) -> dict:  # fmt: skip
         """All analyses of one batch as JSON data; with `save_path` (a folder or a .json file) also
-        written as analysis_report.json. Pass the `cache` of `run(...)` to skip a second forward."""
+        written as analysis_report.json. Pass the `cache` of `run(...)` to skip a second forward. An
+        encoder-only model's report has an "encoder_only" section (utils.observe.encoder_analysis);
+        `vocab_tokens` (id order) let it find BERT's special tokens by name."""
         if cache is None:
             _, cache = self.run(input_ids, target_ids)
         ids = (input_ids.cpu(), target_ids.cpu(), attention_mask)
@@ -287,6 +278,11 @@ class TransformerAnalyzer:
             "embeddings": self.analyze_embeddings(),
             "gradient_flow": self.analyze_gradient_flow(input_ids, target_ids, labels),
         }
+        if self.family is ENCODER_ONLY:
+            row0 = (tokens or {}).get("src")
+            section = encoder_only_report(self.model, cache, input_ids.cpu(), labels, self.pad_id, row0,
+                                          vocab_tokens)  # fmt: skip
+            report["encoder_only"] = section
         report = _json_safe(report)
         if save_path is not None:
             path = Path(save_path)

@@ -5,11 +5,18 @@
     decoder-only (GPT)            one stack, `decoder.{i}.*` without cross_attn, over one sequence:
                                   the prompt (src, may be empty) followed by the completion (tgt), so
                                   every decoder row is one of the S + T positions
+    encoder-only (BERT, ViT)      one stack, `encoder.{i}.*` as in the paper's encoder, over the
+                                  source alone (text ids, or an image's [CLS] + patches); no decoder,
+                                  so no look-ahead mask: every token sees every other (pads aside);
+                                  `memory` is the stack's output, `head.pooled` a classifier's vector
 
 Every tool of utils.observe and utils.figures asks the family, not the cache names: which tokens
 label a stack's rows, which attention the recorder follows, which sublayers a layer has, which
 positions are real. The family is read from `model.config.arch` when there is a model, and from the
-cache's names otherwise (no `memory`, `src_*`, `encoder.*` or `cross_attn` name: decoder-only).
+cache's names otherwise: `decoder.*` names without any of `memory`, `src_*`, `encoder.*` or
+`cross_attn`: decoder-only; encoder-side names without any `decoder.*` or `tgt_*`: encoder-only.
+An encoder-only model's encoder is read exactly as the paper's encoder (rows and keys are the source
+tokens, the padding mask alone), so a cache cut down to `encoder.*` names is read right either way.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 DECODER_ONLY_ARCHES = ("gpt",)  # values of ModelShape.arch whose model is one decoder stack
+ENCODER_ONLY_ARCHES = ("bert", "vit")  # ... and those whose model is one encoder stack
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,11 @@ DECODER_ONLY = Family(
     "decoder-only", stacks=("decoder",), tracked_kind="decoder_self", one_sequence=True,
     summary="one stack; the prompt is part of the sequence (no encoder, no cross-attention)",
 )  # fmt: skip
-FAMILIES = {f.name: f for f in (ENCODER_DECODER, DECODER_ONLY)}
+ENCODER_ONLY = Family(
+    "encoder-only", stacks=("encoder",), tracked_kind="encoder_self", one_sequence=False,
+    summary="one stack that reads (no decoder, no look-ahead mask): every token sees every other",
+)  # fmt: skip
+FAMILIES = {f.name: f for f in (ENCODER_DECODER, DECODER_ONLY, ENCODER_ONLY)}
 
 
 def _encoder_side(name: str) -> bool:
@@ -87,8 +99,14 @@ def family_of(cache=None, model=None, name: str | None = None) -> Family:
         return FAMILIES[name]
     arch = getattr(getattr(model, "config", None), "arch", None)
     if arch is not None:
-        return DECODER_ONLY if arch in DECODER_ONLY_ARCHES else ENCODER_DECODER
+        if arch in DECODER_ONLY_ARCHES:
+            return DECODER_ONLY
+        return ENCODER_ONLY if arch in ENCODER_ONLY_ARCHES else ENCODER_DECODER
     names = list(cache or ())
-    if any(n.startswith("decoder.") for n in names) and not any(_encoder_side(n) for n in names):
+    decoder_side = any(n.startswith(("decoder.", "tgt_")) for n in names)
+    encoder_side = any(_encoder_side(n) for n in names)
+    if decoder_side and not encoder_side:
         return DECODER_ONLY
+    if encoder_side and not decoder_side:
+        return ENCODER_ONLY
     return ENCODER_DECODER

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import torch
 
+from utils.figures.encoder_figures import encoder_only_figures
 from utils.figures.visualization import TransformerVisualizer
 from utils.observe.analysis import TransformerAnalyzer
 from utils.observe.attention_maps import attention_weights, axes_tokens
+from utils.observe.family import ENCODER_ONLY
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +34,9 @@ class InternalsRecorder:
 
     qkv_history          [(step, analyze_qkv_statistics(...)), ...]
     attention_snapshots  [(step, (T, S) weights of head 0 of the last layer's tracked attention)]:
-                         the decoder's cross-attention, or a decoder-only model's self-attention over
-                         the probe's prompt and completion (S + T positions)
+                         the decoder's cross-attention, a decoder-only model's self-attention over
+                         the probe's prompt and completion (S + T positions), or an encoder-only
+                         model's self-attention over its source tokens (a ViT: [CLS] + patches)
     attention_maps       [(step, {cache name: (H, T, S) weights}), ...] for the JSON record
     """
 
@@ -91,17 +94,23 @@ def write_analysis(
 
     `src` (B, S), `tgt` (B, T) BOS-led decoder input and `labels` (B, T) are a batch whose
     row 0 is the example drawn; the statistics average over the whole batch. For a decoder-only
-    model `src` is the prompt (may be (B, 0)) and the figures show row 0's prompt + completion.
+    model `src` is the prompt (may be (B, 0)) and the figures show row 0's prompt + completion. An
+    encoder-only model (BERT, ViT) reads `src` alone, ids or (B, C, H, W) images, `tgt` is (B, 0) and
+    `labels` its classes (B,) or masked ids (B, S); `tgt_tokens` are not read, and its own figures
+    (utils.figures.encoder_figures: [CLS]'s attention over the image, the patch filters, the special
+    tokens) go to visualizations/encoder/.
     """
     out = Path(out)
     analyzer = TransformerAnalyzer(model)
     family = analyzer.family
     _, cache = analyzer.run(src, tgt)
+    if family is ENCODER_ONLY:
+        tgt_tokens = []  # no target side (a ViT's tokenizer names its positions whatever it is asked)
     tokens = {"src": src_tokens, "tgt": tgt_tokens}
     if family.one_sequence:
         tokens["sequence"] = family.sequence_tokens(src_tokens, tgt_tokens)
     report = analyzer.comprehensive_analysis(
-        src, tgt, tokens=tokens, save_path=out, labels=labels, cache=cache
+        src, tgt, tokens=tokens, save_path=out, labels=labels, cache=cache, vocab_tokens=vocab_tokens
     )
     figure_cache = cache
     if family.one_sequence:  # pads of a short prompt sit inside row 0's sequence: draw row 0 alone
@@ -110,6 +119,10 @@ def write_analysis(
     history = recorder.qkv_history if recorder and recorder.qkv_history else None
     snapshots = recorder.attention_snapshots if recorder and recorder.attention_snapshots else None
     paths = []
+    if family is ENCODER_ONLY:
+        with torch.no_grad():
+            paths += encoder_only_figures(model, cache, src.cpu(), report, visualizer.root / "encoder",
+                                          vocab_tokens)  # fmt: skip
     if snapshots:
         pick = sorted(
             {round(i * (len(snapshots) - 1) / (MAX_STEP_FIGURES - 1)) for i in range(MAX_STEP_FIGURES)}

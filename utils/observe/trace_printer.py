@@ -6,7 +6,7 @@ of multi-head attention (with rotary positions, the turn of q and k as step 2b),
 GELU) and LayerNorm before/after comparisons. It only reads the cache, so it serves both
 implementations; the caller decides where the text goes. A decoder-only model's cache (the
 family, utils.observe.family) is traced by utils.observe.trace_decoder_only: one stack over the
-prompt and the completion.
+prompt and the completion; an encoder-only model's (BERT, ViT) by utils.observe.trace_encoder_only.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from utils.observe.family import family_of
+from utils.observe.family import ENCODER_ONLY, family_of
 from utils.observe.tracing import run_with_cache
 
 RULE = "=" * 78
@@ -235,15 +235,23 @@ class TracePrinter:
 
 def format_trace(
     cache, src_tokens, tgt_tokens, num_layers, layers=None, heads=(0,), predicted=None, activation="relu",
-    family=None,
+    family=None, labels=None, image=None,
 ) -> str:  # fmt: skip
     """The whole trace as text; `layers`/`heads` are index lists (None: every layer). The `family`
     (utils.observe.family; default: read from the cache's names) picks the printer; a decoder-only
-    model's `predicted` holds one token per position of the prompt and the completion."""
+    model's `predicted` holds one token per position of the prompt and the completion; an encoder-only
+    model's (utils.observe.trace_encoder_only) one per source position (masked LM), `labels` name a
+    classifier's classes and `image` (C, H, W) is a ViT's input."""
+    family = family or family_of(cache)
+    args = (cache, src_tokens, tgt_tokens, layers, heads, predicted, activation)
+    if family is ENCODER_ONLY:
+        from utils.observe.trace_encoder_only import EncoderOnlyTracePrinter
+
+        return EncoderOnlyTracePrinter(*args, labels=labels, image=image).format(num_layers)
     printer = TracePrinter
-    if (family or family_of(cache)).one_sequence:
+    if family.one_sequence:
         from utils.observe.trace_decoder_only import DecoderOnlyTracePrinter as printer
-    return printer(cache, src_tokens, tgt_tokens, layers, heads, predicted, activation).format(num_layers)
+    return printer(*args).format(num_layers)
 
 
 @torch.no_grad()
@@ -255,11 +263,13 @@ def trace_example(model, src: torch.Tensor, tgt_in: torch.Tensor, to_tokens, lay
     `to_tokens` turns a sequence of ids into token strings (the figure and trace labels); a pair
     (source_fn, target_fn) labels each side with its own vocabulary. A decoder-only model reads `src`
     (the prompt, may be empty) and `tgt_in` as one sequence: its positions are labelled by the
-    prompt's tokens then the target's, and each gets its most likely next token.
+    prompt's tokens then the target's, and each gets its most likely next token. An encoder-only
+    model (BERT, ViT) reads `src` alone (ids, or (B, C, H, W) images); `tgt_in` is (B, 0).
     """
     src_tokens, tgt_tokens = to_tokens if isinstance(to_tokens, tuple) else (to_tokens, to_tokens)
     cfg = model.config
-    src = src[:1, : int((src[0] != cfg.pad_id).sum())]
+    image = src.dim() > 2  # a ViT's (B, C, H, W) images: nothing to cut off
+    src = src[:1] if image else src[:1, : int((src[0] != cfg.pad_id).sum())]
     tgt = tgt_in[:1, : int((tgt_in[0] != cfg.pad_id).sum())]
     was_training = model.training
     model.eval()
@@ -268,6 +278,10 @@ def trace_example(model, src: torch.Tensor, tgt_in: torch.Tensor, to_tokens, lay
     finally:
         model.train(was_training)
     family = family_of(cache, model)
+    if family is ENCODER_ONLY:  # no target side: the source's tokens, and the head's answer
+        from utils.observe.trace_encoder_only import encoder_only_trace
+
+        return encoder_only_trace(cache, logits, src, src_tokens, cfg, layers, heads)
     if family.one_sequence:  # the cache's logits cover every position, the prompt's too
         logits = cache.get("logits", logits)
     return format_trace(
