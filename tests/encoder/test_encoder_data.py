@@ -103,7 +103,7 @@ def test_digits_split_by_seed_is_stratified_and_disjoint():
 
     (train_x, train_y), (test_x, test_y) = load_digits_split(seed=0)
     assert len(train_y) + len(test_y) == 1797 and len(test_y) == 360
-    assert train_x.shape[1:] == (1, 8, 8) and 0.0 <= float(train_x.min()) and float(train_x.max()) <= 1.0
+    assert train_x.shape[1:] == (1, 8, 8) and float(train_x.min()) >= 0.0 and float(train_x.max()) <= 1.0
     assert torch.bincount(test_y).min() >= 34  # every digit about 36 times
     flat = {tuple(x.flatten().tolist()) for x in train_x}
     assert sum(tuple(x.flatten().tolist()) in flat for x in test_x) < 5  # (a few digits are drawn twice)

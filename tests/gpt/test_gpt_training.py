@@ -97,9 +97,9 @@ def test_a_bad_text_file_is_one_line_and_damages_nothing(tmp_path, capsys, conte
     "flags, message",
     [
         (["--arch", "gpt", "--task", "lm"], "needs --data_file"),
-        (["--task", "lm", "--data_file", "x.txt"], "add --arch gpt"),
-        (["--data_file", "x.txt"], "applies to --task lm only"),
-        (["--arch", "gpt", "--task", "translation", "--data_dir", "x"], "encoder-decoder"),
+        (["--task", "lm", "--data_file", "x.txt"], "--task lm is for --arch gpt"),
+        (["--data_file", "x.txt"], "applies to --task lm and mlm only"),
+        (["--arch", "gpt", "--task", "translation", "--data_dir", "x"], "is for --arch transformer"),
         (["--arch", "gpt", "--task", "lm", "--data_file", "x.txt", "--context_length", "1"], "at least 2"),
     ],
 )
