@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from utils.runtime.config import UserError
+from utils.runtime.config import ENCODER_ONLY, UserError
 from utils.runtime.console import hide_loading_bars
 
 EXPECTED = "expected a pytorch_version .pt file or a Hugging Face save_pretrained folder (with config.json)"
@@ -110,5 +110,9 @@ def load_checkpoint_for_decoding(
 
     model, tokenizer, data = pt.load_for_inference(path, device, fast)
     task = pt.checkpoint_task(data)
+    if model.config.arch in ENCODER_ONLY:  # it reads --source: a class, or its [MASK]s filled in
+        from pytorch_version import encoder_inference as encoder
+
+        return Loaded("pytorch", model, tokenizer, model.config, encoder.read, encoder.trace_read, task)
     return Loaded("pytorch", model, tokenizer, model.config, pt.translate, pt.trace_translation, task,
                   partial(pt.continue_text, task=task), pt.trace_prompt)  # fmt: skip

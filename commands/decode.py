@@ -90,8 +90,10 @@ def _continue_texts(cfg: RunConfig, loaded) -> int:
     """--prompt TEXT (or, with a language model, each line of --interactive): print the prompt and
     what the GPT writes after it (pytorch_version/sampling.py; --seed makes it repeatable)."""
     if not loaded.is_gpt:
-        raise UserError(f"--prompt needs an --arch gpt checkpoint; {cfg.checkpoint} is an encoder-decoder: "
-                        "use --source TEXT to decode with it")  # fmt: skip
+        arch = getattr(loaded.model_config, "arch", "transformer")
+        what = "an encoder-decoder" if arch == "transformer" else f"an --arch {arch} model"
+        raise UserError(f"--prompt needs an --arch gpt checkpoint; {cfg.checkpoint} is {what}: use "
+                        "--source INPUT with it")  # fmt: skip
     if loaded.continue_text is None:  # the hook of commands/checkpoints.py
         raise UserError(f"--prompt with a {loaded.kind} checkpoint is not yet supported; use a "
                         "pytorch_version .pt checkpoint")  # fmt: skip

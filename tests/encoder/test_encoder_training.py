@@ -31,7 +31,7 @@ def grammar_text(tmp_path) -> Path:
     return path
 
 
-def test_a_bert_classifier_learns_majority(tmp_path, single_thread):
+def test_a_bert_classifier_learns_majority(tmp_path, capsys, single_thread):
     args = ["--arch", "bert", "--task", "majority", "--train_size", "4000", "--eval_size", "300", "--epochs",
             "3", "--output_dir", str(tmp_path), *TINY]  # fmt: skip
     assert main.main(args) == 0
@@ -41,17 +41,37 @@ def test_a_bert_classifier_learns_majority(tmp_path, single_thread):
     assert confusion["labels"] == list("abcde") and sum(map(sum, confusion["counts"])) == 300
     assert (tmp_path / "results_pytorch" / "confusion_matrix.png").is_file()
     assert summary["config"]["model"]["labels"] == list("abcde")
+    best = str(tmp_path / "results_pytorch" / "checkpoints" / "best_model.pt")
+    assert main.main(["--checkpoint", best, "--source", "abbbcb", "--device", "cpu"]) == 0
+    answer = capsys.readouterr().out.splitlines()[-1]
+    guess = answer.removeprefix("output: ")[0]
+    assert guess in "abcde" and answer.startswith(f"output: {guess} ({guess} ") and answer.count(".") == 5
+    assert main.main(["--checkpoint", best, "--prompt", "ab", "--device", "cpu"]) == 2
+    assert "is an --arch bert model" in capsys.readouterr().err
 
 
-def test_a_vit_learns_the_digits(tmp_path, single_thread):
+def test_a_vit_learns_the_digits(tmp_path, capsys, single_thread):
     args = ["--arch", "vit", "--epochs", "4", "--output_dir", str(tmp_path), *TINY]
     assert main.main(args) == 0
     summary = _summary(tmp_path)
     assert summary["final"]["eval_accuracy"] >= 0.5  # chance: 0.1
     assert summary["config"]["model"]["image_size"] == 8 and summary["config"]["model"]["num_layers"] == 2
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    png = tmp_path / "digit.png"
+    Image.fromarray((digits.images[0] * 255 / 16).astype(np.uint8)).save(png)  # a 0, as a grey PNG
+    best = str(tmp_path / "results_pytorch" / "checkpoints" / "best_model.pt")
+    assert main.main(["--checkpoint", best, "--source", str(png), "--device", "cpu"]) == 0
+    answer = capsys.readouterr().out.splitlines()[-1]
+    assert answer.startswith("output: ") and answer.count(".") == 10
+    assert main.main(["--checkpoint", best, "--source", str(tmp_path / "none.png"), "--device", "cpu"]) == 2
+    assert "a ViT reads an image file" in capsys.readouterr().err
 
 
-def test_a_masked_lm_learns_and_a_classifier_starts_from_it(tmp_path, grammar_text, single_thread):
+def test_a_masked_lm_learns_and_a_classifier_starts_from_it(tmp_path, grammar_text, capsys, single_thread):
     out = tmp_path / "mlm"
     args = ["--arch", "bert", "--task", "mlm", "--data_file", str(grammar_text), "--context_length", "34",
             "--max_steps", "400", "--eval_every", "200", "--warmup_steps", "20", "--batch_size", "32",
@@ -67,6 +87,13 @@ def test_a_masked_lm_learns_and_a_classifier_starts_from_it(tmp_path, grammar_te
     assert (out / "results_pytorch" / "masking_distribution.png").is_file()
 
     checkpoint = out / "results_pytorch" / "checkpoints" / "best_model.pt"
+    assert (
+        main.main(["--checkpoint", str(checkpoint), "--source", "the c[MASK]t sees", "--device", "cpu"]) == 0
+    )
+    filled = capsys.readouterr().out.splitlines()[-1]
+    assert filled.startswith("output: the c") and "[MASK] 1:" in filled
+    assert main.main(["--checkpoint", str(checkpoint), "--source", "no mask", "--device", "cpu"]) == 2
+    assert "a masked LM fills in [MASK]" in capsys.readouterr().err
     classifier = tmp_path / "classify"
     args = ["--arch", "bert", "--task", "palindrome", "--init_from", str(checkpoint), "--train_size", "500",
             "--eval_size", "100", "--epochs", "1", "--output_dir", str(classifier), "--quiet",
