@@ -43,7 +43,10 @@ The files, in dependency order:
     convert.py         hf_config_of / model_config_of (checks a config), KEY_TABLE, GPT_KEY_TABLE,
                        BERT_KEY_TABLE, VIT_KEY_TABLE, pytorch_to_hf, hf_to_pytorch (any family)
     hooks.py           record_activations, run_with_cache: the activation cache through forward hooks
-    tokenization.py    the character tokenizer as a PreTrainedTokenizerFast (a GPT's: left padding)
+    tokenization.py    the character tokenizer as a PreTrainedTokenizerFast (a GPT's: left padding; a BERT's:
+                       [CLS] text [SEP], for pipeline("fill-mask") and pipeline("text-classification"))
+    image_processing_encoder.py
+                       a ViT's TutorialGreyImageProcessor: grey, resized, in [0, 1] (image-classification)
     custom_trainer.py  the Seq2SeqTrainer subclass (what transformers lacks); causal_trainer.py: the GPT's
     callbacks.py       metrics.jsonl records, early stops, --track_internals, wandb
     run_data.py        each family's and task's examples (a GPT's prompt <s> completion </s>, lm windows)
@@ -62,6 +65,7 @@ ensure_offline()  # before transformers reads HF_HUB_OFFLINE: nothing in this pa
 
 from transformers import (  # noqa: E402
     AutoConfig,
+    AutoImageProcessor,
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForImageClassification,
@@ -81,6 +85,7 @@ from huggingface_version.configuration_encoder import (  # noqa: E402
 from huggingface_version.configuration_gpt import MODEL_TYPE as GPT_MODEL_TYPE  # noqa: E402
 from huggingface_version.configuration_gpt import TutorialGPTConfig  # noqa: E402
 from huggingface_version.convert import GPT_KEY_TABLE, KEY_TABLE, hf_to_pytorch, pytorch_to_hf  # noqa: E402
+from huggingface_version.image_processing_encoder import TutorialGreyImageProcessor  # noqa: E402
 from huggingface_version.modeling import (  # noqa: E402
     TutorialTransformerForConditionalGeneration,
     TutorialTransformerModel,
@@ -134,6 +139,10 @@ TutorialViTModel.register_for_auto_class("AutoModel")
 TutorialBertForMaskedLM.register_for_auto_class("AutoModelForMaskedLM")
 TutorialBertForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 TutorialViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+# a ViT's image processor (grey, resized, in [0, 1]): saved beside its model, shipped the same way
+AutoImageProcessor.register(TutorialViTConfig, slow_image_processor_class=TutorialGreyImageProcessor,
+                            exist_ok=True)  # fmt: skip
+TutorialGreyImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
     "GPT_KEY_TABLE",

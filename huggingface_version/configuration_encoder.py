@@ -11,7 +11,7 @@ input and special ids, as configuration_gpt.py does for the GPT.
     src/tgt_vocab_size         vocab_size (one vocabulary; a ViT has none and keeps 1)
     max_position               max_position (max_position_embeddings reads it)
     pad_id, bos_id, eos_id     pad_token_id, bos_token_id, eos_token_id (configuration.TOOLKIT_NAMES)
-    mask_id, cls_id            mask_token_id, cls_token_id
+    mask_id, cls_id            mask_token_id, cls_token_id (ModelConfig's -1, none, is None here)
     labels                     id2label / label2id (the classes, in id order; none: the masked LM)
     channels                   num_channels (as transformers' ViTConfig); image_size, patch_size as they are
     tie_output                 tie_word_embeddings (the masked-LM head's output reads the embedding)
@@ -73,8 +73,8 @@ class TutorialEncoderConfig(PreTrainedConfig):
     pad_token_id: int = 0
     bos_token_id: int = 1
     eos_token_id: int = 2
-    mask_token_id: int = -1  # [MASK]; -1: none
-    cls_token_id: int = -1  # [CLS], the first token of every input
+    mask_token_id: int | None = None  # [MASK] (ModelConfig's -1: None, what transformers expects for none)
+    cls_token_id: int | None = None  # [CLS], the first token of every input
     image_size: int = 0
     num_channels: int = 0
 

@@ -129,6 +129,7 @@ KEY_TABLES: dict[str, list[tuple[str, str]]] = {"transformer": KEY_TABLE, "gpt":
 TABLE_NAMES = {"transformer": "KEY_TABLE", "gpt": "GPT_KEY_TABLE", "bert": "BERT_KEY_TABLE",
                "vit": "VIT_KEY_TABLE"}  # fmt: skip
 GPT_ONLY = ("src_vocab_size", "tgt_vocab_size", "share_embeddings")  # ModelConfig's, not a GPT config's
+NO_ID_IS_NONE = ("mask_token_id", "cls_token_id")
 ENCODER_ONLY_FIELDS = (*GPT_ONLY, "labels")  # ModelConfig's that an encoder config holds otherwise
 # ModelConfig's that only the encoder-only configs hold: the other families take their defaults
 ENCODER_FIELDS = ("embedding_norm", "pooling", "patch_size", "labels", "mask_id", "cls_id", "image_size",
@@ -141,6 +142,8 @@ def hf_config_of(cfg: ModelConfig, **kwargs) -> TutorialTransformerConfig | Tuto
     if cfg.arch in ("bert", "vit"):
         shape = {k: v for k, v in cfg.to_dict().items() if k not in ENCODER_ONLY_FIELDS}
         fields = {ENCODER_NAMES.get(k, k): v for k, v in shape.items()}
+        for name in NO_ID_IS_NONE:  # the toolkit's -1 (no such token) is transformers' None
+            fields[name] = None if fields[name] == -1 else fields[name]
         names = cfg.labels
         labels = {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
         config_class = TutorialViTConfig if cfg.arch == "vit" else TutorialBertConfig
@@ -196,12 +199,18 @@ def _encoder_config_of(config: TutorialEncoderConfig) -> ModelConfig:
     for name in ("dropout", "attention_dropout"):  # JSON may hold 0 for 0.0
         if isinstance(values[name], int) and not isinstance(values[name], bool):
             values[name] = float(values[name])
+    vocab = config.vocab_size
+    for name in ("mask_id", "cls_id"):
+        value = values[name]
+        is_id = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < vocab
+        if value is not None and not is_id:
+            raise UserError(f"{ENCODER_NAMES[name]} must be None or an id in [0, {vocab}), got {value!r}")
+        values[name] = -1 if value is None else value
     id2label = config.id2label or {}
     if sorted(id2label) != list(range(len(id2label))):
         ids = sorted(id2label)
         raise UserError(f"id2label must number the classes 0..{len(id2label) - 1}, got ids {ids}")
     labels = tuple(str(id2label[i]) for i in range(len(id2label)))
-    vocab = config.vocab_size
     return ModelConfig(**values, src_vocab_size=vocab, tgt_vocab_size=vocab, labels=labels)
 
 

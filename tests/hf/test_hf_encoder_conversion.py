@@ -115,3 +115,12 @@ def test_a_bad_encoder_config_is_one_line(change, message):
     config = TutorialBertConfig(**{**hf_config_of(tiny_bert(labels=("a", "b")).config).to_dict(), **change})
     with pytest.raises(UserError, match=message):
         model_config_of(config)
+
+
+def test_no_special_id_is_none_for_transformers_and_minus_one_for_the_toolkit():
+    vit = hf_config_of(tiny_vit().config)
+    assert vit.mask_token_id is None and vit.cls_token_id is None  # transformers warns of -1
+    assert model_config_of(vit).mask_id == -1
+    bad = TutorialBertConfig(**{**hf_config_of(tiny_bert().config).to_dict(), "mask_token_id": 30})
+    with pytest.raises(UserError, match=r"mask_token_id must be None or an id in \[0, 30\), got 30"):
+        model_config_of(bad)
