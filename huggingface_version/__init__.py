@@ -43,6 +43,7 @@ The files, in dependency order:
     convert.py         hf_config_of / model_config_of (checks a config), KEY_TABLE, GPT_KEY_TABLE,
                        BERT_KEY_TABLE, VIT_KEY_TABLE, pytorch_to_hf, hf_to_pytorch (any family)
     hooks.py           record_activations, run_with_cache: the activation cache through forward hooks
+                       (hooks_encoder.py: the encoder-only models', run_encoder_with_cache)
     tokenization.py    the character tokenizer as a PreTrainedTokenizerFast (a GPT's: left padding; a BERT's:
                        [CLS] text [SEP], for pipeline("fill-mask") and pipeline("text-classification"))
     image_processing_encoder.py
@@ -74,7 +75,7 @@ from transformers import (  # noqa: E402
     AutoModelForSequenceClassification,
 )
 
-from huggingface_version import hooks  # noqa: E402, F401  (registers the tracers utils.observe asks)
+from huggingface_version import hooks, hooks_encoder  # noqa: E402, F401  (register the tracers utils.observe asks)
 from huggingface_version.configuration import MODEL_TYPE, TutorialTransformerConfig  # noqa: E402
 from huggingface_version.configuration_encoder import (  # noqa: E402
     BERT_MODEL_TYPE,
