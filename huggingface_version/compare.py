@@ -166,6 +166,10 @@ def plot_loss_curves(pt_history, hf_history, path: Path, title: str) -> Path:
 
 def run_comparison(cfg: RunConfig) -> dict:
     """Train both versions from the same initial weights and write results_comparison/."""
+    if cfg.arch in ENCODER_ONLY:  # refused before the pytorch half trains
+        from huggingface_version.encoder_run_data import check_encoder_flags
+
+        check_encoder_flags(cfg)
     out = Path(cfg.output_dir) / "results_comparison"
     out.mkdir(parents=True, exist_ok=True)
     threads = threads_for_halves(cfg, resolve_device(cfg.device))

@@ -72,13 +72,18 @@ def _fast_tokenizer(cfg: RunConfig, tokenizer):
     return encoder_tokenizer_fast(tokenizer)
 
 
+def check_encoder_flags(cfg: RunConfig) -> None:
+    """What the Hugging Face version of an encoder-only run refuses, before anything is written."""
+    if cfg.init_from:
+        raise UserError("--init_from (a classifier on a --task mlm checkpoint's encoder) is for --version "
+                        "pytorch; the Hugging Face version trains its classifier from scratch")  # fmt: skip
+
+
 def encoder_data(cfg: RunConfig, rank: int = 0, world_size: int = 1, device=None) -> HFRunData:
     """A classification, the digits or a masked LM, from pytorch_version.encoder_data's builders."""
     from pytorch_version import encoder_data as pytorch_data
 
-    if cfg.init_from:
-        raise UserError("--init_from (a classifier on a --task mlm checkpoint's encoder) is for --version "
-                        "pytorch; the Hugging Face version trains its classifier from scratch")  # fmt: skip
+    check_encoder_flags(cfg)
     world, device = World(rank, world_size), device or torch.device("cpu")
     if cfg.task == "mlm":
         data = pytorch_data.mlm_data(cfg, world, device)

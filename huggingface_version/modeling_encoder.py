@@ -96,17 +96,13 @@ class TutorialEncoderPreTrainedModel(PreTrainedModel):
         # pre-LN leaves the residual stream un-normalised, so one last LayerNorm closes the stack
         self.layer_norm = nn.LayerNorm(config.hidden_size) if config.norm_first else None
 
-    def _check_eager(self, output_attentions: bool) -> None:
-        if output_attentions and self.config._attn_implementation not in (None, "eager"):
-            raise ValueError(
-                "output_attentions=True needs the eager attention kernel, got "
-                f"{self.config._attn_implementation!r}; call model.set_attn_implementation('eager') first"
-            )
-
     def _run_stack(self, x, mask, output_attentions, output_hidden_states) -> BaseModelOutput:
         """(B, S, D) embeddings -> the encoder's output: every token read in the light of all the others."""
         output_attentions = bool(output_attentions or self.config.output_attentions)
-        self._check_eager(output_attentions)
+        kernel = self.config._attn_implementation
+        if output_attentions and kernel not in (None, "eager"):  # only eager forms the weights
+            raise ValueError(f"output_attentions=True needs the eager attention kernel, got {kernel!r}; call "
+                             "model.set_attn_implementation('eager') first")  # fmt: skip
         hidden_states, attentions = (x,), ()
         for layer in self.layers:
             x, weights = layer(x, mask)
@@ -135,9 +131,6 @@ class TutorialBertModel(TutorialEncoderPreTrainedModel):
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embed_tokens = value
 
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, output_attentions=None,
                 output_hidden_states=None, **kwargs) -> BaseModelOutput:  # fmt: skip
@@ -248,9 +241,6 @@ class TutorialBertForMaskedLM(TutorialEncoderPreTrainedModel):
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head.decoder
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.lm_head.decoder = value
 
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None,
                 output_attentions=None, output_hidden_states=None, return_dict=None, logits_to_keep=0,

@@ -49,6 +49,7 @@ from huggingface_version.callbacks import (
 from huggingface_version.causal_trainer import TutorialCausalLMTrainer
 from huggingface_version.convert import HFModel, hf_class_for, hf_config_of, model_config_of, pytorch_to_hf
 from huggingface_version.custom_trainer import TutorialSeq2SeqTrainer
+from huggingface_version.encoder_run_data import check_encoder_flags
 from huggingface_version.encoder_trainer import TutorialEncoderTrainer
 from huggingface_version.resume import (
     ResumeCallback,
@@ -112,6 +113,8 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
     out = Path(cfg.output_dir) / "results_huggingface"
     device = resolve_device(cfg.device)
     precision = _check_precision(cfg, device)
+    if cfg.arch in ENCODER_ONLY:
+        check_encoder_flags(cfg)
     resume_from = resume_checkpoint(cfg, out) if cfg.resume else None
     saved = load_state(resume_from, cfg) if resume_from else None  # refused before anything is written
     args = training_arguments(cfg, out, device, precision)  # under torchrun accelerate joins the group here

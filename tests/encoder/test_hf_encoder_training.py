@@ -151,3 +151,12 @@ def test_both_starts_the_two_from_the_same_weights_and_they_agree(kind, tmp_path
     assert line.startswith("both done: masked-token loss" if kind == "mlm" else "both done: accuracy pytorch")
     md = (tmp_path / "results_comparison" / "comparison.md").read_text()
     assert "(BERT)" in md and "fill-mask" in md
+
+
+@pytest.mark.parametrize("version", ["huggingface", "both"])
+def test_init_from_is_one_line_for_the_hf_version_and_writes_nothing(version, tmp_path, capsys):
+    argv = ["--version", version, "--arch", "bert", "--task", "majority",
+            "--init_from", str(tmp_path / "m.pt"), "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    code, _, err = main_in_process(argv, capsys)
+    assert code == 2 and "is for --version pytorch" in err and err.count("\n") <= 1, err
+    assert not (tmp_path / "out").exists()
