@@ -74,7 +74,10 @@ def char_tokenizer_fast(
 
 
 def from_char_tokenizer(tokenizer: CharTokenizer) -> PreTrainedTokenizerFast:
-    """The fast twin of a utils.data.tokenizer.CharTokenizer (same alphabet, same ids)."""
+    """The fast twin of a utils.data.tokenizer.CharTokenizer (same alphabet, same ids; a BERT's, with
+    ENCODER_SPECIALS: encoder_tokenizer_fast)."""
+    if tokenizer.specials == ENCODER_SPECIALS:
+        return encoder_tokenizer_fast(tokenizer)
     return char_tokenizer_fast(tokenizer.alphabet)
 
 

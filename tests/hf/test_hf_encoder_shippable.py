@@ -23,9 +23,10 @@ from transformers import pipeline
 
 from huggingface_version.convert import pytorch_to_hf
 from huggingface_version.image_processing_encoder import TutorialGreyImageProcessor
-from huggingface_version.tokenization import encoder_tokenizer_fast
+from huggingface_version.tokenization import encoder_tokenizer_fast, to_fast_tokenizer
 from tests.factory import tiny_bert, tiny_vit
 from utils.data.tokenizer import ENCODER_SPECIALS, CharTokenizer
+from utils.runtime.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -88,6 +89,9 @@ def test_the_tokenizer_frames_a_text_as_the_data_does():
     assert fast("abba")["input_ids"] == [CHARS.cls_id, *CHARS.encode("abba", add_eos=False), CHARS.sep_id]
     assert fast(MASKED)["input_ids"] == _ids(MASKED)[0].tolist()  # "[MASK]" is one token
     assert fast.decode(fast("cab")["input_ids"], skip_special_tokens=True) == "cab"
+    assert to_fast_tokenizer(CHARS)("abba")["input_ids"] == fast("abba")["input_ids"]  # either way in
+    with pytest.raises(UserError, match="a BERT reads characters with the specials"):
+        encoder_tokenizer_fast(CharTokenizer("abc"))
 
 
 def test_fill_mask_pipeline_guesses_what_the_pytorch_model_guesses(folders):
