@@ -48,6 +48,12 @@ def both_done_line(result: dict, cfg: RunConfig) -> str:
         score = (f"validation loss (nats/token) pytorch {pt['final_eval_loss']:.4f} "
                  f"({pt['wall_time_s']:.0f}s), huggingface {hf['final_eval_loss']:.4f} "
                  f"({hf['wall_time_s']:.0f}s)")  # fmt: skip
+    elif cfg.task == "mlm":  # a masked LM: the loss over the masked tokens
+        score = (f"masked-token loss (nats) pytorch {pt['final_eval_loss']:.4f} ({pt['wall_time_s']:.0f}s), "
+                 f"huggingface {hf['final_eval_loss']:.4f} ({hf['wall_time_s']:.0f}s)")  # fmt: skip
+    elif "final_eval_accuracy" in pt:  # a classifier (text, or the digits' images)
+        score = (f"accuracy pytorch {pt['final_eval_accuracy']:.2%} ({pt['wall_time_s']:.0f}s), "
+                 f"huggingface {hf['final_eval_accuracy']:.2%} ({hf['wall_time_s']:.0f}s)")  # fmt: skip
     else:
         score = (f"exact match pytorch {pt['final_eval_exact_match']:.2%} ({pt['wall_time_s']:.0f}s), "
                  f"huggingface {hf['final_eval_exact_match']:.2%} ({hf['wall_time_s']:.0f}s)")  # fmt: skip

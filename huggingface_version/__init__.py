@@ -35,10 +35,19 @@ The files, in dependency order:
     modeling.py        TutorialTransformerModel, ...ForConditionalGeneration (+ GenerationMixin)
     configuration_gpt.py, modeling_gpt.py
                        the decoder-only GPT: TutorialGPTConfig, TutorialGPTModel, TutorialGPTForCausalLM
+    configuration_encoder.py, modeling_encoder.py
+                       the encoder-only family: TutorialBertConfig ("tutorial_bert"), TutorialViTConfig
+                       ("tutorial_vit"), TutorialBertForMaskedLM, ...ForSequenceClassification,
+                       TutorialViTForImageClassification (a folder loads with AutoModelForMaskedLM,
+                       AutoModelForSequenceClassification, AutoModelForImageClassification)
     convert.py         hf_config_of / model_config_of (checks a config), KEY_TABLE, GPT_KEY_TABLE,
-                       pytorch_to_hf, hf_to_pytorch (either family)
+                       BERT_KEY_TABLE, VIT_KEY_TABLE, pytorch_to_hf, hf_to_pytorch (any family)
     hooks.py           record_activations, run_with_cache: the activation cache through forward hooks
-    tokenization.py    the character tokenizer as a PreTrainedTokenizerFast (a GPT's: left padding)
+                       (hooks_encoder.py: the encoder-only models', run_encoder_with_cache)
+    tokenization.py    the character tokenizer as a PreTrainedTokenizerFast (a GPT's: left padding; a BERT's:
+                       [CLS] text [SEP], for pipeline("fill-mask") and pipeline("text-classification"))
+    image_processing_encoder.py
+                       a ViT's TutorialGreyImageProcessor: grey, resized, in [0, 1] (image-classification)
     custom_trainer.py  the Seq2SeqTrainer subclass (what transformers lacks); causal_trainer.py: the GPT's
     callbacks.py       metrics.jsonl records, early stops, --track_internals, wandb
     run_data.py        each family's and task's examples (a GPT's prompt <s> completion </s>, lm windows)
@@ -55,16 +64,39 @@ from utils.runtime.resilience import ensure_offline
 
 ensure_offline()  # before transformers reads HF_HUB_OFFLINE: nothing in this package downloads
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForImageClassification,
+    AutoModelForMaskedLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+)
 
-from huggingface_version import hooks  # noqa: E402, F401  (registers the tracers utils.observe asks)
+from huggingface_version import hooks, hooks_encoder  # noqa: E402, F401  (register the tracers utils.observe asks)
 from huggingface_version.configuration import MODEL_TYPE, TutorialTransformerConfig  # noqa: E402
+from huggingface_version.configuration_encoder import (  # noqa: E402
+    BERT_MODEL_TYPE,
+    VIT_MODEL_TYPE,
+    TutorialBertConfig,
+    TutorialViTConfig,
+)
 from huggingface_version.configuration_gpt import MODEL_TYPE as GPT_MODEL_TYPE  # noqa: E402
 from huggingface_version.configuration_gpt import TutorialGPTConfig  # noqa: E402
 from huggingface_version.convert import GPT_KEY_TABLE, KEY_TABLE, hf_to_pytorch, pytorch_to_hf  # noqa: E402
+from huggingface_version.image_processing_encoder import TutorialGreyImageProcessor  # noqa: E402
 from huggingface_version.modeling import (  # noqa: E402
     TutorialTransformerForConditionalGeneration,
     TutorialTransformerModel,
+)
+from huggingface_version.modeling_encoder import (  # noqa: E402
+    TutorialBertForMaskedLM,
+    TutorialBertForSequenceClassification,
+    TutorialBertModel,
+    TutorialViTForImageClassification,
+    TutorialViTModel,
 )
 from huggingface_version.modeling_gpt import TutorialGPTForCausalLM, TutorialGPTModel  # noqa: E402
 
@@ -90,15 +122,45 @@ TutorialGPTConfig.register_for_auto_class()  # "AutoConfig": "configuration_gpt.
 TutorialGPTModel.register_for_auto_class("AutoModel")
 TutorialGPTForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
+# the encoder-only family: model_type "tutorial_bert" (a masked LM, or a sequence classifier) and
+# "tutorial_vit" (an image classifier); a folder ships configuration_encoder.py, modeling_encoder.py and
+# what they import relatively (configuration.py, attention.py, layers.py)
+AutoConfig.register(BERT_MODEL_TYPE, TutorialBertConfig, exist_ok=True)
+AutoConfig.register(VIT_MODEL_TYPE, TutorialViTConfig, exist_ok=True)
+AutoModel.register(TutorialBertConfig, TutorialBertModel, exist_ok=True)
+AutoModel.register(TutorialViTConfig, TutorialViTModel, exist_ok=True)
+AutoModelForMaskedLM.register(TutorialBertConfig, TutorialBertForMaskedLM, exist_ok=True)
+AutoModelForSequenceClassification.register(TutorialBertConfig, TutorialBertForSequenceClassification,
+                                            exist_ok=True)  # fmt: skip
+AutoModelForImageClassification.register(TutorialViTConfig, TutorialViTForImageClassification, exist_ok=True)
+TutorialBertConfig.register_for_auto_class()  # "AutoConfig": "configuration_encoder.TutorialBertConfig"
+TutorialViTConfig.register_for_auto_class()
+TutorialBertModel.register_for_auto_class("AutoModel")
+TutorialViTModel.register_for_auto_class("AutoModel")
+TutorialBertForMaskedLM.register_for_auto_class("AutoModelForMaskedLM")
+TutorialBertForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+TutorialViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+# a ViT's image processor (grey, resized, in [0, 1]): saved beside its model, shipped the same way
+AutoImageProcessor.register(TutorialViTConfig, slow_image_processor_class=TutorialGreyImageProcessor,
+                            exist_ok=True)  # fmt: skip
+TutorialGreyImageProcessor.register_for_auto_class("AutoImageProcessor")
+
 __all__ = [
     "GPT_KEY_TABLE",
     "KEY_TABLE",
+    "TutorialBertConfig",
+    "TutorialBertForMaskedLM",
+    "TutorialBertForSequenceClassification",
+    "TutorialBertModel",
     "TutorialGPTConfig",
     "TutorialGPTForCausalLM",
     "TutorialGPTModel",
     "TutorialTransformerConfig",
     "TutorialTransformerForConditionalGeneration",
     "TutorialTransformerModel",
+    "TutorialViTConfig",
+    "TutorialViTForImageClassification",
+    "TutorialViTModel",
     "hf_to_pytorch",
     "pytorch_to_hf",
 ]

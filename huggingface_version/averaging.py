@@ -55,15 +55,20 @@ def average_last_epochs(cfg: RunConfig, out: Path, model, trainer, history: list
         return {}
     states = [load_file(ends[e] / "model.safetensors") for e in epochs]
     _load(model, mean_weights(states))
-    output = trainer.evaluation_loop(
-        trainer.get_eval_dataloader(), "averaged checkpoints", metric_key_prefix="eval"
-    )
-    metrics = {k: v for k, v in output.metrics.items() if k.startswith("eval_") and isinstance(v, float)}
-    key = "eval_bleu" if cfg.task == "translation" else "eval_exact_match"
+    if hasattr(trainer, "score"):  # an encoder-only model: pytorch_version.evaluate_encoder's scoring
+        output = trainer.score(model)
+    else:
+        output = trainer.evaluation_loop(
+            trainer.get_eval_dataloader(), "averaged checkpoints", metric_key_prefix="eval"
+        ).metrics
+    metrics = {k: v for k, v in output.items() if k.startswith("eval_") and isinstance(v, float)}
+    key = {"translation": "eval_bleu"}.get(cfg.task, "eval_accuracy" if "eval_accuracy" in last else
+                                          "eval_exact_match")  # fmt: skip
     better = metrics.get(key, 0.0) >= last[key]
     if not better:
         _load(model, states[-1])
-    logger.info("average of epochs %s: exact match %.4f (epoch %d alone: %.4f); final model, saved in %s: %s",
-                epochs, metrics.get("eval_exact_match", float("nan")), epochs[-1], last["eval_exact_match"],
-                out, "the average" if better else f"epoch {epochs[-1]}")  # fmt: skip
+    name = key.removeprefix("eval_").replace("_", " ")
+    logger.info("average of epochs %s: %s %.4f (epoch %d alone: %.4f); final model, saved in %s: %s", epochs,
+                name, metrics.get(key, float("nan")), epochs[-1], last[key], out,
+                "the average" if better else f"epoch {epochs[-1]}")  # fmt: skip
     return {"averaged_epochs": epochs, "averaged": metrics, "averaged_is_final": better}

@@ -29,6 +29,10 @@ logger = logging.getLogger("huggingface_version.train")  # epoch lines read as t
 PAIR_KEYS = ("eval_loss", "eval_token_accuracy", "eval_exact_match")
 TRANSLATION_KEYS = ("eval_bleu", "eval_lowercase_bleu", "eval_chrf")
 LM_KEYS = ("eval_loss", "eval_bits_per_char", "eval_perplexity")
+# the encoder-only tasks (pytorch_version.evaluate_encoder's): a classifier's accuracy, a masked LM's
+# loss, accuracy and perplexity over the masked tokens
+CLASSIFY_KEYS = ("eval_loss", "eval_accuracy")
+MLM_KEYS = ("eval_loss", "eval_masked_accuracy", "eval_perplexity")
 
 
 class MetricsLogCallback(TrainerCallback):

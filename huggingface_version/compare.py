@@ -3,8 +3,9 @@
 Both runs use the same data (same seed), the same initial weights (the pytorch model
 built as pytorch_version.train.train builds it, converted with the key table), the same
 batch order, loss and metric, and the same schedule (noam_schedule; the Trainer's inverse_sqrt; or
-the cosine one, the Trainer's cosine_with_min_lr). Either family (--arch): the encoder-decoder, or the
-GPT on a toy task (exact match) or on a text (--task lm: the same windows, the validation loss).
+the cosine one, the Trainer's cosine_with_min_lr). Any family (--arch): the encoder-decoder, the GPT on a
+toy task (exact match) or on a text (--task lm: the same windows, the validation loss), BERT on a
+classification (accuracy) or a masked LM (the same masking; the masked tokens' loss) and the ViT.
 Writes `<output_dir>/results_comparison/`:
 comparison.json, comparison.md and loss_curves.png.
 """
@@ -22,18 +23,19 @@ import matplotlib.pyplot as plt
 import torch
 
 from huggingface_version.alongside import threads_for_halves, train_halves
-from huggingface_version.convert import HF_CLASSES, pytorch_to_hf
+from huggingface_version.convert import hf_class_for, pytorch_to_hf
 from huggingface_version.train import train_huggingface
 from pytorch_version.inference import load_for_inference
 from pytorch_version.train import build_model, train
 from utils.data.tasks import PairDataset, collate, make_toy_task, tokenizer_for_task
 from utils.fast.packing import readable_logits
-from utils.runtime.config import RunConfig, resolve_device
+from utils.runtime.config import ENCODER_ONLY, STEP_TASKS, RunConfig, resolve_device
 
 logger = logging.getLogger(__name__)
 
 # the final evaluation's numbers comparison.json holds, where the task has them
-FINAL_KEYS = ("eval_loss", "eval_token_accuracy", "eval_exact_match", "eval_bits_per_char", "eval_perplexity")
+FINAL_KEYS = ("eval_loss", "eval_token_accuracy", "eval_exact_match", "eval_bits_per_char", "eval_perplexity",
+              "eval_accuracy", "eval_masked_accuracy")  # fmt: skip
 
 DIFFERENCES = """\
 Same math, different plumbing:
@@ -71,6 +73,23 @@ with `generate` over a `DynamicCache`, pytorch_version with its own sampling loo
 (greedy outputs agree; sampled ones draw other random numbers)."""
 
 
+ENCODER_DIFFERENCES = """\
+The encoder-only family (--arch bert, vit): the Hugging Face models (modeling_encoder.py) return
+transformers' output classes (`MaskedLMOutput`, `SequenceClassifierOutput`, `ImageClassifierOutput`) with
+their loss from `labels` (-100: no label), and are trained by the trainer's encoder subclass
+(huggingface_version/encoder_trainer.py) on pytorch_version's own datasets and masked batches; both are
+scored by pytorch_version.evaluate_encoder. A saved folder works with `pipeline("fill-mask")`,
+`pipeline("text-classification")` or `pipeline("image-classification")`."""
+
+
+def _pytorch_run_data(cfg: RunConfig):
+    """pytorch_version's run data of an encoder-only task (the data decides the labels and special ids)."""
+    from pytorch_version.run_data import load_run_data
+    from utils.runtime.distributed import World
+
+    return load_run_data(cfg, World(), torch.device("cpu"))
+
+
 def _text_corpus(cfg: RunConfig):
     from utils.data.lm import load_text_corpus
 
@@ -79,6 +98,10 @@ def _text_corpus(cfg: RunConfig):
 
 def initial_pytorch_model(cfg: RunConfig):
     """The model pytorch_version.train.train(cfg) starts from: same seed, same construction order."""
+    if cfg.arch in ENCODER_ONLY:
+        data = _pytorch_run_data(cfg)
+        torch.manual_seed(cfg.seed)
+        return build_model(cfg, data.tokenizer, data.model_fields)
     tokenizer = _text_corpus(cfg).tokenizer if cfg.task == "lm" else tokenizer_for_task(cfg.task)
     torch.manual_seed(cfg.seed)  # train() seeds, then builds data (python RNG only), then the model
     return build_model(cfg, tokenizer)
@@ -108,9 +131,15 @@ def _first_batch(cfg: RunConfig, examples: int) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def logit_difference(pt_model, hf_model, cfg: RunConfig, examples: int = 64) -> float:
     """max |logits_pytorch - logits_hf| on the first held-out batch (teacher forcing); a GPT's at the
-    positions that predict a token (its padding is no token: nothing reads those rows)."""
-    batch = _first_batch(cfg, examples)
+    positions that predict a token (its padding is no token: nothing reads those rows); an encoder-only
+    model's on pytorch_version's probe (a few held-out examples, or masked validation windows)."""
     pt_model, hf_model = pt_model.cpu().eval(), hf_model.cpu().eval()
+    if cfg.arch in ENCODER_ONLY:
+        from pytorch_version.evaluate_encoder import logits_of
+
+        src = _pytorch_run_data(cfg).probe["src"]
+        return (pt_model(src) - logits_of(hf_model, src)).abs().max().item()
+    batch = _first_batch(cfg, examples)
     src, tgt_in, pad = batch["src"], batch["tgt_in"], pt_model.config.pad_id
     a = pt_model(src, tgt_in)
     b = readable_logits(hf_model, src, tgt_in, src != pad, tgt_in != pad)
@@ -137,6 +166,10 @@ def plot_loss_curves(pt_history, hf_history, path: Path, title: str) -> Path:
 
 def run_comparison(cfg: RunConfig) -> dict:
     """Train both versions from the same initial weights and write results_comparison/."""
+    if cfg.arch in ENCODER_ONLY:  # refused before the pytorch half trains
+        from huggingface_version.encoder_run_data import check_encoder_flags
+
+        check_encoder_flags(cfg)
     out = Path(cfg.output_dir) / "results_comparison"
     out.mkdir(parents=True, exist_ok=True)
     threads = threads_for_halves(cfg, resolve_device(cfg.device))
@@ -159,7 +192,7 @@ def run_comparison(cfg: RunConfig) -> dict:
     )
     trained_pt, _, _ = load_for_inference(folder / final)
     conversion_diff = logit_difference(trained_pt, pytorch_to_hf(trained_pt), cfg)
-    trained_hf = HF_CLASSES[cfg.arch].from_pretrained(root / "results_huggingface")
+    trained_hf = hf_class_for(cfg.arch, cfg.task != "mlm").from_pretrained(root / "results_huggingface")
     trained_diff = logit_difference(trained_pt, trained_hf, cfg)
 
     side = {}
@@ -180,8 +213,8 @@ def run_comparison(cfg: RunConfig) -> dict:
     result = {
         "task": cfg.task,
         "arch": cfg.arch,
-        "epochs": len(pt_history) if cfg.task == "lm" else cfg.epochs,  # a language model's: rounds
-        **({"max_steps": cfg.max_steps} if cfg.task == "lm" else {}),
+        "epochs": len(pt_history) if cfg.task in STEP_TASKS else cfg.epochs,  # lm, mlm: rounds
+        **({"max_steps": cfg.max_steps} if cfg.task in STEP_TASKS else {}),
         "same_initial_weights": True,
         "pytorch": side["pytorch"],
         "huggingface": side["huggingface"],
@@ -192,25 +225,29 @@ def run_comparison(cfg: RunConfig) -> dict:
     (out / "comparison.json").write_text(json.dumps(result, indent=2))
     (out / "comparison.md").write_text(_markdown(result), encoding="utf-8")
     plot_loss_curves(pt_history, hf_history, out / "loss_curves.png", f"pytorch vs huggingface: {cfg.task}")
-    if cfg.task == "lm":
-        losses = side["pytorch"]["final_eval_loss"], side["huggingface"]["final_eval_loss"]
-        logger.info("comparison: validation loss pytorch %.4f / huggingface %.4f nats/token, converted "
-                    "logits differ by %.1e", *losses, conversion_diff)  # fmt: skip
-    else:
-        logger.info("comparison: exact match pytorch %.2f%% / huggingface %.2f%%, converted logits differ by "
-                    "%.1e", 100 * side["pytorch"]["final_eval_exact_match"],
-                    100 * side["huggingface"]["final_eval_exact_match"], conversion_diff)  # fmt: skip
+    key = headline_key(cfg)
+    logger.info("comparison: %s pytorch %.4f / huggingface %.4f, converted logits differ by %.1e",
+                key.removeprefix("eval_").replace("_", " "), side["pytorch"][f"final_{key}"],
+                side["huggingface"][f"final_{key}"], conversion_diff)  # fmt: skip
     return result
+
+
+def headline_key(cfg: RunConfig) -> str:
+    """The final number the comparison leads with: a loss (lm, mlm), accuracy, or exact match."""
+    if cfg.task in STEP_TASKS:
+        return "eval_loss"
+    return "eval_accuracy" if cfg.arch in ENCODER_ONLY else "eval_exact_match"
 
 
 TABLE_ROWS = (("eval_loss", "final eval loss", ".4f"), ("eval_bits_per_char", "bits per character", ".4f"),
               ("eval_perplexity", "perplexity", ".3f"), ("eval_token_accuracy", "token accuracy", ".2%"),
-              ("eval_exact_match", "exact match", ".2%"))  # fmt: skip
+              ("eval_exact_match", "exact match", ".2%"), ("eval_accuracy", "accuracy", ".2%"),
+              ("eval_masked_accuracy", "masked-token accuracy", ".2%"))  # fmt: skip
 
 
 def _markdown(r: dict) -> str:
     pt, hf = r["pytorch"], r["huggingface"]
-    unit = "round" if r["task"] == "lm" else "epoch"
+    unit = "round" if r["task"] in STEP_TASKS else "epoch"
     rows = [
         ("parameters", f"{pt['parameters']:,}", f"{hf['parameters']:,}"),
         (f"time per {unit} (s)", f"{pt['time_per_epoch_s']:.1f}", f"{hf['time_per_epoch_s']:.1f}"),
@@ -220,9 +257,11 @@ def _markdown(r: dict) -> str:
         if f"final_{key}" in pt:
             rows.append((name, format(pt[f"final_{key}"], form), format(hf[f"final_{key}"], form)))
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
-    length = f"{r['max_steps']} steps" if r["task"] == "lm" else f"{r['epochs']} epochs"
-    family = "GPT" if r.get("arch") == "gpt" else "encoder-decoder"
-    notes = DIFFERENCES + ("\n\n" + GPT_DIFFERENCES if r.get("arch") == "gpt" else "")
+    length = f"{r['max_steps']} steps" if r["task"] in STEP_TASKS else f"{r['epochs']} epochs"
+    family = {"gpt": "GPT", "bert": "BERT", "vit": "ViT"}.get(r.get("arch"), "encoder-decoder")
+    extras = {"gpt": GPT_DIFFERENCES, "bert": ENCODER_DIFFERENCES, "vit": ENCODER_DIFFERENCES}
+    extra = extras.get(r.get("arch"))
+    notes = DIFFERENCES + ("\n\n" + extra if extra else "")
     return f"""# pytorch_version vs huggingface_version: {r["task"]} ({family}), {length}
 
 Both started from the same initial weights and saw the same batches in the same order.

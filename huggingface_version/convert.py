@@ -10,26 +10,56 @@ maps a module path of pytorch_version to the Hugging Face one; `{i}` stands for 
 number, and what follows the path (`.weight`, `.bias`, `.q_proj.weight`, ...) carries over
 unchanged. No tensor is reshaped or transposed: both store nn.Linear weights as (out, in).
 Each family has its table (KEY_TABLES, chosen by the config's `arch`): KEY_TABLE for the paper's
-encoder-decoder, GPT_KEY_TABLE for the decoder-only GPT (pytorch_version/gpt.py <-> modeling_gpt.py).
+encoder-decoder, GPT_KEY_TABLE for the decoder-only GPT (pytorch_version/gpt.py <-> modeling_gpt.py),
+BERT_KEY_TABLE and VIT_KEY_TABLE for the encoder-only family (pytorch_version/encoder_only.py <->
+modeling_encoder.py; configuration_encoder.ENCODER_NAMES holds the fields named otherwise there).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 
 import torch
 
 from huggingface_version.configuration import TOOLKIT_NAMES, TutorialTransformerConfig
+from huggingface_version.configuration_encoder import (
+    BERT_MODEL_TYPE,
+    ENCODER_NAMES,
+    VIT_MODEL_TYPE,
+    TutorialBertConfig,
+    TutorialEncoderConfig,
+    TutorialViTConfig,
+)
 from huggingface_version.configuration_gpt import TutorialGPTConfig
 from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
+from huggingface_version.modeling_encoder import (
+    TutorialBertForMaskedLM,
+    TutorialBertForSequenceClassification,
+    TutorialEncoderPreTrainedModel,
+    TutorialViTForImageClassification,
+)
 from huggingface_version.modeling_gpt import TutorialGPTForCausalLM
 from pytorch_version.families import model_for
 from pytorch_version.model import TutorialModel
 from utils.runtime.config import ModelConfig, UserError
 
-HFModel = TutorialTransformerForConditionalGeneration | TutorialGPTForCausalLM
-HF_CLASSES = {"transformer": TutorialTransformerForConditionalGeneration, "gpt": TutorialGPTForCausalLM}
+HFModel = (
+    TutorialTransformerForConditionalGeneration | TutorialGPTForCausalLM | TutorialEncoderPreTrainedModel
+)
+HF_CLASSES = {
+    "transformer": TutorialTransformerForConditionalGeneration,
+    "gpt": TutorialGPTForCausalLM,
+    "bert": TutorialBertForSequenceClassification,  # hf_class_for: the masked LM when there are no labels
+    "vit": TutorialViTForImageClassification,
+}
+
+
+def hf_class_for(arch: str, labelled: bool = True) -> type:
+    """The Hugging Face class of a family; BERT's without labels is the masked LM."""
+    return TutorialBertForMaskedLM if arch == "bert" and not labelled else HF_CLASSES[arch]
+
 
 KEY_TABLE: list[tuple[str, str]] = [
     # (pytorch_version module path,      Hugging Face module path)
@@ -65,14 +95,59 @@ GPT_KEY_TABLE: list[tuple[str, str]] = [
     ("decoder.norm", "model.layer_norm"),  # pre-LN only
 ]
 
-KEY_TABLES: dict[str, list[tuple[str, str]]] = {"transformer": KEY_TABLE, "gpt": GPT_KEY_TABLE}
-TABLE_NAMES = {"transformer": "KEY_TABLE", "gpt": "GPT_KEY_TABLE"}
+_ENCODER_LAYERS: list[tuple[str, str]] = [
+    ("encoder.layers.{i}.self_attn", "model.layers.{i}.self_attn"),  # q/k/v/out_proj inside
+    ("encoder.layers.{i}.norm1", "model.layers.{i}.self_attn_layer_norm"),
+    ("encoder.layers.{i}.ffn.fc1", "model.layers.{i}.fc1"),
+    ("encoder.layers.{i}.ffn.fc2", "model.layers.{i}.fc2"),
+    ("encoder.layers.{i}.norm2", "model.layers.{i}.final_layer_norm"),
+    ("encoder.norm", "model.layer_norm"),  # pre-LN only
+    ("positions.embedding", "model.embed_positions"),  # learned positions only
+    ("head.pooler", "pooler.dense"),  # [CLS] pooling of a BERT classifier only
+    ("head.classifier", "classifier"),
+]
+
+BERT_KEY_TABLE: list[tuple[str, str]] = [
+    # (pytorch_version.encoder_only.BERT,  Hugging Face (modeling_encoder) module path)
+    ("src_embed.embedding", "model.embed_tokens"),
+    ("embed_norm", "model.embed_layer_norm"),  # --embedding_norm only
+    *_ENCODER_LAYERS,
+    ("head.dense", "lm_head.dense"),  # the masked-LM head
+    ("head.norm", "lm_head.layer_norm"),
+    ("head.output", "lm_head.decoder"),  # its weight is the embedding's (tied)
+]
+
+VIT_KEY_TABLE: list[tuple[str, str]] = [
+    # (pytorch_version.encoder_only.ViT,   Hugging Face (modeling_encoder) module path)
+    ("patch_embed.projection", "model.patch_embeddings.projection"),
+    ("cls_token", "model.cls_token"),  # a parameter itself, not a module
+    *_ENCODER_LAYERS,
+]
+
+KEY_TABLES: dict[str, list[tuple[str, str]]] = {"transformer": KEY_TABLE, "gpt": GPT_KEY_TABLE,
+                                                "bert": BERT_KEY_TABLE, "vit": VIT_KEY_TABLE}  # fmt: skip
+TABLE_NAMES = {"transformer": "KEY_TABLE", "gpt": "GPT_KEY_TABLE", "bert": "BERT_KEY_TABLE",
+               "vit": "VIT_KEY_TABLE"}  # fmt: skip
 GPT_ONLY = ("src_vocab_size", "tgt_vocab_size", "share_embeddings")  # ModelConfig's, not a GPT config's
+NO_ID_IS_NONE = ("mask_token_id", "cls_token_id")
+ENCODER_ONLY_FIELDS = (*GPT_ONLY, "labels")  # ModelConfig's that an encoder config holds otherwise
+# ModelConfig's that only the encoder-only configs hold: the other families take their defaults
+ENCODER_FIELDS = ("embedding_norm", "pooling", "patch_size", "labels", "mask_id", "cls_id", "image_size",
+                  "channels")  # fmt: skip
 
 
 def hf_config_of(cfg: ModelConfig, **kwargs) -> TutorialTransformerConfig | TutorialGPTConfig:
     """The Hugging Face twin of a ModelConfig (same shape, same special ids), of the family `cfg.arch`:
     the encoder-decoder's decoder starts at BOS; a GPT has one vocabulary, `vocab_size`."""
+    if cfg.arch in ("bert", "vit"):
+        shape = {k: v for k, v in cfg.to_dict().items() if k not in ENCODER_ONLY_FIELDS}
+        fields = {ENCODER_NAMES.get(k, k): v for k, v in shape.items()}
+        for name in NO_ID_IS_NONE:  # the toolkit's -1 (no such token) is transformers' None
+            fields[name] = None if fields[name] == -1 else fields[name]
+        names = cfg.labels
+        labels = {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+        config_class = TutorialViTConfig if cfg.arch == "vit" else TutorialBertConfig
+        return config_class(**fields, vocab_size=cfg.vocab_size, **labels, **kwargs)
     fields = {TOOLKIT_NAMES.get(name, name): value for name, value in cfg.to_dict().items()}
     if cfg.arch == "gpt":
         fields = {k: v for k, v in fields.items() if k not in GPT_ONLY}
@@ -80,9 +155,12 @@ def hf_config_of(cfg: ModelConfig, **kwargs) -> TutorialTransformerConfig | Tuto
     return TutorialTransformerConfig(**fields, decoder_start_token_id=cfg.bos_id, **kwargs)
 
 
-def model_config_of(config: TutorialTransformerConfig | TutorialGPTConfig) -> ModelConfig:
+def model_config_of(config) -> ModelConfig:
     """Back to a ModelConfig, checking every value: the one-line UserError of a bad config.json."""
     _reject_near_misses(config)
+    # an encoder-only config (also a copy of its class run as remote code: another class, the same type)
+    if isinstance(config, TutorialEncoderConfig) or config.model_type in (BERT_MODEL_TYPE, VIT_MODEL_TYPE):
+        return _encoder_config_of(config)
     # the class decides the family, and `arch` must agree; a copy of a config run as remote code (another
     # class) is a GPT's when it says so
     gpt = isinstance(config, TutorialGPTConfig) or (
@@ -91,7 +169,8 @@ def model_config_of(config: TutorialTransformerConfig | TutorialGPTConfig) -> Mo
     family = "gpt" if gpt else "transformer"
     if config.arch != family:
         raise UserError(f"a {config.model_type} config is for arch {family!r}, got arch={config.arch!r}")
-    names = [name for name in ModelConfig.__dataclass_fields__ if not (gpt and name in GPT_ONLY)]
+    names = [name for name in ModelConfig.__dataclass_fields__
+             if not (gpt and name in GPT_ONLY) and name not in ENCODER_FIELDS]  # fmt: skip
     values = {name: getattr(config, TOOLKIT_NAMES.get(name, name)) for name in names}
     if gpt:  # one vocabulary, read and written
         values |= {"src_vocab_size": config.vocab_size, "tgt_vocab_size": config.vocab_size}
@@ -110,6 +189,31 @@ def model_config_of(config: TutorialTransformerConfig | TutorialGPTConfig) -> Mo
     return cfg
 
 
+def _encoder_config_of(config: TutorialEncoderConfig) -> ModelConfig:
+    """An encoder-only config (a classifier's labels from id2label, in id order) as a ModelConfig."""
+    family = "vit" if config.model_type == VIT_MODEL_TYPE else "bert"
+    if config.arch != family:
+        raise UserError(f"a {config.model_type} config is for arch {family!r}, got arch={config.arch!r}")
+    names = [name for name in ModelConfig.__dataclass_fields__ if name not in ENCODER_ONLY_FIELDS]
+    values = {name: getattr(config, ENCODER_NAMES.get(name, name)) for name in names}
+    for name in ("dropout", "attention_dropout"):  # JSON may hold 0 for 0.0
+        if isinstance(values[name], int) and not isinstance(values[name], bool):
+            values[name] = float(values[name])
+    vocab = config.vocab_size
+    for name in ("mask_id", "cls_id"):
+        value = values[name]
+        is_id = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < vocab
+        if value is not None and not is_id:
+            raise UserError(f"{ENCODER_NAMES[name]} must be None or an id in [0, {vocab}), got {value!r}")
+        values[name] = -1 if value is None else value
+    id2label = config.id2label or {}
+    if sorted(id2label) != list(range(len(id2label))):
+        ids = sorted(id2label)
+        raise UserError(f"id2label must number the classes 0..{len(id2label) - 1}, got ids {ids}")
+    labels = tuple(str(id2label[i]) for i in range(len(id2label)))
+    return ModelConfig(**values, src_vocab_size=vocab, tgt_vocab_size=vocab, labels=labels)
+
+
 def _reject_near_misses(config: TutorialTransformerConfig) -> None:
     """A stray `num_layer=6` is kept by transformers without a word and ignored; name the field it
     resembles."""
@@ -124,7 +228,7 @@ def _reject_near_misses(config: TutorialTransformerConfig) -> None:
 
 def _compile(pattern: str) -> re.Pattern:
     """`encoder.layers.{i}.norm1` -> a regex matching `encoder.layers.3.norm1.weight` (i=3, rest=.weight)."""
-    return re.compile("^" + re.escape(pattern).replace(r"\{i\}", r"(?P<i>\d+)") + r"(?P<rest>\..+)$")
+    return re.compile("^" + re.escape(pattern).replace(r"\{i\}", r"(?P<i>\d+)") + r"(?P<rest>(\..+)?)$")
 
 
 def convert_key(name: str, to_hf: bool = True, arch: str = "transformer") -> str:
@@ -148,19 +252,24 @@ def convert_state_dict(
 
 def pytorch_to_hf(pt_model: TutorialModel, attn_implementation: str = "sdpa") -> HFModel:
     """A Hugging Face model holding copies of `pt_model`'s weights (same logits, same outputs): a
-    TutorialTransformerForConditionalGeneration or, for a GPT, a TutorialGPTForCausalLM."""
+    TutorialTransformerForConditionalGeneration, a GPT's TutorialGPTForCausalLM, a BERT's
+    TutorialBertForMaskedLM (no labels) or ...ForSequenceClassification, a ViT's
+    TutorialViTForImageClassification."""
     arch = pt_model.config.arch
     config = hf_config_of(pt_model.config)
-    hf_model = HF_CLASSES[arch]._from_config(config, attn_implementation=attn_implementation)
+    hf_class = hf_class_for(arch, bool(pt_model.config.labels))
+    hf_model = hf_class._from_config(config, attn_implementation=attn_implementation)
     state = convert_state_dict(pt_model.state_dict(), to_hf=True, arch=arch)
     hf_model.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=True)
     return hf_model.to(next(pt_model.parameters()).device).train(pt_model.training)
 
 
 def hf_to_pytorch(hf_model: HFModel) -> TutorialModel:
-    """A pytorch_version model (Transformer or GPT, by the config's arch) holding copies of `hf_model`'s
-    weights."""
+    """A pytorch_version model (Transformer, GPT, BERT or ViT, by the config's arch) holding copies of
+    `hf_model`'s weights."""
     cfg = model_config_of(hf_model.config)
+    if type(hf_model).__name__.endswith("ForMaskedLM"):  # (also a copy of the class run as remote code)
+        cfg = dataclasses.replace(cfg, labels=())  # the head decides, whatever id2label says
     pt_model = model_for(cfg)
     state = convert_state_dict(hf_model.state_dict(), to_hf=False, arch=cfg.arch)
     pt_model.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=True)

@@ -125,13 +125,15 @@ def residual(x: torch.Tensor, sublayer: Callable, norm: nn.LayerNorm, dropout: n
 class _FeedForward:
     """The position-wise FFN of a layer that holds `fc1` and `fc2` (BART's layout)."""
 
+    activation = staticmethod(torch.relu)  # the paper's; BERT's and ViT's encoder layers take GELU
+
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         """FFN(x) = max(0, x W1 + b1) W2 + b2, applied to each position alone (section 3.3)."""
-        return self.fc2(torch.relu(self.fc1(x)))  # (B, T, D) -> (B, T, d_ff) -> (B, T, D)
+        return self.fc2(self.activation(self.fc1(x)))  # (B, T, D) -> (B, T, d_ff) -> (B, T, D)
 
 
 class TutorialEncoderLayer(_FeedForward, nn.Module):
-    """Self-attention, then the FFN, each wrapped in Add & Norm."""
+    """Self-attention, then the FFN, each wrapped in Add & Norm (also BERT's and ViT's layer)."""
 
     def __init__(self, config, layer_idx: int) -> None:
         super().__init__()
@@ -143,6 +145,7 @@ class TutorialEncoderLayer(_FeedForward, nn.Module):
         self.final_layer_norm = nn.LayerNorm(D)
         self.dropout = nn.Dropout(config.dropout)  # residual dropout, section 5.4
         self.norm_first = config.norm_first
+        self.activation = ACTIVATIONS[getattr(config, "activation", "relu")]  # ReLU, or GELU (encoder-only)
 
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None

@@ -10,6 +10,8 @@ shape the Trainer and `generate` want: one dict per example, padded by the data 
                        completion only, as pytorch_version's `hello<s>olleh</s>`
     GPT, --task lm     random windows of the training text (LMRounds, the very ones pytorch_version trains
                        on); evaluation reads the whole validation split (causal_trainer.evaluate_lm_hf)
+    BERT, ViT          pytorch_version's own datasets and masked batches, as {input_ids, attention_mask,
+                       labels} or {pixel_values, labels}: encoder_run_data.py
 
 Labels follow transformers' causal-LM convention: they are the sequence itself and position t is
 scored on token t + 1. A language model's window has one token more than the model reads (its last
@@ -49,9 +51,19 @@ class HFRunData:
     lengths: list[tuple[int, int]] | None = None  # (source, target) tokens per example: --max_tokens
     corpus: Any = None  # a language model's utils.data.lm.TextCorpus
     report: dict = field(default_factory=dict)  # what summary.json says about the data
+    # the encoder-only tasks (encoder_run_data.py): pytorch_version's scoring, run on the HF model
+    evaluate: Callable[[torch.nn.Module], dict] | None = None  # held-out metrics and "eval_examples"
+    model_fields: dict = field(default_factory=dict)  # what the data tells the model config (labels, ids)
+    finish: Callable | None = None  # (model, out) -> summary extras and figures, after training
+    collator: Callable | None = None  # the batches' collate function (None: DataCollatorForSeq2Seq)
 
 
-def load_hf_run_data(cfg: RunConfig, rank: int = 0, world_size: int = 1) -> HFRunData:
+def load_hf_run_data(cfg: RunConfig, rank: int = 0, world_size: int = 1, device=None) -> HFRunData:
+    """The run's data; `device`: where an encoder-only task's evaluation puts its batches."""
+    if cfg.arch in ("bert", "vit"):
+        from huggingface_version.encoder_run_data import encoder_data
+
+        return encoder_data(cfg, rank, world_size, device)
     if cfg.task == "lm":
         return lm_data(cfg, rank, world_size)
     return pair_data(cfg)
@@ -126,10 +138,15 @@ class LMRounds(IterableDataset):
     `rounds_done()` it has behind it (set by the trainer once it knows the resumed step); the Trainer's
     skipping of a round's first batches draws them as a first run would, so batch i of round r is
     always the same. Use it as a DataLoader's dataset with batch_size=None: the batches are made here.
+    `example` turns a batch into the model's inputs: `lm_example`, or a masked LM's (encoder_run_data.py,
+    over utils.data.masking.MLMBatches, which draws its windows the same way).
     """
 
-    def __init__(self, batches, rounds_done: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self, batches, rounds_done: Callable[[], int] = lambda: 0, example: Callable | None = None
+    ) -> None:
         self.batches, self.rounds_done = batches, rounds_done
+        self.example = example or lm_example  # a batch of the pair layout -> the model's inputs
         self.next_round: int | None = None
 
     def __len__(self) -> int:
@@ -140,7 +157,7 @@ class LMRounds(IterableDataset):
             self.next_round = self.rounds_done() + 1
         self.batches.set_epoch(self.next_round)
         self.next_round += 1
-        return (lm_example(batch) for batch in self.batches)
+        return (self.example(batch) for batch in self.batches)
 
 
 def lm_data(cfg: RunConfig, rank: int = 0, world_size: int = 1) -> HFRunData:

@@ -17,6 +17,11 @@ alphabet in sorted order), so the two versions read each other's data and weight
 The two families pad differently: the encoder-decoder on the right (the encoder masks the pads), a
 decoder-only GPT on the left (`gpt_tokenizer_fast`), so that every row's last token is real and
 `generate` continues each row from its own end.
+
+BERT's vocabulary (`encoder_tokenizer_fast`) has three specials more, ENCODER_SPECIALS' [CLS] [SEP] [MASK]
+(ids 4..6), and its post-processor frames each text as utils.data does, `[CLS] text [SEP]`; "[MASK]"
+written in a text is one token (a special token is matched before the text is split into characters),
+which is what `pipeline("fill-mask")` writes where the model must guess.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from __future__ import annotations
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from utils.data.tokenizer import BOS_ID, EOS_ID, SPECIALS, CharTokenizer
+from utils.data.tokenizer import BOS_ID, ENCODER_SPECIALS, EOS_ID, SPECIALS, CharTokenizer
 from utils.runtime.config import UserError
 
 PAD, BOS, EOS, UNK = SPECIALS
@@ -69,7 +74,10 @@ def char_tokenizer_fast(
 
 
 def from_char_tokenizer(tokenizer: CharTokenizer) -> PreTrainedTokenizerFast:
-    """The fast twin of a utils.data.tokenizer.CharTokenizer (same alphabet, same ids)."""
+    """The fast twin of a utils.data.tokenizer.CharTokenizer (same alphabet, same ids; a BERT's, with
+    ENCODER_SPECIALS: encoder_tokenizer_fast)."""
+    if tokenizer.specials == ENCODER_SPECIALS:
+        return encoder_tokenizer_fast(tokenizer)
     return char_tokenizer_fast(tokenizer.alphabet)
 
 
@@ -108,4 +116,34 @@ def to_fast_tokenizer(tokenizer) -> PreTrainedTokenizerFast:
         return from_bpe_tokenizer(tokenizer)
     raise UserError(
         f"the Hugging Face version needs one tokenizer for both languages, got {type(tokenizer).__name__}"
+    )
+
+
+def encoder_tokenizer_fast(tokenizer: CharTokenizer) -> PreTrainedTokenizerFast:
+    """The fast twin of a BERT's CharTokenizer (ENCODER_SPECIALS, then the alphabet: the same ids), which
+    encodes a text as `[cls_id, *chars, sep_id]` (a pair: `[CLS] a [SEP] b [SEP]`) and pads on the right."""
+    if not isinstance(tokenizer, CharTokenizer) or tokenizer.specials != ENCODER_SPECIALS:
+        raise UserError(f"a BERT reads characters with the specials {', '.join(ENCODER_SPECIALS)}; got "
+                        f"{type(tokenizer).__name__} {getattr(tokenizer, 'specials', '')}")  # fmt: skip
+    cls, sep = ENCODER_SPECIALS[4], ENCODER_SPECIALS[5]
+    backend = Tokenizer(models.WordLevel(dict(tokenizer.token_to_id), unk_token=UNK))
+    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{cls} $A {sep}",
+        pair=f"{cls} $A {sep} $B {sep}",
+        special_tokens=[(cls, tokenizer.cls_id), (sep, tokenizer.sep_id)],
+    )
+    backend.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        cls_token=cls,
+        sep_token=sep,
+        mask_token=ENCODER_SPECIALS[6],
+        padding_side="right",  # the encoder masks the pads wherever they are
+        model_input_names=["input_ids", "attention_mask"],  # no token types: one segment
+        clean_up_tokenization_spaces=False,
     )

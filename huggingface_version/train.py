@@ -1,12 +1,17 @@
 """Training the Hugging Face model with the Trainer; writes results_huggingface/.
 
-Either family (--arch): the encoder-decoder (TutorialTransformerForConditionalGeneration) on a toy task
-or translation, or the decoder-only GPT (TutorialGPTForCausalLM) on a toy task (prompt BOS completion
-EOS, the loss on the completion) or on a text (--task lm). Same data (huggingface_version/run_data.py:
-the data of pytorch_version, same seed), same model, same recipe and same metrics as pytorch_version.train
-(exact match; BLEU and chrF for translation; a language model's validation loss, bits per character and
-perplexity); what differs is who runs the loop (custom_trainer.py; causal_trainer.py for the GPT). The
-tokenizer is the run's own (characters or BPE) as a PreTrainedTokenizerFast (tokenization.py).
+Any family (--arch): the encoder-decoder (TutorialTransformerForConditionalGeneration) on a toy task
+or translation, the decoder-only GPT (TutorialGPTForCausalLM) on a toy task (prompt BOS completion
+EOS, the loss on the completion) or on a text (--task lm), or the encoder-only BERT (a classification:
+palindrome, sorted, majority, brackets; or a masked LM, --task mlm) and ViT (--task digits), trained by
+encoder_trainer.py on pytorch_version's own data (encoder_run_data.py) and scored as pytorch_version
+scores them (accuracy; the masked tokens' loss, accuracy and perplexity). Same data
+(huggingface_version/run_data.py: the data of pytorch_version, same seed), same model, same recipe and
+same metrics as pytorch_version.train (exact match; BLEU and chrF for translation; a language model's
+validation loss, bits per character and perplexity); what differs is who runs the loop
+(custom_trainer.py; causal_trainer.py for the GPT, encoder_trainer.py for BERT and ViT). The tokenizer
+is the run's own (characters or BPE) as a PreTrainedTokenizerFast (tokenization.py); a ViT's folder
+holds an image processor instead (image_processing_encoder.py).
 
 Writes under `<output_dir>/results_huggingface/`: model.safetensors, config.json (with an auto_map),
 generation_config.json, the model's code (configuration.py, modeling.py, attention.py, layers.py,
@@ -16,7 +21,8 @@ summary.json, logs/{train.log,metrics.jsonl}, training_curves.png and, with --vi
 --track_internals, visualizations/, analysis_report.json [and internals.json] (utils.observe.monitor,
 shared with pytorch_version). The folder loads without this repository:
 `AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True)` (a GPT: AutoModelForCausalLM,
-and `pipeline("text-generation", model=folder, trust_remote_code=True)`).
+and `pipeline("text-generation", model=folder, trust_remote_code=True)`; a BERT's or ViT's:
+pipeline "fill-mask", "text-classification" or "image-classification").
 """
 
 from __future__ import annotations
@@ -32,15 +38,19 @@ from transformers import DataCollatorForSeq2Seq, PrinterCallback, Seq2SeqTrainin
 
 from huggingface_version.averaging import average_last_epochs
 from huggingface_version.callbacks import (
+    CLASSIFY_KEYS,
     LM_KEYS,
+    MLM_KEYS,
     InternalsCallback,
     MetricsLogCallback,
     finish_wandb,
     start_wandb,
 )
 from huggingface_version.causal_trainer import TutorialCausalLMTrainer
-from huggingface_version.convert import HF_CLASSES, HFModel, hf_config_of, model_config_of, pytorch_to_hf
+from huggingface_version.convert import HFModel, hf_class_for, hf_config_of, model_config_of, pytorch_to_hf
 from huggingface_version.custom_trainer import TutorialSeq2SeqTrainer
+from huggingface_version.encoder_run_data import check_encoder_flags
+from huggingface_version.encoder_trainer import TutorialEncoderTrainer
 from huggingface_version.resume import (
     ResumeCallback,
     disk_errors_in,
@@ -49,12 +59,20 @@ from huggingface_version.resume import (
     save_model_atomically,
 )
 from huggingface_version.run_data import HFRunData, load_hf_run_data
+from pytorch_version.evaluate import lower_is_better, selection_metric
 from utils.data.tasks import first_example
 from utils.fast import SpeedUps
 from utils.figures.training_curves import plot_training_curves
 from utils.observe.monitor import InternalsRecorder, write_analysis
 from utils.observe.trace_printer import trace_example
-from utils.runtime.config import RunConfig, UserError, check_precision, resolve_device
+from utils.runtime.config import (
+    ENCODER_ONLY,
+    STEP_TASKS,
+    RunConfig,
+    UserError,
+    check_precision,
+    resolve_device,
+)
 from utils.runtime.console import progress_bars
 from utils.runtime.distributed import World, shutdown
 from utils.runtime.resilience import atomic_write_json, ensure_writable
@@ -64,12 +82,15 @@ from utils.training.recipe import ADAM_BETAS, ADAM_EPS, GPT_BETAS, GPT_EPS, MIN_
 logger = logging.getLogger(__name__)
 
 
-def build_hf_model(cfg: RunConfig, tokenizer) -> HFModel:
+def build_hf_model(cfg: RunConfig, tokenizer, fields: dict | None = None) -> HFModel:
     """A freshly initialised model of the configured family and shape (as pytorch_version.train.build_model),
-    from the toolkit's tokenizer of the run: the encoder-decoder, or the GPT as a causal LM."""
+    from the toolkit's tokenizer of the run: the encoder-decoder, the GPT as a causal LM, a BERT (masked
+    LM, or classifier when `fields`, what the data says, has labels) or a ViT."""
     ids = {"pad_id": tokenizer.pad_id, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
+    ids |= fields or {}  # an encoder-only task's labels, [MASK] and [CLS] ids, images
     model_cfg = cfg.model_config(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, **ids)
-    model = HF_CLASSES[cfg.arch](hf_config_of(model_cfg, task=cfg.task))  # the task: inference.hf_task
+    hf_class = hf_class_for(cfg.arch, bool(model_cfg.labels))
+    model = hf_class(hf_config_of(model_cfg, task=cfg.task))  # the task: inference.hf_task
     return SpeedUps.from_flag(cfg.fast).plug_in(model)  # module swaps: the state dict stays HF's
 
 
@@ -92,6 +113,8 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
     out = Path(cfg.output_dir) / "results_huggingface"
     device = resolve_device(cfg.device)
     precision = _check_precision(cfg, device)
+    if cfg.arch in ENCODER_ONLY:
+        check_encoder_flags(cfg)
     resume_from = resume_checkpoint(cfg, out) if cfg.resume else None
     saved = load_state(resume_from, cfg) if resume_from else None  # refused before anything is written
     args = training_arguments(cfg, out, device, precision)  # under torchrun accelerate joins the group here
@@ -128,7 +151,7 @@ def training_arguments(cfg: RunConfig, out: Path, device: torch.device, precisio
         recipe = dict(adam_beta1=ADAM_BETAS[0], adam_beta2=ADAM_BETAS[1], adam_epsilon=ADAM_EPS,
                       learning_rate=noam_peak(cfg.hidden_size, cfg.warmup_steps, cfg.lr_factor),
                       lr_scheduler_type="inverse_sqrt")  # fmt: skip
-    if cfg.task == "lm":
+    if cfg.task in STEP_TASKS:  # lm, mlm
         pacing = dict(max_steps=cfg.max_steps, eval_strategy="steps", logging_strategy="steps",
                       save_strategy="steps", eval_steps=cfg.eval_every, logging_steps=cfg.eval_every,
                       save_steps=cfg.eval_every)  # fmt: skip
@@ -149,7 +172,7 @@ def training_arguments(cfg: RunConfig, out: Path, device: torch.device, precisio
         weight_decay=cfg.weight_decay,
         warmup_steps=cfg.warmup_steps,
         max_grad_norm=cfg.clip_grad_norm,
-        predict_with_generate=cfg.task != "lm",
+        predict_with_generate=cfg.task != "lm" and cfg.arch not in ENCODER_ONLY,  # encoder-only: no decoding
         report_to="none",  # _train sets it: wandb starts on rank 0 only, once this process knows its rank
         run_name=f"huggingface-{cfg.task}",
         disable_tqdm=not progress_bars(cfg.quiet),
@@ -168,9 +191,9 @@ def _train(cfg, init_from_pytorch, out, args, resume_from, saved, world: World) 
     log_handler = add_file_log(out / "logs" / "train.log") if main else None
     torch.manual_seed(cfg.seed)
 
-    data = load_hf_run_data(cfg, world.rank, world.size)
+    data = load_hf_run_data(cfg, world.rank, world.size, args.device)
     tokenizer = data.tokenizer
-    model = build_hf_model(cfg, data.data_tokenizer)
+    model = build_hf_model(cfg, data.data_tokenizer, data.model_fields)
     if init_from_pytorch is not None:
         expected = model_config_of(model.config)
         if init_from_pytorch.config != expected:
@@ -184,8 +207,11 @@ def _train(cfg, init_from_pytorch, out, args, resume_from, saved, world: World) 
     args.report_to = [] if report_to == "none" else [report_to]  # as __post_init__ would have listed it
     metrics_file = out / "logs" / "metrics.jsonl" if main else None  # other ranks: in memory only
     tracker = Tracker(metrics_file, history=saved["history"] if saved else None)
-    lm = cfg.task == "lm"
-    pacing = {"metric_keys": LM_KEYS, "round_steps": cfg.eval_every} if lm else {}  # a round's records
+    lm, encoder = cfg.task == "lm", cfg.arch in ENCODER_ONLY
+    keys = {"lm": LM_KEYS, "mlm": MLM_KEYS}.get(cfg.task, CLASSIFY_KEYS if encoder else None)
+    pacing = {"metric_keys": keys} if keys else {}  # what a record holds
+    if cfg.task in STEP_TASKS:
+        pacing["round_steps"] = cfg.eval_every  # a round's records
     callbacks = [MetricsLogCallback(tracker, cfg.stop_at_exact_match, announce=args.disable_tqdm,
                                     time_budget_minutes=cfg.time_budget_minutes, **pacing)]  # fmt: skip
     # the probe's first example, as pytorch_version.train takes it
@@ -203,22 +229,25 @@ def _train(cfg, init_from_pytorch, out, args, resume_from, saved, world: World) 
 
     if args.disable_tqdm:
         trainer.remove_callback(PrinterCallback)  # no progress bar, and no log dicts either
-    generation_config = copy.deepcopy(model.generation_config)  # evaluation adds its defaults to it
+    # evaluation adds its defaults to it (an encoder-only model generates nothing and has none)
+    generation_config = copy.deepcopy(getattr(model, "generation_config", None))
     if lm:  # the text has no EOS (nor <unk>): never written, so `generate` writes max_new_tokens
         never = {tokenizer.eos_token_id, tokenizer.unk_token_id}
         generation_config.suppress_tokens = sorted({*generation_config.suppress_tokens, *never})
     if cfg.debug and main:
         src, tgt = data.debug_example
-        trace = trace_example(model, src, tgt, tokenizer.convert_ids_to_tokens, cfg.debug_layers,
-                              cfg.debug_heads)  # fmt: skip
+        names = data.data_tokenizer.tokens if encoder else tokenizer.convert_ids_to_tokens
+        trace = trace_example(model, src, tgt, names, cfg.debug_layers, cfg.debug_heads)
         logger.info("--debug: forward pass of one example before training\n%s", trace)
     start = time.perf_counter()
     try:
         with disk_errors_in(out):  # a full disk in the Trainer's own saving: one line, not a traceback
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             resumer.raise_if_stopped(trainer.state)
-            averaged = {} if lm else average_last_epochs(cfg, out, model, trainer, tracker.history)
-            model.generation_config = generation_config
+            steps = cfg.task in STEP_TASKS  # one stream, no epochs to average
+            averaged = {} if steps else average_last_epochs(cfg, out, model, trainer, tracker.history)
+            if generation_config is not None:
+                model.generation_config = generation_config
             save_model_atomically(trainer, out)  # weights, config, generation config, tokenizer files
     finally:
         resumer.stop.uninstall()
@@ -232,6 +261,8 @@ def _train(cfg, init_from_pytorch, out, args, resume_from, saved, world: World) 
     wall_time = time.perf_counter() - start
     logger.info("huggingface_version: examples %r", trainer.last_predictions[:2])
     summary = _summary(cfg, tracker.history, averaged, wall_time, model, trainer, data, report_to)
+    if data.finish is not None:  # encoder-only: the confusion matrix or the masking, and their figures
+        summary |= data.finish(model, out)
     summary["config"] = config_record
     if cfg.visualize or cfg.track_internals:
         try:  # the trained model is saved already; a drawing failure must not lose the run
@@ -253,6 +284,9 @@ def _trainer(cfg: RunConfig, model, args, data: HFRunData, callbacks: list) -> T
                   translation=cfg.task == "translation", max_tokens=cfg.max_tokens,
                   max_nonfinite_steps=cfg.max_nonfinite_steps, speed=SpeedUps.from_flag(cfg.fast),
                   lengths=data.lengths)  # fmt: skip
+    if cfg.arch in ENCODER_ONLY:  # no generation, no token batches: pytorch_version's batches, its scoring
+        common |= {"max_new_tokens": 0, "max_tokens": 0, "lengths": None}
+        return TutorialEncoderTrainer(data_collator=data.collator, score=data.evaluate, **common)
     collator = DataCollatorForSeq2Seq(data.tokenizer, model=model, label_pad_token_id=-100)
     if cfg.arch == "gpt":
         return TutorialCausalLMTrainer(data_collator=collator, corpus=data.corpus, run_config=cfg, **common)
@@ -264,8 +298,8 @@ def _summary(cfg, history, averaged, wall_time, model, trainer, data, report_to)
     plot_training_curves(history, Path(trainer.args.output_dir) / "training_curves.png",
                          f"huggingface_version: {cfg.task}")  # fmt: skip
     last_epoch = {k: v for k, v in history[-1].items() if k.startswith("eval_")}
-    best_key = {"translation": "eval_bleu", "lm": "eval_loss"}.get(cfg.task, "eval_exact_match")
-    best = min if cfg.task == "lm" else max
+    best_key = selection_metric(cfg)  # pytorch_version's: BLEU, exact match, accuracy or a loss
+    best = min if lower_is_better(cfg) else max
     return {
         "version": "huggingface",
         "task": cfg.task,

@@ -43,12 +43,13 @@ def encode_input(model, tokenizer, text: str) -> torch.Tensor:
 
 def read_image(path: str, size: int, channels: int) -> torch.Tensor:
     """An image file as the digits are read: grey (or RGB), size x size, 16 grey levels in [0, 1]."""
+    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(Path(path)) as image:
             image = image.convert("L" if channels == 1 else "RGB").resize((size, size))
-            pixels = torch.tensor(list(image.getdata()), dtype=torch.float32)
+            pixels = torch.tensor(np.asarray(image), dtype=torch.float32)  # (size, size[, 3])
     except (OSError, UnidentifiedImageError) as err:
         raise UserError(f"--source {path}: a ViT reads an image file (PNG, JPEG, ...): {err}") from err
     pixels = (pixels / 255 * 16).round() / 16  # the digits' 16 grey levels

@@ -7,8 +7,8 @@ testers build theirs (hidden 32, 2 layers, 4 heads, vocabulary 30).
     tiny_twins(attn, **overrides)   both, the same function
     tiny_gpt(**overrides)           pytorch_version's decoder-only GPT (rotary, GELU, pre-LN), eval mode
     tiny_gpt_twins(attn, **overrides)  (that GPT, the HF TutorialGPTForCausalLM with the same weights)
-    tiny_bert(**overrides)          pytorch_version's BERT (masked LM; a classifier with labels=...)
-    tiny_vit(**overrides)           pytorch_version's ViT over 8 x 8 images, patches of 2
+    tiny_bert(**overrides), tiny_vit(**overrides)  pytorch_version's encoder-only models, eval mode
+    tiny_encoder_twins(arch, attn, **overrides)  (that BERT or ViT, its HF twin with the same weights)
 
 The readable models: pass `speed=SpeedUps()` (utils/fast) to plug the speed-ups in.
 """
@@ -70,25 +70,31 @@ def tiny_gpt_twins(attn: str = "sdpa", seed: int = 0, **overrides):
     return pt, pytorch_to_hf(pt, attn_implementation=attn).eval()
 
 
-BERT = dict(arch="bert", positions="learned", activation="gelu", init="normal", embedding_norm=True,
-            max_position=32)  # fmt: skip
-VIT = dict(arch="vit", positions="learned", activation="gelu", init="normal", norm_first=True,
-           src_vocab_size=1, tgt_vocab_size=1, bos_id=0, eos_id=0, labels=tuple("0123456789"),
-           image_size=8, channels=1, patch_size=2)  # fmt: skip
+ENCODER = dict(positions="learned", activation="gelu", init="normal")
+DIGITS = dict(src_vocab_size=1, tgt_vocab_size=1, pad_id=0, bos_id=0, eos_id=0, image_size=8, channels=1,
+              labels=tuple("0123456789"))  # fmt: skip
 
 
 def tiny_bert(seed: int = 0, **overrides):
-    """pytorch_version's BERT (post-LN, GELU, learned positions, the embedding LayerNorm), eval mode:
-    a masked LM, or a classifier when `labels` are given."""
-    from pytorch_version.encoder_only import BERT as BERTModel
+    """pytorch_version's BERT: a masked LM over 30 ids ([CLS] 4, [MASK] 6), or with `labels=` a classifier."""
+    from pytorch_version.encoder_only import BERT
 
     torch.manual_seed(seed)
-    return BERTModel(tiny_config(**{**BERT, **overrides})).eval()
+    fields = {**ENCODER, "arch": "bert", "embedding_norm": True, "mask_id": 6, "cls_id": 4, **overrides}
+    return BERT(tiny_config(**fields)).eval()
 
 
 def tiny_vit(seed: int = 0, **overrides):
-    """pytorch_version's ViT (pre-LN) over 8 x 8 grey images, patches of 2 (16 + [CLS] tokens), 10 classes."""
+    """pytorch_version's ViT over 8x8 grey images (the digits' shape), patches of 2."""
     from pytorch_version.encoder_only import ViT
 
     torch.manual_seed(seed)
-    return ViT(tiny_config(**{**VIT, **overrides})).eval()
+    return ViT(tiny_config(**{**ENCODER, **DIGITS, "arch": "vit", "norm_first": True, **overrides})).eval()
+
+
+def tiny_encoder_twins(arch: str = "bert", attn: str = "sdpa", seed: int = 0, **overrides):
+    """(pytorch BERT or ViT, the HF model with the same weights)."""
+    from huggingface_version.convert import pytorch_to_hf
+
+    pt = (tiny_vit if arch == "vit" else tiny_bert)(seed, **overrides)
+    return pt, pytorch_to_hf(pt, attn_implementation=attn).eval()
