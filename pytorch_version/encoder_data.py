@@ -113,7 +113,7 @@ def digits_data(cfg: RunConfig, world: World, device: torch.device):
 
 def mlm_data(cfg: RunConfig, world: World, device: torch.device):
     """BERT's masked LM on --data_file: random masked windows to train on, the fixed-masked validation."""
-    from pytorch_version.run_data import RunData
+    from pytorch_version.run_data import RunData, batches_in_round
     from utils.data.lm import load_text_corpus
     from utils.data.masking import MLMBatches, mlm_validation_batches
     from utils.data.tokenizer import ENCODER_SPECIALS
@@ -155,9 +155,7 @@ def mlm_data(cfg: RunConfig, world: World, device: torch.device):
         f"windows of {window}, {cfg.max_steps} steps in {rounds} rounds of {cfg.eval_every}",
         rounds=rounds,
         report=report,
-        steps_in_round=lambda epoch: (
-            accum * min(cfg.eval_every, cfg.max_steps - (epoch - 1) * cfg.eval_every)
-        ),
+        steps_in_round=partial(batches_in_round, cfg),
         model_fields=_text_fields(tokenizer, ()),
         finish=finish,
     )

@@ -56,6 +56,13 @@ class RunData:
             self.train_loader.steps = self.steps_in_round(epoch)
 
 
+def batches_in_round(cfg: RunConfig, epoch: int) -> int:
+    """A step-paced run's (lm, mlm) batches in round `epoch`: --eval_every optimizer steps of
+    --gradient_accumulation_steps batches, fewer in the last round so that --max_steps is the total."""
+    steps = min(cfg.eval_every, cfg.max_steps - (epoch - 1) * cfg.eval_every)
+    return cfg.gradient_accumulation_steps * steps
+
+
 def load_run_data(cfg: RunConfig, world: World, device: torch.device) -> RunData:
     from pytorch_version import encoder_data
 
@@ -133,7 +140,5 @@ def lm_data(cfg: RunConfig, world: World, device: torch.device) -> RunData:
         f"{cfg.max_steps} steps in {rounds} rounds of {cfg.eval_every}",
         rounds=rounds,
         report=report,
-        steps_in_round=lambda epoch: (
-            accum * min(cfg.eval_every, cfg.max_steps - (epoch - 1) * cfg.eval_every)
-        ),
+        steps_in_round=partial(batches_in_round, cfg),
     )

@@ -11,34 +11,20 @@ mask over the whole sequence and the FFN, and the Output section the next token 
 from __future__ import annotations
 
 from utils.observe.family import DECODER_ONLY
-from utils.observe.trace_printer import RULE, THIN, TracePrinter
+from utils.observe.trace_one_stack import OneStackTracePrinter
+from utils.observe.trace_printer import RULE, THIN
 
 LOOK_AHEAD_NOTE = "4. Mask: look-ahead over prompt + completion: position i sees keys j <= i (and no pads)"
 
 
-class DecoderOnlyTracePrinter(TracePrinter):
+class DecoderOnlyTracePrinter(OneStackTracePrinter):
     """The trace of one decoder stack whose rows are the prompt's tokens followed by the target's."""
+
+    stack_name = "decoder"
 
     @property
     def sequence(self) -> list[str]:
         return DECODER_ONLY.sequence_tokens(self.src_tokens, self.tgt_tokens)
-
-    def pre_ln(self) -> bool:
-        """Pre-LN leaves the residual stream un-normalised, so a last LayerNorm closes the stack."""
-        return self.get("decoder.norm.out") is not None
-
-    def norm(self, layer: str, norm: str, title: str) -> None:
-        if self.pre_ln():  # the sublayer reads LayerNorm(x) and adds its output to x
-            self.say(f"> LayerNorm before the {title} (pre-LN: the residual stream stays unnormalised)", 1)
-            self.value("LayerNorm input", f"{layer}.{norm}.in", 2)
-            self.value("LayerNorm output", f"{layer}.{norm}.out", 2)
-
-    def residual(self, layer: str, norm: str, title: str, stream: str, label: str) -> None:
-        if self.pre_ln():
-            self.say(f"> Add: x + {title}(LayerNorm(x))", 1)
-            self.value(label, f"{layer}.{stream}", 2)
-        else:
-            self.add_norm(layer, norm, title)
 
     def block(self, i: int) -> None:
         seq, layer = self.sequence, f"decoder.{i}"

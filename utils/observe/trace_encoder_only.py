@@ -23,7 +23,8 @@ import math
 import torch
 
 from utils.observe.family import ENCODER_ONLY
-from utils.observe.trace_printer import RULE, THIN, TracePrinter, format_trace, parse_selection, stats
+from utils.observe.trace_one_stack import OneStackTracePrinter
+from utils.observe.trace_printer import RULE, THIN, format_trace, parse_selection, stats
 
 PADDING_ONLY_NOTE = "4. Mask: padding only (no look-ahead): each query sees every real key, on both sides"
 MASK_TOKEN = "[MASK]"
@@ -35,9 +36,11 @@ def shown(token: str) -> str:
     return SHOWN.get(token, token)
 
 
-class EncoderOnlyTracePrinter(TracePrinter):
+class EncoderOnlyTracePrinter(OneStackTracePrinter):
     """The trace of one encoder stack over the source tokens; `labels` name a classifier's classes,
     `image` (C, H, W) is the ViT's input (None for text)."""
+
+    stack_name = "encoder"
 
     def __init__(self, *args, labels=None, image=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -45,9 +48,6 @@ class EncoderOnlyTracePrinter(TracePrinter):
         if self.predicted is not None:
             self.predicted = [shown(t) for t in self.predicted]
         self.labels, self.image = labels, image
-
-    def pre_ln(self) -> bool:
-        return self.get("encoder.norm.out") is not None
 
     def sliced(self, label: str, name: str, index, indent: int) -> None:
         t = self.get(name)
@@ -89,19 +89,6 @@ class EncoderOnlyTracePrinter(TracePrinter):
             self.say(f"head {h} [CLS] -> itself {row[0]:.2f}, -> the patches as the image's grid:", 3)
             for r in range(side):
                 self.say(" ".join(f"{w:5.2f}" for w in row[1 + r * side : 1 + (r + 1) * side].tolist()), 4)
-
-    def norm(self, layer: str, norm: str, title: str) -> None:
-        if self.pre_ln():
-            self.say(f"> LayerNorm before the {title} (pre-LN: the residual stream stays unnormalised)", 1)
-            self.value("LayerNorm input", f"{layer}.{norm}.in", 2)
-            self.value("LayerNorm output", f"{layer}.{norm}.out", 2)
-
-    def residual(self, layer: str, norm: str, title: str, stream: str) -> None:
-        if self.pre_ln():
-            self.say(f"> Add: x + {title}(LayerNorm(x))", 1)
-            self.value("residual stream", f"{layer}.{stream}", 2)
-        else:
-            self.add_norm(layer, norm, title)
 
     def block(self, i: int) -> None:
         rows, layer = self.src_tokens, f"encoder.{i}"
