@@ -13,7 +13,7 @@ windows of 128, batch 32, of
               forward with labels
 ViT: images per second of the same step on the digits' shape (8 x 8 grey, patches of 2, 10 classes),
 4 layers x 128, batch 64: ours, ours_hf (TutorialViTForImageClassification) and transformers'
-ViTForImageClassification. Rounds alternate the models; medians are reported and the ratios ours /
+ViTForImageClassification. `--bf16`: every model under CPU bfloat16 autocast. Rounds alternate the models; medians are reported and the ratios ours /
 transformers' are the headline. Prints the CPU's flags; writes benchmarks/results/encoder_speed.json.
 """
 
@@ -106,15 +106,17 @@ def training_step(kind: str, name: str, model, args):
         else:
             rows = torch.randint(0, 512, (args.vit_batch,), generator=torch.Generator().manual_seed(seed))
             src, target = images[rows], rows % 10
-        if name == "ours":  # pytorch_version.train.train_one_epoch's computation
-            labelled = model.labelled(target)
-            logits = step_logits(src, src[:, :0].long() if kind == "bert" else src.new_zeros(0), labelled)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):  # --bf16: every model alike
+            if name == "ours":  # pytorch_version.train.train_one_epoch's computation
+                labelled = model.labelled(target)
+                logits = step_logits(src, src[:, :0].long() if kind == "bert" else src.new_zeros(0), labelled)
+            elif kind == "bert":  # the Trainer's: -100 marks the positions without a label
+                labels = torch.where(target == 0, -100, target)
+                loss = model(input_ids=src, attention_mask=(src != 0).long(), labels=labels).loss
+            else:
+                loss = model(pixel_values=src, labels=target).loss
+        if name == "ours":
             loss = loss_sum(logits.float(), target[labelled], 0.0) / labelled.sum()
-        elif kind == "bert":  # the Trainer's: -100 marks the positions without a label
-            labels = torch.where(target == 0, -100, target)
-            loss = model(input_ids=src, attention_mask=(src != 0).long(), labels=labels).loss
-        else:
-            loss = model(pixel_values=src, labels=target).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -134,6 +136,7 @@ def main() -> None:
     parser.add_argument("--vit_batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bf16", action="store_true", help="train every model under CPU bfloat16 autocast")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(cpu_flags())
@@ -151,7 +154,7 @@ def main() -> None:
         print(f"{kind} training, {unit}/s: ours {row['ours']:.0f}, ours_hf {row['ours_hf']:.0f}, "
               f"{reference} {row[reference]:.0f}; ours / {reference} {row['ours'] / row[reference]:.2f}x, "
               f"ours_hf / {reference} {row['ours_hf'] / row[reference]:.2f}x")  # fmt: skip
-    out = ROOT / "benchmarks" / "results" / "encoder_speed.json"
+    out = ROOT / "benchmarks" / "results" / f"encoder_speed{'_bf16' if args.bf16 else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
 

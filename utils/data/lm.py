@@ -209,15 +209,23 @@ class LMBatches:
     def __len__(self) -> int:
         return self.steps
 
-    def __iter__(self) -> Iterator[Batch]:
+    @property
+    def mine(self) -> slice:
+        """This process's rows of a global batch."""
+        return slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+
+    def global_windows(self) -> Iterator[torch.Tensor]:
+        """The global batches' windows, (world_size x B, T + 1) each: what one process with N x B draws."""
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         offsets = torch.arange(self.context_length + 1)  # (T + 1,)
-        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
         for _ in range(self.steps):
             everyone = (self.world_size * self.batch_size,)  # the global batch's starts
             starts = torch.randint(len(self.ids) - self.context_length, everyone, generator=generator)
-            windows = self.ids[starts[mine, None] + offsets]  # (B, T + 1)
-            yield _pair_batch(windows)
+            yield self.ids[starts[:, None] + offsets]
+
+    def __iter__(self) -> Iterator[Batch]:
+        for windows in self.global_windows():
+            yield _pair_batch(windows[self.mine])  # (B, T + 1)
 
 
 def validation_batches(ids: torch.Tensor, context_length: int, batch_size: int) -> Iterator[Batch]:

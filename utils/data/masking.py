@@ -107,9 +107,11 @@ class Masker:
 class MLMBatches(LMBatches):
     """`steps` masked batches of random windows of `window` tokens, as LMBatches draws them.
 
-    The masks come from a generator seeded by (seed, epoch, rank), so they too depend on where in the
-    run a batch is, not on what ran before: a resumed run masks the batches it skips over as the
-    first run did. `counts` adds up what the masking did on every batch trained on.
+    The masks come from a generator seeded by (seed, epoch), so they too depend on where in the run a
+    batch is, not on what ran before: a resumed run masks the batches it skips over as the first run
+    did. Under torchrun the global batch is masked and each process takes its rows, so N processes
+    with batch B train on what one process with N x B does. `counts` adds up what the masking did on
+    every (global) batch trained on.
     """
 
     def __init__(self, ids, tokenizer, batch_size: int, window: int, steps: int, seed: int = 0, rank: int = 0,
@@ -119,10 +121,10 @@ class MLMBatches(LMBatches):
         self.counts = MaskingCounts()
 
     def __iter__(self) -> Iterator[Batch]:
-        generator = torch.Generator().manual_seed((self.seed + self.epoch) * 1000 + self.rank + 7919)
-        for batch in super().__iter__():
-            windows = torch.cat([batch["tgt_in"], batch["tgt_out"][:, -1:]], dim=1)
-            yield self.masker(windows, generator, self.counts)
+        generator = torch.Generator().manual_seed((self.seed + self.epoch) * 1000 + 7919)
+        for windows in self.global_windows():
+            batch = self.masker(windows, generator, self.counts)
+            yield {key: value[self.mine] for key, value in batch.items()}
 
 
 def mlm_validation_batches(ids: torch.Tensor, tokenizer, window: int, batch_size: int, seed: int = 0):
