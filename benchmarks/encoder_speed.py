@@ -13,8 +13,9 @@ windows of 128, batch 32, of
               forward with labels
 ViT: images per second of the same step on the digits' shape (8 x 8 grey, patches of 2, 10 classes),
 4 layers x 128, batch 64: ours, ours_hf (TutorialViTForImageClassification) and transformers'
-ViTForImageClassification. `--bf16`: every model under CPU bfloat16 autocast. Rounds alternate the models; medians are reported and the ratios ours /
-transformers' are the headline. Prints the CPU's flags; writes benchmarks/results/encoder_speed.json.
+ViTForImageClassification. `--bf16`: every model under CPU bfloat16 autocast. Rounds alternate
+the models; medians are reported and the ratios ours / transformers' are the headline. Prints the
+CPU's flags; writes benchmarks/results/encoder_speed.json (encoder_speed_bf16.json).
 """
 
 from __future__ import annotations

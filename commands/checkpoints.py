@@ -98,6 +98,13 @@ def load_checkpoint_for_decoding(
     a folder may run the code it carries (--trust_remote_code)."""
     if checkpoint_kind(path) == "huggingface":
         hide_loading_bars()  # before transformers loads the weights
+        from huggingface_version import encoder_inference as hf_encoder
+
+        if hf_encoder.is_encoder_folder(path, trust_remote_code):  # BERT or ViT: it reads --source
+            from pytorch_version import encoder_inference as encoder
+
+            model, tokenizer = hf_encoder.load_hf_encoder(path, device, trust_remote_code)
+            return Loaded("huggingface", model, tokenizer, model.config, encoder.read, encoder.trace_read)
         from huggingface_version import inference as hf
         from huggingface_version.convert import model_config_of
 

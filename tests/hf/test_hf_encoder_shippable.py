@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -194,3 +195,20 @@ def test_plain_transformers_runs_the_three_pipelines_on_the_folders(folders, tmp
     assert plain["classes"] == [o["label"] for o in ours]
     vit = pipeline("image-classification", model=str(folders["vit"]), trust_remote_code=True)
     assert plain["digits"] == [o[0]["label"] for o in vit([Image.open(p) for p in paths])]
+
+
+def test_the_toolkit_reads_an_input_with_each_folder_as_with_the_pytorch_model(folders, tmp_path, capsys):
+    import main
+    from pytorch_version.encoder_inference import read
+    from utils.data.digits import PatchTokenizer
+
+    png = tmp_path / "digit.png"
+    digit_images()[1][0].save(png)
+    for name, source in (("mlm", MASKED), ("classifier", "abba"), ("vit", str(png))):
+        folder = tmp_path / name  # the folder as a run saves it: without the test's pytorch model
+        shutil.copytree(folders[name], folder, ignore=shutil.ignore_patterns("*.pt"))
+        assert main.main(["--checkpoint", str(folder), "--source", source, "--device", "cpu"]) == 0
+        answer = capsys.readouterr().out.splitlines()[-1].removeprefix("output: ")
+        pt = _pytorch(folders[name])
+        tokenizer = CHARS if name != "vit" else PatchTokenizer(8, 2, 1)
+        assert answer == read(pt, tokenizer, [source])[0], name
