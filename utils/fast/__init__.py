@@ -7,8 +7,9 @@ and decodes on the plain readable path (slower, same results up to float roundin
 dropout masks' random numbers).
 
     piece                seam                                           module
-    packed_rows          the module a trainer calls for a step's        packing.py
-                         labelled logits (a twin over the same modules)
+    packed_rows          the module a trainer calls for a step's        packing.py (a GPT:
+                         labelled logits (a twin over the same modules) decoder_only.py, BERT's
+                                                                        masked LM: encoder_only.py)
     fast_dropout         module swap nn.Dropout -> Dropout              dropout.py
     packed_output_layer  module swap lm_head -> OutputLinear            output_layer.py
     written_down_loss    the loss function a trainer calls              loss.py
