@@ -4,16 +4,17 @@
 
 Masked LM: tokens per second of a full optimizer step (forward, loss, backward, fused AdamW, gradient
 clipping) on batches masked as `--task mlm` masks them (utils/data/masking.py: 15% chosen) over a
-72-token vocabulary (tinyshakespeare's characters and BERT's specials), 4 layers x 256, 4 heads,
-windows of 128, batch 32, of
+72-token vocabulary (tinyshakespeare's characters and BERT's specials), at `--task mlm`'s defaults
+(2 layers x 128, 4 heads, windows of 64, batch 64; `--layers 4 --d_model 256 --context 128
+--batch 32` for a larger one), of
     ours      pytorch_version's BERT with the toolkit's speed-ups, through the trainer's step
-              (utils.fast.LabelledLogits: the head on the chosen rows only)
+              (utils.fast.LabelledLogits: the last layer and the head at the chosen rows only)
     ours_hf   huggingface_version's TutorialBertForMaskedLM, forward with labels (the Trainer's)
     bert      transformers' BertForMaskedLM of the same options (post-LN, GELU, learned positions),
               forward with labels
 ViT: images per second of the same step on the digits' shape (8 x 8 grey, patches of 2, 10 classes),
-4 layers x 128, batch 64: ours, ours_hf (TutorialViTForImageClassification) and transformers'
-ViTForImageClassification. `--bf16`: every model under CPU bfloat16 autocast. Rounds alternate
+--task digits' defaults (2 layers x 128, batch 32; ours computes the last layer at [CLS] only): ours,
+ours_hf (TutorialViTForImageClassification) and transformers' ViTForImageClassification. `--bf16`: every model under CPU bfloat16 autocast. Rounds alternate
 the models; medians are reported and the ratios ours / transformers' are the headline. Prints the
 CPU's flags; writes benchmarks/results/encoder_speed.json (encoder_speed_bf16.json).
 """
@@ -128,13 +129,13 @@ def training_step(kind: str, name: str, model, args):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--d_model", type=int, default=256)
-    parser.add_argument("--context", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--d_model", type=int, default=128)
+    parser.add_argument("--context", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--vit_d_model", type=int, default=128)
-    parser.add_argument("--vit_batch", type=int, default=64)
+    parser.add_argument("--vit_batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bf16", action="store_true", help="train every model under CPU bfloat16 autocast")

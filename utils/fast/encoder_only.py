@@ -1,16 +1,15 @@
-"""The encoder-only training step's twin: BERT's masked LM computes its last layer at the masked rows only.
+"""The encoder-only training step's twin: the last layer computed only where the loss reads it.
 
-The masked LM is scored at the ~15% of positions that were chosen (utils/data/masking.py), and
-nothing after the last layer's attention mixes positions: the last layer's query projection, the
-output projection, both Add & Norms, the FFN, the final LayerNorm and the prediction head (a D x D
-Linear, GELU, LayerNorm and the D x V output layer) change a chosen position's vector only from that
+BERT's masked LM is scored at the ~15% of positions that were chosen (utils/data/masking.py); a
+[CLS] classifier (a ViT, a BERT with --pooling cls) reads position 0 alone. Nothing after the last
+layer's attention mixes positions: the last layer's query projection, the output projection, both
+Add & Norms, the FFN, the final LayerNorm and the head change a position's vector only from that
 position's own. So the twin runs every layer but the last as the readable forward does, and the last
-one with queries at the chosen rows alone (keys and values still from every position), then the
-head on those rows: the same numbers at the chosen positions, and for a 2-layer model close to half
-of the work (benchmarks/encoder_speed.py). A classifier reads one vector per sequence from every
-position's last output (a mean) or from [CLS], so its step is the readable forward.
-tests/fast/test_encoder_only.py holds the twin equal in values and gradients, post-LN and pre-LN,
-with padding.
+one with queries at the wanted rows alone (keys and values still from every position), then the
+head on those rows: the same numbers there, and for a 2-layer model close to half of the work
+(benchmarks/encoder_speed.py). A mean-pooling classifier reads every position, so its step is the
+readable forward. tests/fast/test_encoder_only.py holds the twin equal in values and gradients,
+post-LN and pre-LN, with padding.
 """
 
 from __future__ import annotations
@@ -25,26 +24,40 @@ def encoder_only_logits(
     """(N, V) masked-LM logits at the `labelled` positions, or (B, C) class logits, of either version's
     model (huggingface_version's by its readable forward)."""
     if hasattr(model, "run_with_cache"):  # pytorch_version
-        if not packed or model.config.num_labels:
+        if not packed or (model.config.num_labels and model.head.pooling != "cls"):
             return model(src)[labelled]
-        return model.head(_masked_rows(model, src, labelled))
+        if model.config.num_labels:  # [CLS]'s row of every sequence, (B, 1, D): what the head reads
+            return model.head(_encoded_at(model, src, at_cls=True)[:, None])[labelled]
+        return model.head(_encoded_at(model, src, labelled))
     if src.dtype.is_floating_point:  # an HF image classifier
         return model(pixel_values=src).logits[labelled]
     real = (src != model.config.pad_token_id).long()
     return model(input_ids=src, attention_mask=real).logits[labelled]
 
 
-def _masked_rows(bert, src: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
-    """BERT's encoder output (N, D) at the labelled positions, in row-major order (as `x[labelled]`)."""
-    x = bert.positions(bert.src_embed(src))  # BERT.encode, step by step
-    if bert.embed_norm is not None:
-        x = bert.embed_norm(x)
-    x, mask = bert.dropout(x), bert.src_mask(src)
-    *first, last = bert.encoder.layers
+def _embedded(model, src: torch.Tensor) -> torch.Tensor:
+    """What the encoder stack reads: BERT.encode's or ViT.encode's steps before it."""
+    if hasattr(model, "patch_embed"):  # ViT: the patches after a [CLS] vector
+        model.check_images(src)
+        patches = model.patch_embed(src)
+        x = torch.cat([model.cls_token.expand(src.size(0), -1, -1).to(patches.dtype), patches], dim=1)
+        return model.dropout(model.positions(x))
+    x = model.positions(model.src_embed(src))
+    return model.dropout(model.embed_norm(x) if model.embed_norm is not None else x)
+
+
+def _encoded_at(model, src: torch.Tensor, labelled: torch.Tensor | None = None, at_cls: bool = False):
+    """The encoder's output (N, D) at the labelled positions (row-major, as `x[labelled]`), or at
+    [CLS] (position 0) of every row."""
+    x, mask = _embedded(model, src), model.src_mask(src)
+    if at_cls:
+        labelled = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+        labelled[:, 0] = True
+    *first, last = model.encoder.layers
     for layer in first:
         x = layer(x, mask)
     rows = _last_layer_at(last, x, mask, labelled)
-    return bert.encoder.norm(rows) if bert.encoder.norm is not None else rows
+    return model.encoder.norm(rows) if model.encoder.norm is not None else rows
 
 
 def _last_layer_at(layer, x: torch.Tensor, mask: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
