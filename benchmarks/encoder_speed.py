@@ -14,9 +14,10 @@ clipping) on batches masked as `--task mlm` masks them (utils/data/masking.py: 1
               forward with labels
 ViT: images per second of the same step on the digits' shape (8 x 8 grey, patches of 2, 10 classes),
 --task digits' defaults (2 layers x 128, batch 32; ours computes the last layer at [CLS] only): ours,
-ours_hf (TutorialViTForImageClassification) and transformers' ViTForImageClassification. `--bf16`: every model under CPU bfloat16 autocast. Rounds alternate
-the models; medians are reported and the ratios ours / transformers' are the headline. Prints the
-CPU's flags; writes benchmarks/results/encoder_speed.json (encoder_speed_bf16.json).
+ours_hf (TutorialViTForImageClassification) and transformers' ViTForImageClassification.
+`--bf16`: every model under CPU bfloat16 autocast. Rounds alternate the models; medians are
+reported and the ratios ours / transformers' are the headline. Prints the CPU's flags; writes
+benchmarks/results/encoder_speed.json (encoder_speed_bf16.json).
 """
 
 from __future__ import annotations
