@@ -190,3 +190,16 @@ def test_vit_equals_transformers(patch):
     with torch.no_grad():
         assert torch.allclose(ours(images), theirs(pixel_values=images).logits, atol=1e-5)
     assert math.isclose(cfg.num_patches, (8 // patch) ** 2)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_padding_is_never_attended(pooling):
+    """A sequence's outputs do not depend on how much padding follows it."""
+    torch.manual_seed(4)
+    mlm = model_for(bert_config()).eval()
+    classifier = model_for(bert_config(labels=("a", "b"), pooling=pooling)).eval()
+    ids = torch.randint(4, V, (1, 7))
+    longer = torch.cat([ids, torch.zeros(1, 5, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        assert torch.allclose(mlm(ids)[0], mlm(longer)[0, :7], atol=1e-5)
+        assert torch.allclose(classifier(ids), classifier(longer), atol=1e-5)
