@@ -14,7 +14,8 @@ from utils.runtime.config import RunConfig, resolve_device
 
 def evaluate_with_checkpoint(cfg: RunConfig) -> int:
     """--evaluate: translate PREFIX.src_lang with the checkpoint (a .pt file or a results_huggingface
-    folder), score it against PREFIX.tgt_lang, write the hypotheses and test_metrics.json next to it."""
+    folder), score it against PREFIX.tgt_lang, write the hypotheses and the scores ({name of
+    PREFIX}.test_metrics.json) next to it."""
     from utils.training.translation_eval import evaluate_test_set, format_scores
 
     loaded = load_checkpoint_for_decoding(

@@ -75,6 +75,7 @@ from utils.runtime.config import (
 )
 from utils.runtime.console import progress_bars
 from utils.runtime.distributed import World, shutdown
+from utils.runtime.lock import results_folder_lock
 from utils.runtime.resilience import atomic_write_json, ensure_writable
 from utils.runtime.tracking import Tracker, add_file_log
 from utils.training.recipe import ADAM_BETAS, ADAM_EPS, GPT_BETAS, GPT_EPS, MIN_LR_RATIO, noam_peak
@@ -122,7 +123,8 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
     if not world.is_main:
         logging.getLogger().setLevel(logging.WARNING)
     try:
-        return _train(cfg, init_from_pytorch, out, args, resume_from, saved, world)
+        with results_folder_lock(out, enabled=world.is_main):  # one run a folder (utils/runtime/lock.py)
+            return _train(cfg, init_from_pytorch, out, args, resume_from, saved, world)
     finally:
         shutdown(world)
 

@@ -50,6 +50,7 @@ from utils.runtime.distributed import (
     tokens_per_replica,
     wrap,
 )
+from utils.runtime.lock import results_folder_lock
 from utils.runtime.resilience import (
     GracefulStop,
     NonFiniteGuard,
@@ -161,7 +162,10 @@ def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
     check_precision(cfg, device)
     world = init_world(device, cfg.dist_timeout)  # one process of one unless started by torchrun
     try:  # leave the process group on every way out, so no other process waits for this one
-        return _train(cfg, results_name, world, device_for(world, device))
+        with results_folder_lock(
+            Path(cfg.output_dir) / results_name, enabled=world.is_main
+        ):  # one run a folder
+            return _train(cfg, results_name, world, device_for(world, device))
     finally:
         shutdown(world)
 

@@ -108,7 +108,7 @@ def test_evaluate_cli_writes_hypotheses_and_metrics_next_to_the_checkpoint(pytor
     assert result.returncode == 0, result.stderr
     assert "BLEU lowercased" in result.stdout and "nrefs:1|case:mixed" in result.stdout
     hypotheses = (out / "checkpoints" / "test.hyp.txt").read_text(encoding="utf-8").splitlines()
-    metrics = json.loads((out / "checkpoints" / "test_metrics.json").read_text())
+    metrics = json.loads((out / "checkpoints" / "test.test_metrics.json").read_text())
     assert len(hypotheses) == 12 == metrics["sentences"]
     assert {"bleu", "lowercase_bleu", "chrf", "signatures"} <= set(metrics)
     assert metrics["decoding"]["beam_size"] == 2
@@ -138,4 +138,11 @@ def test_huggingface_translation_run_and_evaluate(corpus, tmp_path):
     assert summary["best_eval_bleu"] == record["eval_bleu"] >= 0.0
     assert main.main(["--evaluate", "--checkpoint", str(out), "--test_prefix", str(corpus / "test")]) == 0
     assert len((out / "test.hyp.txt").read_text(encoding="utf-8").splitlines()) == 12
-    assert json.loads((out / "test_metrics.json").read_text())["sentences"] == 12
+    assert json.loads((out / "test.test_metrics.json").read_text())["sentences"] == 12
+    for lang in ("de", "en"):  # a second test set: its own scores, the first's kept
+        (tmp_path / f"other.{lang}").write_text(
+            (corpus / f"test.{lang}").read_text(encoding="utf-8")[:-1] + "\n"
+        )
+    assert main.main(["--evaluate", "--checkpoint", str(out), "--test_prefix", str(tmp_path / "other")]) == 0
+    first, second = (json.loads((out / f"{n}.test_metrics.json").read_text()) for n in ("test", "other"))
+    assert first["source"].endswith("test.de") and second["source"].endswith("other.de")

@@ -3,18 +3,18 @@
 Works with either version: the caller passes a `translate(texts) -> outputs` function
 (pytorch_version.inference.translate or huggingface_version.inference.translate_hf with the
 model bound). Writes, next to the checkpoint (inside it for a results_huggingface folder),
-`{basename(PREFIX)}.hyp.txt` (one output per input line) and `test_metrics.json`.
+`{basename(PREFIX)}.hyp.txt` (one output per input line) and `{basename(PREFIX)}.test_metrics.json`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from utils.data.corpus import read_parallel
+from utils.runtime.resilience import atomic_write_json
 from utils.training.metrics import translation_scores
 
 logger = logging.getLogger(__name__)
@@ -75,8 +75,10 @@ def evaluate_test_set(
         "decoding": decoding,
         "translate_seconds": round(seconds, 1),
         "hypotheses": str(hyp_path),
+        # one file of scores per test set, as of hypotheses: a second --test_prefix keeps the first's
+        "scores": str(folder / f"{Path(test_prefix).name}.test_metrics.json"),
     }
-    (folder / "test_metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    atomic_write_json(Path(metrics["scores"]), metrics)
     logger.info("%s: %s", src_path, scores["bleu_details"])
     return metrics
 
@@ -91,6 +93,6 @@ def format_scores(metrics: dict) -> str:
             f"BLEU lowercased {metrics['lowercase_bleu']:6.2f}   {sig['lowercase_bleu']}",
             f"chrF            {metrics['chrf']:6.2f}   {sig['chrf']}",
             f"hypotheses: {metrics['hypotheses']}",
-            f"scores:     {results_folder(metrics['checkpoint']) / 'test_metrics.json'}",
+            f"scores:     {metrics['scores']}",
         ]
     )
