@@ -73,14 +73,23 @@ def results_folder_lock(folder: str | Path, enabled: bool = True) -> Iterator[No
         yield
         return
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    made = [p for p in (folder.parent, *folder.parent.parents) if not p.exists()]  # removed again if empty
     path = folder.with_name(folder.name + ".lock")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        fd = _acquire(path) if fcntl is not None else -1
+    except OSError as err:
+        _remove_empty(made)
+        raise UserError(f"results folder {folder} is not writable: {err.strerror or err}") from err
     if fcntl is None:  # Windows
-        with _filelock(path):
-            yield
+        try:
+            with _filelock(path):
+                yield
+        finally:
+            _remove_empty(made)
         return
-    fd = _acquire(path)
     if fd is None:
+        _remove_empty(made)
         raise UserError(f"{folder} is being written by {_describe(_read(path))}; wait for it to end or "
                         "choose another --output_dir") from None  # fmt: skip
     try:
@@ -94,6 +103,16 @@ def results_folder_lock(folder: str | Path, enabled: bool = True) -> Iterator[No
     finally:
         path.unlink(missing_ok=True)  # while still holding it; then let go
         os.close(fd)
+        _remove_empty(made)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """The folders the lock had to make, if nothing was written in them (a run that could not start)."""
+    for folder in folders:  # the deepest first
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 @contextmanager
