@@ -24,6 +24,7 @@ from transformers import (
 import huggingface_version  # noqa: F401  (registers the model types with the Auto classes)
 from huggingface_version.configuration_encoder import TutorialEncoderConfig
 from huggingface_version.convert import hf_to_pytorch
+from huggingface_version.resume import weights_refusal
 from utils.data.digits import PatchTokenizer
 from utils.data.tokenizer import ENCODER_SPECIALS, CharTokenizer
 from utils.runtime.config import UserError
@@ -39,6 +40,8 @@ def is_encoder_folder(folder: str | Path, trust_remote_code: bool = False) -> bo
 
 def load_hf_encoder(folder: str | Path, device, trust_remote_code: bool = False):
     """(pytorch_version's model with the folder's weights, the toolkit's tokenizer of the folder)."""
+    if refusal := weights_refusal(Path(folder)):
+        raise UserError(refusal)
     config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
     if config.model_type == "tutorial_vit":
         auto = AutoModelForImageClassification

@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from torch.utils.data import Sampler
 from transformers import TrainerCallback
 
@@ -46,8 +47,16 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def weights_refusal(folder: Path) -> str:
-    """'' if `folder` has model.safetensors; pickled pytorch_model.bin weights are never loaded."""
-    if (folder / "model.safetensors").is_file():
+    """'' if `folder` has a readable model.safetensors; pickled pytorch_model.bin weights are never loaded."""
+    weights = folder / "model.safetensors"
+    if weights.is_file():
+        try:  # the header and that the file holds every tensor it lists: a truncated copy fails here
+            with safe_open(str(weights), framework="pt") as f:
+                f.keys()
+        except Exception as err:
+            return (
+                f"{weights} cannot be read (truncated, or not a safetensors file): {str(err).splitlines()[0]}"
+            )
         return ""
     pickled = (folder / "pytorch_model.bin").exists()
     return f"refusing {folder}: no model.safetensors" + (

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -182,3 +183,18 @@ def test_the_table_leaves_the_trained_run_usable(files, capsys):
         json.loads(line) for line in (files["run"] / "logs" / "metrics.jsonl").read_text().splitlines()
     ]
     assert [r["epoch"] for r in records] == [1, 2]
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.001, 0.5, 0.999])
+def test_a_truncated_safetensors_file_is_one_line(files, capsys, tmp_path, keep):
+    """An HF folder whose model.safetensors was cut short (a copy interrupted, a download that stopped)."""
+
+    folder = tmp_path / "hf_cut"
+    shutil.copytree(files["hf"], folder)
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: int(len(data) * keep)])
+    before = _snapshot(folder)
+    result = main_in_process(["--checkpoint", str(folder), "--source", "abc"], capsys)
+    assert_one_error_line(*result, "model.safetensors cannot be read (truncated, or not a safetensors file)")
+    assert _snapshot(folder) == before
