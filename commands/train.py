@@ -83,7 +83,10 @@ def run_version(cfg: RunConfig) -> int:
             print(done_line("huggingface_version", summary, "results_huggingface", cfg))
     elif cfg.version == "both":
         from huggingface_version.compare import run_comparison
+        from utils.runtime.lock import assert_free
 
+        for name in ("results_pytorch", "results_huggingface", "results_comparison"):  # before either starts
+            assert_free(Path(cfg.output_dir) / name)
         print(both_done_line(run_comparison(cfg), cfg))
     elif cfg.version == "analysis":
         from pytorch_version.demo import analysis_demo

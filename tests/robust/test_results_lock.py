@@ -59,3 +59,15 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path, caplog):
         assert main.main(["--epochs", "1", "--output_dir", str(tmp_path), *TINY]) == 0
     assert f"took over the lock of another run (pid {holder.pid}" in caplog.text
     assert not (tmp_path / "results_pytorch.lock").exists()  # let go and removed at the end
+
+
+def test_version_both_stops_before_either_half_starts_when_one_folder_is_held(tmp_path, capsys):
+    holder = _hold(tmp_path / "results_huggingface")
+    try:
+        code = main.main(["--version", "both", "--epochs", "1", "--output_dir", str(tmp_path), *TINY])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and f"pid {holder.pid}" in err and len(err.splitlines()) == 1, err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["results_huggingface.lock"]  # the holder's only
+    finally:
+        holder.kill()
+        holder.wait()

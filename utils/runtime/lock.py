@@ -106,6 +106,13 @@ def results_folder_lock(folder: str | Path, enabled: bool = True) -> Iterator[No
         _remove_empty(made)
 
 
+def assert_free(folder: str | Path) -> None:
+    """UserError now if another run holds `folder` (--version both asks for its three folders before
+    starting either half; each half then takes its own)."""
+    with results_folder_lock(folder):
+        pass
+
+
 def _remove_empty(folders: list[Path]) -> None:
     """The folders the lock had to make, if nothing was written in them (a run that could not start)."""
     for folder in folders:  # the deepest first
