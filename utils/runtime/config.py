@@ -259,6 +259,13 @@ class RunConfig(ModelShape):
         unknown = sorted(set(data) - set(fields))
         if unknown:
             raise UserError(f"unknown config keys: {', '.join(unknown)}")
+        for key, value in data.items():  # the types first: a family or task must be a string to look up
+            expected = type(fields[key].default)
+            ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                ok = True
+            if not ok:
+                raise UserError(f"config key {key} expects {expected.__name__}, got {value!r:.80}")
         arch = data.get("arch", fields["arch"].default)
         if "task" not in data and arch in fields["task"].metadata["arch_defaults"]:  # a family's own task
             data = {**data, "task": fields["task"].metadata["arch_defaults"][arch]}
@@ -267,11 +274,4 @@ class RunConfig(ModelShape):
             for own, kind in ((task, "task_defaults"), (arch, "arch_defaults")):
                 if name not in data and own in f.metadata.get(kind, {}):
                     data = {**data, name: f.metadata[kind][own]}
-        for key, value in data.items():
-            expected = type(fields[key].default)
-            ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                ok = True
-            if not ok:
-                raise UserError(f"config key {key} expects {expected.__name__}, got {value!r}")
         return cls(**data)
