@@ -45,7 +45,8 @@ def _ending_with(token: str | None) -> processors.PostProcessor | None:
     )
 
 
-def _wrap(backend: Tokenizer, padding_side: str) -> PreTrainedTokenizerFast:
+def _wrap(backend: Tokenizer, padding_side: str, **extra) -> PreTrainedTokenizerFast:
+    """The PreTrainedTokenizerFast around `backend` with the four specials (`extra`: BERT's, ...)."""
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         pad_token=PAD,
@@ -54,6 +55,7 @@ def _wrap(backend: Tokenizer, padding_side: str) -> PreTrainedTokenizerFast:
         unk_token=UNK,
         padding_side=padding_side,
         clean_up_tokenization_spaces=False,  # never touch the spaces: the decoders restore them exactly
+        **extra,
     )
 
 
@@ -134,16 +136,6 @@ def encoder_tokenizer_fast(tokenizer: CharTokenizer) -> PreTrainedTokenizerFast:
         special_tokens=[(cls, tokenizer.cls_id), (sep, tokenizer.sep_id)],
     )
     backend.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token=PAD,
-        bos_token=BOS,
-        eos_token=EOS,
-        unk_token=UNK,
-        cls_token=cls,
-        sep_token=sep,
-        mask_token=ENCODER_SPECIALS[6],
-        padding_side="right",  # the encoder masks the pads wherever they are
-        model_input_names=["input_ids", "attention_mask"],  # no token types: one segment
-        clean_up_tokenization_spaces=False,
-    )
+    # padding on the right: the encoder masks the pads wherever they are; no token types: one segment
+    return _wrap(backend, "right", cls_token=cls, sep_token=sep, mask_token=ENCODER_SPECIALS[6],
+                 model_input_names=["input_ids", "attention_mask"])  # fmt: skip

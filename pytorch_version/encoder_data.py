@@ -39,7 +39,6 @@ def _report(name: str, sizes: dict):
 
 def classification_data(cfg: RunConfig, world: World, device: torch.device):
     """Generated strings to classify; with --init_from, in the vocabulary of the pre-trained checkpoint."""
-    from pytorch_version.run_data import RunData
     from utils.data.classify import LABELS, classification_tokenizer, make_classification_task
 
     train_examples, eval_examples = make_classification_task(
@@ -49,31 +48,16 @@ def classification_data(cfg: RunConfig, world: World, device: torch.device):
     labels = LABELS[cfg.task]
     train = ClassificationDataset(train_examples, tokenizer, len(labels))
     held_out = ClassificationDataset(eval_examples, tokenizer, len(labels))
-    train_loader, eval_loader = _loaders(cfg, world, train, held_out)
-    probe = collate_classes([held_out[i] for i in range(min(8, len(held_out)))])
-    return RunData(
-        tokenizer=tokenizer,
-        train_loader=train_loader,
-        evaluate=partial(
-            evaluate_classification,
-            loader=eval_loader,
-            label_names=labels,
-            device=device,
-            describe=lambda i: eval_examples[i][0],
-        ),
-        debug_example=(probe["src"][:1, : len(held_out.src[0])], probe["tgt_in"][:1]),
-        probe=probe,
+    return _classifier_data(
+        cfg, world, device, tokenizer, train, held_out, labels, describe=lambda i: eval_examples[i][0],
         description=f"{len(train)} train / {len(held_out)} eval strings, classes {', '.join(labels)}",
-        rounds=cfg.epochs,
-        report=_report(cfg.task, {"train": len(train), "eval": len(held_out)}),
-        model_fields=_text_fields(tokenizer, labels),
-        finish=partial(finish_classifier, loader=eval_loader, labels=labels, device=device),
-    )
+        sizes={"train": len(train), "eval": len(held_out)}, fields=_text_fields(tokenizer, labels),
+        debug_length=len(held_out.src[0]),
+    )  # fmt: skip
 
 
 def digits_data(cfg: RunConfig, world: World, device: torch.device):
     """The handwritten digits, cut into --patch_size patches by the ViT."""
-    from pytorch_version.run_data import RunData
     from utils.data.digits import (
         CHANNELS,
         IMAGE_SIZE,
@@ -88,26 +72,38 @@ def digits_data(cfg: RunConfig, world: World, device: torch.device):
     tokenizer.check(train_x, "--task digits")
     train = ImageDataset(train_x, train_y, shift=1, seed=cfg.seed)  # each read moves the digit by <= 1 pixel
     held_out = ImageDataset(test_x, test_y)
+    return _classifier_data(
+        cfg, world, device, tokenizer, train, held_out, LABELS, describe=lambda i: f"test image {i}",
+        description=f"{len(train)} train / {len(held_out)} test images of 8x8, patches of {cfg.patch_size}",
+        sizes={"train": len(train), "test": len(held_out)},
+        fields={"labels": LABELS, "image_size": IMAGE_SIZE, "channels": CHANNELS},
+    )  # fmt: skip
+
+
+def _classifier_data(cfg, world, device, tokenizer, train, held_out, labels, describe, description, sizes,
+                     fields, debug_length=None):  # fmt: skip
+    """The RunData of a classifier (strings or images): held-out accuracy each epoch, the confusion
+    matrix at the end; `debug_length` cuts the --debug example to its real tokens."""
+    from pytorch_version.run_data import RunData
+
     train_loader, eval_loader = _loaders(cfg, world, train, held_out)
-    probe = collate_classes([held_out[i] for i in range(8)])
-    fields = {"labels": LABELS, "image_size": IMAGE_SIZE, "channels": CHANNELS}
+    probe = collate_classes([held_out[i] for i in range(min(8, len(held_out)))])
     return RunData(
         tokenizer=tokenizer,
         train_loader=train_loader,
         evaluate=partial(
-            evaluate_classification,
-            loader=eval_loader,
-            label_names=LABELS,
-            device=device,
-            describe=lambda i: f"test image {i}",
+            evaluate_classification, loader=eval_loader, label_names=labels, device=device, describe=describe
         ),
-        debug_example=(probe["src"][:1], probe["tgt_in"][:1]),
+        debug_example=(
+            probe["src"][:1, :debug_length] if debug_length else probe["src"][:1],
+            probe["tgt_in"][:1],
+        ),
         probe=probe,
-        description=f"{len(train)} train / {len(held_out)} test images of 8x8, patches of {cfg.patch_size}",
+        description=description,
         rounds=cfg.epochs,
-        report=_report("digits", {"train": len(train), "test": len(held_out)}),
+        report=_report(cfg.task, sizes),
         model_fields=fields,
-        finish=partial(finish_classifier, loader=eval_loader, labels=LABELS, device=device),
+        finish=partial(finish_classifier, loader=eval_loader, labels=labels, device=device),
     )
 
 
