@@ -104,8 +104,8 @@ def run(cfg: RunConfig, given: frozenset = frozenset()) -> int:
         return evaluate_with_checkpoint(cfg)
     if cfg.checkpoint:
         return decode_with_checkpoint(cfg, given)
-    if cfg.source or cfg.interactive:
-        raise UserError("--source and --interactive need --checkpoint PATH")
+    if cfg.source or cfg.interactive or cfg.explore:
+        raise UserError("--source, --interactive and --explore need --checkpoint PATH")
     return run_version(cfg)
 
 

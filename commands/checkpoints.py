@@ -73,12 +73,14 @@ class Loaded:
     tokenizer: Any
     model_config: Any  # a ModelConfig: what explicitly given architecture flags are checked against
     translate: Callable  # (model, tokenizer, texts, beam_size, alpha, max_length) -> outputs
-    trace: Callable  # (model, tokenizer, text, output, layers, heads) -> the --debug trace
+    # (model, tokenizer, text, output) -> (src, tgt_in, to_tokens): the forward pass that --debug traces
+    # and --explore draws
+    example: Callable
     task: str = ""  # what it was trained on ("lm": a GPT language model; "" where it does not say)
     # a GPT continues a text (--prompt): (model, tokenizer, prompt, cfg) -> the new text; None: this
     # version cannot yet
     continue_text: Callable | None = None
-    trace_prompt: Callable | None = None  # (model, tokenizer, prompt, layers, heads) -> the --debug trace
+    prompt_example: Callable | None = None  # (model, tokenizer, prompt) -> the same, of a --prompt
 
     @property
     def is_gpt(self) -> bool:
@@ -101,25 +103,40 @@ def load_checkpoint_for_decoding(
         from huggingface_version import encoder_inference as hf_encoder
 
         if hf_encoder.is_encoder_folder(path, trust_remote_code):  # BERT or ViT: it reads --source
-            from pytorch_version import encoder_inference as encoder
-
             model, tokenizer = hf_encoder.load_hf_encoder(path, device, trust_remote_code)
-            return Loaded("huggingface", model, tokenizer, model.config, encoder.read, encoder.trace_read)
-        from huggingface_version import inference as hf
-        from huggingface_version.convert import model_config_of
+        else:
+            from huggingface_version import inference as hf
 
-        model, tokenizer = hf.load_hf_for_inference(path, device, fast, trust_remote_code)
-        # a GPT's folder (TutorialGPTForCausalLM): --source decodes a toy task's, --prompt continues text
-        return Loaded("huggingface", model, tokenizer, model_config_of(model.config), hf.translate_hf,
-                      hf.trace_translation_hf, hf.hf_task(model, tokenizer), hf.continue_text_hf,
-                      hf.trace_prompt_hf)  # fmt: skip
+            model, tokenizer = hf.load_hf_for_inference(path, device, fast, trust_remote_code)
+        return loaded_model(model, tokenizer)
     from pytorch_version import inference as pt
 
     model, tokenizer, data = pt.load_for_inference(path, device, fast)
-    task = pt.checkpoint_task(data)
+    return loaded_model(model, tokenizer, pt.checkpoint_task(data))
+
+
+def loaded_model(model, tokenizer, task: str = "") -> Loaded:
+    """A model in memory, either version's, with its tokenizer, as a checkpoint of it would load:
+    what decodes it, what --debug traces and what --explore draws. `task`: what a pytorch model was
+    trained on (an HF model's config.json says)."""
+    if getattr(model.config, "model_type", None) is not None:  # a transformers PreTrainedConfig
+        from huggingface_version.convert import model_config_of
+
+        if getattr(model.config, "arch", "transformer") in ENCODER_ONLY:
+            from pytorch_version import encoder_inference as encoder
+
+            return Loaded("huggingface", model, tokenizer, model.config, encoder.read, encoder.read_example)
+        from huggingface_version import inference as hf
+
+        # a GPT's folder (TutorialGPTForCausalLM): --source decodes a toy task's, --prompt continues text
+        return Loaded("huggingface", model, tokenizer, model_config_of(model.config), hf.translate_hf,
+                      hf.translation_example_hf, hf.hf_task(model, tokenizer), hf.continue_text_hf,
+                      hf.prompt_example_hf)  # fmt: skip
     if model.config.arch in ENCODER_ONLY:  # it reads --source: a class, or its [MASK]s filled in
         from pytorch_version import encoder_inference as encoder
 
-        return Loaded("pytorch", model, tokenizer, model.config, encoder.read, encoder.trace_read, task)
-    return Loaded("pytorch", model, tokenizer, model.config, pt.translate, pt.trace_translation, task,
-                  partial(pt.continue_text, task=task), pt.trace_prompt)  # fmt: skip
+        return Loaded("pytorch", model, tokenizer, model.config, encoder.read, encoder.read_example, task)
+    from pytorch_version import inference as pt
+
+    return Loaded("pytorch", model, tokenizer, model.config, pt.translate, pt.translation_example, task,
+                  partial(pt.continue_text, task=task), pt.prompt_example)  # fmt: skip

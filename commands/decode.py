@@ -12,6 +12,8 @@ import sys
 from collections.abc import Iterator
 
 from commands.checkpoints import load_checkpoint_for_decoding
+from commands.explore import explore_input
+from utils.observe.trace_printer import trace_example
 from utils.runtime.compatibility import mismatched_flags
 from utils.runtime.config import RunConfig, UserError, resolve_device
 
@@ -73,7 +75,10 @@ def decode_with_checkpoint(cfg: RunConfig, given: frozenset = frozenset()) -> in
     def decode(text: str) -> str:
         output = translate(model, tokenizer, [text], cfg.beam_size, cfg.length_penalty, cfg.max_length)[0]
         if cfg.debug:
-            print(loaded.trace(model, tokenizer, text, output, cfg.debug_layers, cfg.debug_heads))
+            example = loaded.example(model, tokenizer, text, output)
+            print(trace_example(model, *example, cfg.debug_layers, cfg.debug_heads))
+        if cfg.explore:
+            print(f"explorer: {explore_input(cfg.checkpoint, loaded, text, output)}")
         return output
 
     if cfg.interactive:
@@ -100,9 +105,13 @@ def _continue_texts(cfg: RunConfig, loaded) -> int:
     model, tokenizer = loaded.model, loaded.tokenizer
 
     def write(prompt: str) -> None:
-        if cfg.debug and loaded.trace_prompt is not None:
-            print(loaded.trace_prompt(model, tokenizer, prompt, cfg.debug_layers, cfg.debug_heads))
-        print(prompt + loaded.continue_text(model, tokenizer, prompt, cfg), flush=True)
+        if cfg.debug and loaded.prompt_example is not None:
+            example = loaded.prompt_example(model, tokenizer, prompt)
+            print(trace_example(model, *example, cfg.debug_layers, cfg.debug_heads))
+        new = loaded.continue_text(model, tokenizer, prompt, cfg)
+        print(prompt + new, flush=True)
+        if cfg.explore:
+            print(f"explorer: {explore_input(cfg.checkpoint, loaded, prompt, new, prompt=True)}")
 
     if cfg.prompt:
         write(cfg.prompt)

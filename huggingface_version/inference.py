@@ -35,7 +35,6 @@ from huggingface_version.resume import weights_refusal
 from utils.data.tasks import tokenizer_for_task
 from utils.data.tokenizer import checked_prompt
 from utils.fast import SpeedUps
-from utils.observe.trace_printer import trace_example
 from utils.observe.tracing import register_tracer
 from utils.runtime.config import TOY_TASKS, ModelConfig, UserError
 
@@ -178,15 +177,14 @@ def translate_hf(model, tokenizer, texts: list[str], beam_size: int = 1, alpha: 
     return [tokenizer.decode(row, skip_special_tokens=True) for row in outputs]
 
 
-def trace_translation_hf(model, tokenizer, text: str, output: str, layers="all", heads="0") -> str:
-    """`--debug` with `--source`: the forward pass that scores `output` for `text` (hooks); a GPT's over
-    the one sequence, source then BOS and the output."""
+def translation_example_hf(model, tokenizer, text: str, output: str) -> tuple:
+    """(src, tgt_in, to_tokens) of the forward pass that scores `output` for `text` (`--debug` traces it
+    with hooks, `--explore` draws it); a GPT's over the one sequence, source then BOS and the output."""
     gpt = _is_gpt(model.config)
     src = torch.tensor([tokenizer(text, add_special_tokens=not gpt)["input_ids"]])
     start = model.config.bos_token_id if gpt else model.config.decoder_start_token_id
     tgt = torch.tensor([[start, *tokenizer(output, add_special_tokens=False)["input_ids"]]])
-    return trace_example(model, src.to(model.device), tgt.to(model.device), tokenizer.convert_ids_to_tokens,
-                         layers, heads)  # fmt: skip
+    return src.to(model.device), tgt.to(model.device), tokenizer.convert_ids_to_tokens
 
 
 def _prompt_ids(tokenizer, prompt: str) -> list[int]:
@@ -207,10 +205,10 @@ def continue_text_hf(model, tokenizer, prompt: str, cfg) -> str:
     return tokenizer.decode(new, skip_special_tokens=True)
 
 
-def trace_prompt_hf(model, tokenizer, prompt: str, layers="all", heads="0") -> str:
-    """`--debug` with `--prompt`: the forward pass over the prompt (its last max_position tokens), whose
-    last position predicts the first new token (hooks, as pytorch_version.inference.trace_prompt)."""
+def prompt_example_hf(model, tokenizer, prompt: str) -> tuple:
+    """(src, tgt_in, to_tokens) of the forward pass over the prompt (its last max_position tokens), whose
+    last position predicts the first new token, as pytorch_version.inference.prompt_example."""
     ids = _prompt_ids(tokenizer, prompt)[-model.config.max_position :]
     empty = torch.zeros(1, 0, dtype=torch.long, device=model.device)  # a GPT's "source": nothing
     tokens = torch.tensor([ids], device=model.device)
-    return trace_example(model, empty, tokens, tokenizer.convert_ids_to_tokens, layers, heads)
+    return empty, tokens, tokenizer.convert_ids_to_tokens

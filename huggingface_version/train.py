@@ -63,7 +63,7 @@ from pytorch_version.evaluate import lower_is_better, selection_metric
 from utils.data.tasks import first_example
 from utils.fast import SpeedUps
 from utils.figures.training_curves import plot_training_curves
-from utils.observe.monitor import InternalsRecorder, write_analysis
+from utils.observe.monitor import InternalsRecorder, write_run_figures
 from utils.observe.trace_printer import trace_example
 from utils.runtime.config import (
     ENCODER_ONLY,
@@ -266,14 +266,17 @@ def _train(cfg, init_from_pytorch, out, args, resume_from, saved, world: World) 
     if data.finish is not None:  # encoder-only: the confusion matrix or the masking, and their figures
         summary |= data.finish(model, out)
     summary["config"] = config_record
-    if cfg.visualize or cfg.track_internals:
-        try:  # the trained model is saved already; a drawing failure must not lose the run
-            probe, tok = data.probe, data.data_tokenizer
-            write_analysis(model, probe["src"], probe["tgt_in"], probe["tgt_out"], tok.tokens(probe_src[0]),
-                           tok.tokens(probe_tgt[0]), tok.id_to_token, out, recorder)  # fmt: skip
-        except Exception as err:
-            logger.warning("huggingface_version: figures failed: %s", err, exc_info=True)
-            summary["figures_error"] = f"{type(err).__name__}: {err}"
+    figures_error = write_run_figures(
+        model,
+        data.probe,
+        data.data_tokenizer,
+        out,
+        recorder,
+        cfg.visualize or cfg.track_internals,
+        f"huggingface_version: {cfg.task}",
+    )
+    if figures_error:
+        summary["figures_error"] = figures_error
     atomic_write_json(out / "summary.json", summary)
     return summary
 

@@ -6,8 +6,8 @@
                                                    levels), and the class probabilities
 
 `read` has the signature of pytorch_version.inference.translate, so commands/decode.py serves these
-models (and --interactive, a line each) as it serves the others; `trace_read` gives the --debug
-trace of the same forward pass.
+models (and --interactive, a line each) as it serves the others; `read_example` gives the forward
+pass that --debug traces and --explore draws.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from utils.observe.trace_printer import trace_example
 from utils.runtime.config import UserError
 
 MASK = "[MASK]"
@@ -89,7 +88,7 @@ def _filled(ids: torch.Tensor, logits: torch.Tensor, tokenizer) -> str:
     return "".join(out) + "   (" + "; ".join(guesses) + ")"
 
 
-def trace_read(model, tokenizer, text: str, output: str, layers="all", heads="0") -> str:
-    """--debug with --source: the trace of the forward pass that read `text`."""
+def read_example(model, tokenizer, text: str, output: str = "") -> tuple:
+    """(src, tgt_in, to_tokens) of the forward pass that read `text` (--debug, --explore)."""
     src = encode_input(model, tokenizer, text).to(next(model.parameters()).device)
-    return trace_example(model, src, src.new_zeros(1, 0, dtype=torch.long), tokenizer.tokens, layers, heads)
+    return src, src.new_zeros(1, 0, dtype=torch.long), tokenizer.tokens

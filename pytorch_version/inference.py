@@ -21,7 +21,6 @@ from pytorch_version.sampling import sample
 from utils.data.tasks import pad_batch, tokenizer_for_task
 from utils.data.tokenizer import checked_prompt, tokenizer_from_dict
 from utils.fast import SpeedUps
-from utils.observe.trace_printer import trace_example
 from utils.runtime.checkpoint import load_checkpoint, model_config_of
 from utils.runtime.config import TOY_TASKS, UserError
 
@@ -91,8 +90,9 @@ def translate(model, tokenizer, texts: list[str], beam_size: int = 1, alpha: flo
     return [tokenizer.decode(row) for row in outputs.tolist()]
 
 
-def trace_translation(model, tokenizer, text: str, output: str, layers="all", heads="0") -> str:
-    """`--debug` with `--source`: the forward pass that scores `output` for `text`.
+def translation_example(model, tokenizer, text: str, output: str) -> tuple:
+    """(src, tgt_in, to_tokens) of the forward pass that scores `output` for `text`: what `--debug`
+    traces and `--explore` draws with `--source`.
 
     Each side is encoded and labelled with its own vocabulary (they differ with --separate_vocab).
     """
@@ -100,8 +100,7 @@ def trace_translation(model, tokenizer, text: str, output: str, layers="all", he
     src = torch.tensor([source.encode(text, add_eos=not is_decoder_only(model))])
     tgt_in = torch.tensor([[tokenizer.bos_id, *target.encode(output, add_eos=False)]])
     device = next(model.parameters()).device
-    to_tokens = (source.tokens, target.tokens)
-    return trace_example(model, src.to(device), tgt_in.to(device), to_tokens, layers, heads)
+    return src.to(device), tgt_in.to(device), (source.tokens, target.tokens)
 
 
 # --- a GPT continues a text: --prompt ----------------------------------------------------------
@@ -129,10 +128,11 @@ def continue_text(model, tokenizer, prompt: str, cfg, task: str = "lm") -> str:
     return tokenizer.decode(new)
 
 
-def trace_prompt(model, tokenizer, prompt: str, layers="all", heads="0") -> str:
-    """`--debug` with `--prompt`: the forward pass over the prompt (the part the model reads, its
-    last max_position tokens), whose last position predicts the first new token."""
+def prompt_example(model, tokenizer, prompt: str) -> tuple:
+    """(src, tgt_in, to_tokens) of the forward pass over the prompt (the part the model reads, its
+    last max_position tokens), whose last position predicts the first new token: what `--debug`
+    traces and `--explore` draws with `--prompt`."""
     ids = prompt_ids(tokenizer, prompt)[-model.config.max_position :]
     device = next(model.parameters()).device
     empty = torch.zeros(1, 0, dtype=torch.long, device=device)  # a GPT's "source": nothing
-    return trace_example(model, empty, torch.tensor([ids], device=device), tokenizer.tokens, layers, heads)
+    return empty, torch.tensor([ids], device=device), tokenizer.tokens

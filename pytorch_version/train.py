@@ -33,7 +33,7 @@ from pytorch_version.run_data import load_run_data
 from utils.data.tasks import first_example
 from utils.fast import SpeedUps
 from utils.figures.training_curves import plot_training_curves
-from utils.observe.monitor import InternalsRecorder, write_analysis
+from utils.observe.monitor import InternalsRecorder, write_run_figures
 from utils.observe.trace_printer import trace_example
 from utils.runtime.checkpoint import save_checkpoint
 from utils.runtime.config import STEP_TASKS, RunConfig, check_precision, resolve_device
@@ -281,13 +281,12 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
         return {}
 
     plot_training_curves(tracker.history, out / "training_curves.png", f"pytorch_version: {cfg.task}")
-    if cfg.visualize or cfg.track_internals:
-        if recorder is not None:
-            recorder.record(model, scheduler.last_epoch)
-        src, tgt = first_example(probe, tokenizer.pad_id)
-        write_analysis(model, *(probe[k].to(device) for k in ("src", "tgt_in", "tgt_out")),
-                       tokenizer.tokens(src[0]), tokenizer.tokens(tgt[0]), tokenizer.id_to_token, out,
-                       recorder)  # fmt: skip
+    if recorder is not None:
+        recorder.record(model, scheduler.last_epoch)
+    analyse = cfg.visualize or cfg.track_internals
+    figures_error = write_run_figures(
+        model, probe, tokenizer, out, recorder, analyse, f"pytorch_version: {cfg.task}"
+    )
     finished = data.finish(model, out) if data.finish is not None else {}  # encoder-only: its figures
     last_epoch = {k: v for k, v in tracker.history[-1].items() if k.startswith("eval_")}
     averaged = evaluate_average(cfg, out, tracker.history, data.evaluate, device)  # --checkpoint_average
@@ -305,6 +304,7 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
         **final_evaluation(cfg, out, data.eval_pairs, tracker.history, device),
         "parameters": model.num_parameters(),
         "config": config_record,
+        **({"figures_error": figures_error} if figures_error else {}),
     }
     atomic_write_json(out / "summary.json", summary)
     return summary

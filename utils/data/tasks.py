@@ -185,12 +185,19 @@ def collate(batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]
 
 
 def first_example(batch: dict[str, torch.Tensor], pad_id: int = PAD_ID) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row 0 of a batch without padding: src (1, S) and tgt_in (1, T) = BOS y1 .. yn.
+    """Row 0 of a batch without padding: src (1, S) and tgt_in (1, T) = BOS y1 .. yn."""
+    return example_row(batch, 0, pad_id)
+
+
+def example_row(
+    batch: dict[str, torch.Tensor], i: int, pad_id: int = PAD_ID
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row i of a batch without padding: src (1, S) and tgt_in (1, T) = BOS y1 .. yn.
 
     tgt_in's real length is that of tgt_out (y1 .. yn EOS): a shorter row's tgt_in also
     holds its EOS, which is a label, not an input the model is asked to continue.
     """
-    src, tgt_in, tgt_out = batch["src"][:1], batch["tgt_in"][:1], batch["tgt_out"][:1]
+    src, tgt_in, tgt_out = batch["src"][i : i + 1], batch["tgt_in"][i : i + 1], batch["tgt_out"][i : i + 1]
     if src.dim() > 2:  # an image (a ViT's source): nothing is padded
         return src, tgt_in
     return src[:, : int((src[0] != pad_id).sum())], tgt_in[:, : int((tgt_out[0] != pad_id).sum())]

@@ -138,7 +138,7 @@ class TransformerAnalyzer:
         return self.family.attention_masks(stack, module, *self._parts_ok(T, S, ids))
 
     @staticmethod
-    def _attention_modules(cache, leaf: str) -> list[tuple[str, str, str]]:
+    def attention_modules(cache, leaf: str) -> list[tuple[str, str, str]]:
         """[(name, stack, module)] such as ('decoder.0.cross_attn', 'decoder', 'cross_attn'), in order."""
         found = {(m[1], int(m[2]), m[3]) for n in cache if (m := _ATTN.match(n)) and n.endswith("." + leaf)}
         ordered = sorted(found, key=lambda s: (s[0] != "encoder", s[1], s[2] != "self_attn"))
@@ -150,7 +150,7 @@ class TransformerAnalyzer:
         With rotary positions q and k are the turned vectors (`q_rot`; the cache's `k` is turned), the
         ones whose dot products are the scores."""
         out = {}
-        for name, stack, module in self._attention_modules(cache, "q"):
+        for name, stack, module in self.attention_modules(cache, "q"):
             q = cache.get(f"{name}.q_rot", cache[f"{name}.q"])
             k, v = cache[f"{name}.k"], cache[f"{name}.v"]
             q, k, v = (t.float().cpu() for t in (q, k, v))  # (B, H, T|S, d_k)
@@ -171,7 +171,7 @@ class TransformerAnalyzer:
     def analyze_attention_patterns(self, cache, input_ids=None, target_ids=None, attention_mask=None) -> dict:
         """{'encoder.0.self_attn': [per head: entropy, normalized_entropy, span, masses, pattern]}."""
         out = {}
-        for name, stack, module in self._attention_modules(cache, "weights"):
+        for name, stack, module in self.attention_modules(cache, "weights"):
             w = cache[f"{name}.weights"].float().cpu()  # (B, H, T, S)
             ids = (input_ids, target_ids, attention_mask)
             qok, allowed, kok = self._masks(stack, module, w.size(2), w.size(3), ids)

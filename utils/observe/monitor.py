@@ -15,6 +15,9 @@ from pathlib import Path
 
 import torch
 
+from utils.data.tasks import first_example
+from utils.explorer.data import examples_of_batch
+from utils.explorer.page import write_run_explorer
 from utils.figures.encoder_figures import encoder_only_figures
 from utils.figures.visualization import TransformerVisualizer
 from utils.observe.analysis import TransformerAnalyzer
@@ -147,3 +150,22 @@ def write_analysis(
         )
     logger.info("%d figures and analysis_report.json written under %s", len(paths), out)
     return paths
+
+
+def write_run_figures(model, probe: dict, tokenizer, out: Path, recorder: InternalsRecorder | None,
+                      analyse: bool, title: str) -> str | None:  # fmt: skip
+    """What a finished run draws from its held-out `probe` batch: with `analyse` (--visualize or
+    --track_internals) the report and every figure (write_analysis), and always explorer.html.
+    A failure is logged and returned as text (the trained model is saved already: nothing is lost)."""
+    error = None
+    if analyse:
+        try:
+            src, tgt = first_example(probe, tokenizer.pad_id)
+            write_analysis(model, probe["src"], probe["tgt_in"], probe["tgt_out"], tokenizer.tokens(src[0]),
+                           tokenizer.tokens(tgt[0]), tokenizer.id_to_token, out, recorder)  # fmt: skip
+        except Exception as err:
+            logger.warning("%s: figures failed: %s", title, err, exc_info=True)
+            error = f"{type(err).__name__}: {err}"
+    examples = examples_of_batch(probe, tokenizer.tokens, tokenizer.pad_id)
+    write_run_explorer(model, examples, out, title, recorder, analysed=analyse and error is None)
+    return error

@@ -183,6 +183,11 @@ class RunConfig(ModelShape):
     debug_layers: str = setting("all", "layers shown by --debug: 'all' or a list such as '0,1'")
     debug_heads: str = setting("0", "heads whose attention matrix --debug prints: 'all' or '0,2'")
     visualize: bool = setting(False, "write attention heatmaps and analysis figures")
+    explore: bool = setting(
+        False,
+        "--checkpoint with --source or --prompt: write the attention explorer of that input "
+        "(explorer_input.html in the checkpoint's results folder)",
+    )
     track_internals: bool = setting(False, "record attention and Q/K/V statistics during training")
     track_every: int = setting(50, "optimizer steps between two --track_internals snapshots")
     wandb: bool = setting(False, "log to Weights & Biases (offline unless logged in)")
