@@ -158,7 +158,7 @@ def evolution_record(internals: dict, family: Family, to_tokens, num_layers: int
     for cache_name in snapshots[-1]["weights"]:
         if not all(cache_name in s["weights"] for s in snapshots):
             continue
-        maps = torch.stack([torch.as_tensor(s["weights"][cache_name], dtype=torch.float32) for s in snapshots])
+        maps = torch.stack([torch.as_tensor(s["weights"][cache_name]).float() for s in snapshots])
         name = cache_name.removesuffix(".weights")  # the attention's name, as in "modules"
         stack_, _, module_ = name.split(".")
         record["rows"][name], record["cols"][name] = _axes(family, stack_, module_, sides, maps.shape)
