@@ -17,7 +17,7 @@ import shutil
 import pytest
 
 
-def _browser_paths() -> tuple[str | None, str | None]:
+def browser_paths() -> tuple[str | None, str | None]:
     browser = next(
         (p for n in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(n))), None
     )
@@ -26,7 +26,7 @@ def _browser_paths() -> tuple[str | None, str | None]:
 
 @pytest.fixture(scope="session")
 def browser():
-    browser_path, driver_path = _browser_paths()
+    browser_path, driver_path = browser_paths()
     if not (browser_path and driver_path):
         message = "needs Chromium and chromedriver (Debian: apt-get install chromium chromium-driver)"
         if os.environ.get("CI"):
