@@ -12,6 +12,8 @@ fault wraps torch.save, which both versions' checkpoint writing calls.
                                 written it, half of it is cut off again, and the process dies before
                                 the write can finish (an atomic write's temporary file, or the Trainer's
                                 optimizer.pt in checkpoint-N/, is left half-written)
+    ctrl_c_after_step(13, path) after optimizer step 13, wait for `path` to exist, then SIGINT to the
+                                whole process group, as Ctrl-C in a terminal (--version both: both halves)
 
 In-process tests call them and `.remove()` the returned handle; subprocess tests start main.py
 through tests/fault_main.py, which reads the same faults from environment variables.
@@ -29,6 +31,7 @@ SIGTERM_AFTER_STEP_ENV = "FAULT_SIGTERM_AFTER_STEP"
 FAIL_RANK_ENV = "FAULT_FAIL_RANK"
 SIGKILL_AFTER_STEP_ENV = "FAULT_SIGKILL_AFTER_STEP"
 SIGKILL_IN_SAVE_ENV = "FAULT_SIGKILL_IN_SAVE"  # NAME:K, the K-th write of a file named NAME
+CTRL_C_ENV = "FAULT_CTRL_C_AFTER_STEP"  # N:PATH
 
 
 def sigterm_after_step(step: int):
@@ -92,15 +95,36 @@ def sigkill_in_save(name: str, nth: int) -> None:
     torch.save = save
 
 
+def ctrl_c_after_step(step: int, path: str, wait: float = 60.0):
+    """After this process's `step`-th optimizer step, wait until `path` exists (another process got
+    that far), then send SIGINT to the process group: a terminal's Ctrl-C, which every process gets."""
+    import time
+
+    done = [0]
+
+    def hook(optimizer, args, kwargs) -> None:
+        done[0] += 1
+        if done[0] == step:
+            deadline = time.monotonic() + wait
+            while not os.path.exists(path) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.killpg(os.getpgrp(), signal.SIGINT)
+
+    return register_optimizer_step_post_hook(hook)
+
+
 def install_from_env() -> None:
-    """The faults that FAULT_SIGTERM_AFTER_STEP=N, FAULT_FAIL_RANK=R, FAULT_SIGKILL_AFTER_STEP=N and
-    FAULT_SIGKILL_IN_SAVE=NAME:K ask for."""
+    """The faults that FAULT_SIGTERM_AFTER_STEP=N, FAULT_FAIL_RANK=R, FAULT_SIGKILL_AFTER_STEP=N,
+    FAULT_SIGKILL_IN_SAVE=NAME:K and FAULT_CTRL_C_AFTER_STEP=N:PATH ask for."""
     if os.environ.get(SIGTERM_AFTER_STEP_ENV):
         sigterm_after_step(int(os.environ[SIGTERM_AFTER_STEP_ENV]))
     if os.environ.get(FAIL_RANK_ENV):
         fail_after_first_step(int(os.environ[FAIL_RANK_ENV]))
     if os.environ.get(SIGKILL_AFTER_STEP_ENV):
         sigkill_after_step(int(os.environ[SIGKILL_AFTER_STEP_ENV]))
+    if os.environ.get(CTRL_C_ENV):
+        step, path = os.environ[CTRL_C_ENV].split(":", 1)
+        ctrl_c_after_step(int(step), path)
     if os.environ.get(SIGKILL_IN_SAVE_ENV):
         name, nth = os.environ[SIGKILL_IN_SAVE_ENV].rsplit(":", 1)
         sigkill_in_save(name, int(nth))
