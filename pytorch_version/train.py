@@ -56,7 +56,7 @@ from utils.runtime.resilience import (
     ensure_writable,
     resume_command,
 )
-from utils.runtime.tracking import Tracker, add_file_log, epoch_line
+from utils.runtime.tracking import Tracker, add_file_log, epoch_line, file_logs_removed
 from utils.training.recipe import optimizer_and_schedule, out_of_time
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,8 @@ def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
     check_precision(cfg, device)
     world = init_world(device, cfg.dist_timeout)  # one process of one unless started by torchrun
     try:  # leave the process group on every way out, so no other process waits for this one
-        with results_folder_lock(Path(cfg.output_dir) / results_name, enabled=world.is_main):  # one a folder
+        folder = Path(cfg.output_dir) / results_name
+        with results_folder_lock(folder, enabled=world.is_main), file_logs_removed():  # one run a folder
             return _train(cfg, results_name, world, device_for(world, device))
     finally:
         shutdown(world)
