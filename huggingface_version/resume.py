@@ -14,16 +14,29 @@ marks a complete checkpoint:
 
 Ctrl-C or SIGTERM: the callback asks the Trainer to save a checkpoint after the current optimizer
 step and stop (control.should_save / should_training_stop); train.py then exits with the command
-that resumes. Weights are only ever read from model.safetensors: a folder that offers pickled
-pytorch_model.bin weights is refused, since unpickling a stranger's file can run code.
+that resumes. --save_every_steps N: the callback also asks for a save every N optimizer steps within
+an epoch (the epoch's end saves anyway), so a SIGKILL loses at most N steps; of those step-only
+folders (marked "step_only" in tutorial_state.pt) the newest is kept, older ones are removed once a
+newer checkpoint is complete. Before a save into a folder that exists, its tutorial_state.pt is removed
+first, so a kill mid-save never leaves old and new files under a mark of completeness.
+
+Nothing from a checkpoint folder runs code. Weights are only ever read from model.safetensors: a folder
+that offers pickled pytorch_model.bin weights is refused. The Trainer (transformers 5.x) loads
+optimizer.pt, scheduler.pt and rng_state.pth with torch.load(weights_only=True) and never loads
+training_args.bin; still every pickle in the folder is checked first, without unpickling it
+(torch.serialization.get_unsafe_globals_in_checkpoint lists what it would call), and a folder whose
+files would call anything but tensors, numpy's RNG state or the Trainer's own argument classes is
+refused with one line naming the file: the folder may come from someone else.
 """
 
 from __future__ import annotations
 
+import enum
 import errno
 import logging
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -64,6 +77,47 @@ def weights_refusal(folder: Path) -> str:
     )
 
 
+# the pickles of a Trainer checkpoint, and what each may name besides tensors: rng_state.pth numpy's RNG
+# state (the Trainer loads it under transformers' safe_globals, which allows exactly these);
+# training_args.bin the Trainer's argument classes (`_argument_class`)
+PICKLES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth", "training_args.bin")
+_NUMPY = ("numpy.dtype", "numpy.ndarray", "numpy._core.multiarray._reconstruct",
+          "numpy.core.multiarray._reconstruct")  # fmt: skip
+
+
+def _argument_class(name: str) -> bool:
+    """A class training_args.bin may name: the arguments, their enums, accelerate's state and config
+    classes, from modules already imported (nothing is imported or called to decide)."""
+    module, _, attr = name.rpartition(".")
+    if not module.startswith(("transformers.", "accelerate.")) or module not in sys.modules:
+        return False
+    from accelerate.state import PartialState
+    from transformers import TrainingArguments
+    from transformers.trainer_pt_utils import AcceleratorConfig
+
+    cls = getattr(sys.modules[module], attr, None)
+    return isinstance(cls, type) and issubclass(cls, (enum.Enum, TrainingArguments, AcceleratorConfig,
+                                                      PartialState))  # fmt: skip
+
+
+def pickle_refusal(folder: Path) -> str:
+    """'' if no pickle in `folder` would call anything unsafe when loaded; decided without loading."""
+    for path in sorted(p for pattern in PICKLES for p in folder.glob(pattern)):
+        try:
+            named = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception as err:  # a raw pickle (not torch.save's zip), or a truncated file
+            reason = (str(err).splitlines() or [type(err).__name__])[0]
+            return f"refusing {path}: it is not a complete torch.save file ({reason})"
+        if path.name.startswith("rng_state"):
+            named = [n for n in named if n not in _NUMPY and not n.startswith("numpy.dtypes.")]
+        elif path.name == "training_args.bin":
+            named = [n for n in named if not _argument_class(n)]
+        if named:
+            return (f"refusing {path}: loading it would call {', '.join(named[:3])}, not plain data "
+                    "(a file that can run code); resume only from checkpoints you trust")  # fmt: skip
+    return ""
+
+
 def _refusal(folder: Path) -> str:
     """Why `folder` cannot be resumed from ('' when it can)."""
     if not (folder / "trainer_state.json").is_file():
@@ -72,7 +126,7 @@ def _refusal(folder: Path) -> str:
         return refusal
     if not (folder / STATE_FILE).is_file():
         return f"{folder} is incomplete (no {STATE_FILE}: its saving was cut short)"
-    return ""
+    return pickle_refusal(folder)
 
 
 def resume_checkpoint(cfg: RunConfig, out: Path) -> Path | None:
@@ -90,10 +144,18 @@ def resume_checkpoint(cfg: RunConfig, out: Path) -> Path | None:
             raise UserError(refusal)
         return path
     found = sorted((int(m[1]), p) for p in out.glob("checkpoint-*") if (m := _CHECKPOINT.match(p.name)))
+    damaged = []
     for _, path in reversed(found):
-        if not (refusal := _refusal(path)):
+        if not (path / STATE_FILE).is_file():  # written last: its saving was cut short (a kill, a full disk)
+            logger.warning("--resume auto: skipping %s, incomplete (no %s: its saving was cut short)", path,
+                           STATE_FILE)  # fmt: skip
+        elif refusal := _refusal(path):  # complete once, but not loadable now
+            logger.warning("--resume auto: skipping %s", refusal)
+            damaged.append(refusal)
+        else:
             return path
-        logger.warning("--resume auto: skipping %s", refusal)
+    if damaged:  # rather than a new run overwriting the folder
+        raise UserError(f"--resume auto: no checkpoint in {out} can be resumed from ({damaged[0]})")
     logger.info("--resume auto: no complete checkpoint in %s; starting a new run", out)
     return None
 
@@ -120,7 +182,24 @@ def load_state(path: Path, cfg: RunConfig) -> dict:
             f"cannot resume from {path}: it belongs to a run with other settings ({differences}); "
             "give the flags of that run"
         )
+    logger.info("resuming from %s: step %s", path, path.name.removeprefix("checkpoint-"))
     return state
+
+
+def _remove_older_step_checkpoints(newest: Path) -> None:
+    """--save_every_steps: the step-only checkpoints before `newest` (complete now) are superseded."""
+    number = int(_CHECKPOINT.match(newest.name)[1])
+    for path in newest.parent.glob("checkpoint-*"):
+        m = _CHECKPOINT.match(path.name)
+        if not m or int(m[1]) >= number or not (path / STATE_FILE).is_file():
+            continue
+        try:
+            step_only = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True).get("step_only")
+        except Exception:  # not ours to judge: left as it is
+            continue
+        if step_only is True:
+            (path / STATE_FILE).unlink()  # first: a kill during the removal leaves it incomplete, not mixed
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class disk_errors_in:  # lower case: a `with` statement, like contextlib's helpers
@@ -191,6 +270,7 @@ class ResumeCallback(TrainerCallback):
         self.cfg, self.trainer, self.tracker, self.recorder = cfg, trainer, tracker, recorder
         self.stop = GracefulStop()
         self.last_saved: Path | None = None
+        self.step_only = False  # the coming save is one of --save_every_steps alone
         if state is not None:  # a resumed run: what the Trainer does not restore itself
             self.trainer._batch_losses = list(state.get("batch_losses", []))
             self.trainer.guard.in_a_row = state.get("nonfinite_in_a_row", 0)
@@ -202,13 +282,24 @@ class ResumeCallback(TrainerCallback):
         self.stop.install()
 
     def on_step_end(self, args, state, control, **kwargs):
+        every, epoch_end = self.cfg.save_every_steps, float(state.epoch or 0).is_integer()
         if self.stop.requested:  # save after this optimizer step, then leave the loop
             control.should_save = control.should_training_stop = True
+        elif every and state.global_step % every == 0 and not control.should_save and not epoch_end:
+            control.should_save = self.step_only = True  # --save_every_steps (an epoch's end saves anyway)
+        self._unmark(args, state, control)
 
     def on_epoch_end(self, args, state, control, **kwargs):
         if self.stop.requested and not float(state.epoch or 0).is_integer():
             # stopped mid-epoch: the checkpoint is saved already; no evaluation of half an epoch
             control.should_evaluate = control.should_save = False
+        self._unmark(args, state, control)
+
+    def _unmark(self, args, state, control) -> None:
+        """A save is coming into checkpoint-STEP: if that folder exists (a run resumed from an earlier
+        checkpoint saves it again), it is incomplete from now until its new tutorial_state.pt."""
+        if control.should_save and state.is_world_process_zero:
+            (Path(args.output_dir) / f"checkpoint-{state.global_step}" / STATE_FILE).unlink(missing_ok=True)
 
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -218,14 +309,19 @@ class ResumeCallback(TrainerCallback):
             "history": list(self.tracker.history),
             "batch_losses": list(self.trainer._batch_losses),
             "nonfinite_in_a_row": self.trainer.guard.in_a_row,
+            "step_only": self.step_only and not float(state.epoch or 0).is_integer(),
         }
         self.last_saved = self.trainer.guard.last_good = folder
+        step_only = self.step_only and not float(state.epoch or 0).is_integer()  # an epoch's end: kept
+        self.step_only = False
         if not state.is_world_process_zero:  # under torchrun rank 0 writes
             return
         if self.recorder is not None:
             saved["recorder"] = {n: getattr(self.recorder, n) for n in ("qkv_history", "attention_snapshots",
                                                                         "attention_maps")}  # fmt: skip
         atomic_save(saved, folder / STATE_FILE)
+        if step_only or self.cfg.save_every_steps:
+            _remove_older_step_checkpoints(folder)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.stop.uninstall()

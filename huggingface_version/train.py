@@ -142,6 +142,8 @@ def training_arguments(cfg: RunConfig, out: Path, device: torch.device, precisio
     `cosine_with_min_lr` down to a tenth (min_lr_rate 0.1): recipe.cosine_schedule at every step.
     Pacing: an epoch a pass over the pairs (evaluated, logged and saved each epoch); a language model runs
     --max_steps steps, evaluated, logged and saved every --eval_every (and after the last).
+    --save_every_steps is not `save_steps` here: that would replace the epoch's checkpoints, which
+    --checkpoint_average reads; resume.ResumeCallback asks for the extra saves instead.
     """
     fused = SpeedUps.from_flag(cfg.fast).fused_adam
     torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1  # launched by torchrun: choose the backend

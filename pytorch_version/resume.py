@@ -14,8 +14,12 @@ restored too. So on the CPU an interrupted-then-resumed run ends with bitwise th
 one that never stopped (tests/robust/test_robust_resume.py).
 
 Written: checkpoints/checkpoint_epoch_N.pt after every epoch, checkpoints/interrupted.pt when
-Ctrl-C or SIGTERM stops a run mid-epoch (removed once an epoch checkpoint supersedes it).
-best_model.pt holds weights only, for decoding.
+Ctrl-C or SIGTERM stops a run mid-epoch, and with --save_every_steps N checkpoints/step.pt every N
+optimizer steps (`StepCheckpoints`: a SIGKILL gives no chance to save, so this bounds what it loses).
+interrupted.pt and step.pt are removed once an epoch checkpoint supersedes them. best_model.pt holds
+weights only, for decoding. Every write is atomic (a temporary `.NAME.*.tmp` renamed over NAME), so
+a kill during a save leaves the previous file whole and a temporary file, which is never resumed from
+and is removed by the next run (it holds the folder's lock, so no other run is writing it).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from utils.runtime.resilience import rng_state, set_rng_state
 logger = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted.pt"
+STEP = "step.pt"  # --save_every_steps: the newest step checkpoint
 _EPOCH_FILE = re.compile(r"checkpoint_epoch_(\d+)\.pt$")
 
 
@@ -95,7 +100,10 @@ _RECORDER_FIELDS = ("qkv_history", "attention_snapshots", "attention_maps")
 
 
 def resume_path(cfg: RunConfig, checkpoints: Path) -> Path | None:
-    """The checkpoint `--resume` names; for `auto` the one furthest into training (None: start anew)."""
+    """The checkpoint `--resume` names; for `auto` the complete one furthest into training, of any kind
+    (checkpoint_epoch_N.pt, step.pt, interrupted.pt; None: start anew). A file that does not load
+    (damaged after it was written: the toolkit's own writes are atomic) is passed over with a warning;
+    if every one is damaged the resume is refused rather than a new run overwriting the folder."""
     if cfg.resume != "auto":
         path = Path(cfg.resume)
         if path.is_dir() and any((path / name).exists() for name in ("trainer_state.json", "config.json")):
@@ -104,18 +112,49 @@ def resume_path(cfg: RunConfig, checkpoints: Path) -> Path | None:
                 f"such as {checkpoints / INTERRUPTED} (or resume it with --version huggingface)"
             )
         return path
-    epochs = sorted(checkpoints.glob("checkpoint_epoch_*.pt"), key=_epoch_number)
-    found = []
-    for path in [*epochs[-1:], checkpoints / INTERRUPTED]:
+    epochs = sorted(checkpoints.glob("checkpoint_epoch_*.pt"), key=_epoch_number, reverse=True)
+    found, skipped = [], []
+    for path in [checkpoints / STEP, checkpoints / INTERRUPTED, *epochs]:
+        if path in epochs and any(p in epochs for _, p in found):
+            break  # the newest epoch checkpoint that loads is enough: older ones are behind it
         try:
             if path.is_file():
                 found.append((Progress(**load_checkpoint(path)["training_state"]["progress"]).position, path))
         except (UserError, KeyError, TypeError) as err:
             logger.warning("--resume auto: skipping %s (%s)", path, err)
+            skipped.append(f"{path.name}: {err}")
+    if not found and skipped:
+        raise UserError(f"--resume auto: no checkpoint in {checkpoints} can be resumed from ({skipped[0]}); "
+                        "remove the damaged files to start anew")  # fmt: skip
     if not found:
         logger.info("--resume auto: no resumable checkpoint in %s; starting a new run", checkpoints)
         return None
     return max(found, key=lambda item: item[0])[1]
+
+
+class StepCheckpoints:
+    """--save_every_steps N: checkpoints/step.pt, resumable like interrupted.pt, every N optimizer steps.
+
+    `train_one_epoch` calls it after each optimizer step that was made (and its --track_internals
+    snapshot, which the checkpoint keeps), except at an epoch's end, where the epoch's checkpoint is
+    written anyway. `save(path)` is the loop's own saving (pytorch_version.train), so the file holds the
+    mid-epoch position, optimizer, schedule and RNG states as interrupted.pt does.
+    """
+
+    def __init__(self, every: int, checkpoints: Path, save) -> None:
+        self.every, self.path, self.save = every, checkpoints / STEP, save
+        for stale in checkpoints.glob(".*.pt.*.tmp"):  # a save cut short by a kill (atomic_write's temp)
+            stale.unlink(missing_ok=True)
+            logger.info("removed %s, left by a save that was cut short", stale)
+
+    def __call__(self, optimizer_steps: int) -> None:
+        if self.every and optimizer_steps % self.every == 0:
+            self.save(self.path)
+
+    def superseded(self) -> None:
+        """An epoch checkpoint is further: step.pt and interrupted.pt are behind it."""
+        for path in (self.path, self.path.with_name(INTERRUPTED)):
+            path.unlink(missing_ok=True)
 
 
 def _epoch_number(path: Path) -> int:

@@ -18,7 +18,6 @@ import torch
 from tqdm import tqdm
 
 from pytorch_version import resume
-from pytorch_version.encoder_data import from_pretrained_encoder
 from pytorch_version.evaluate import (
     evaluate_average,
     final_evaluation,
@@ -26,9 +25,8 @@ from pytorch_version.evaluate import (
     selection_metric,
     selection_score,
 )
-from pytorch_version.families import model_for
-from pytorch_version.model import TutorialModel
-from pytorch_version.resume import INTERRUPTED, Progress, save_resumable
+from pytorch_version.families import build_model  # train.build_model: the model a run starts from
+from pytorch_version.resume import INTERRUPTED, Progress, StepCheckpoints, save_resumable
 from pytorch_version.run_data import load_run_data
 from utils.data.tasks import first_example
 from utils.fast import SpeedUps
@@ -58,7 +56,7 @@ from utils.runtime.resilience import (
     ensure_writable,
     resume_command,
 )
-from utils.runtime.tracking import Tracker, add_file_log, epoch_line
+from utils.runtime.tracking import Tracker, add_file_log, epoch_line, file_logs_removed
 from utils.training.recipe import optimizer_and_schedule, out_of_time
 
 logger = logging.getLogger(__name__)
@@ -67,7 +65,7 @@ logger = logging.getLogger(__name__)
 def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device, desc: str, recorder=None,
                     progress: Progress | None = None, stop: GracefulStop | None = None,
                     guard: NonFiniteGuard | None = None, world: World | None = None,
-                    step: torch.nn.Module | None = None) -> float:  # fmt: skip
+                    step: torch.nn.Module | None = None, on_step=None) -> float:  # fmt: skip
     """One pass over the data; returns the mean training loss. `recorder` watches internals.
 
     `step` gives a batch's labelled logits (utils.fast.LabelledLogits over `model`, packed unless
@@ -76,7 +74,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device,
     `progress` (pytorch_version.resume) says where the pass starts (a resumed run skips the
     batches it trained on before) and is kept up to date. Once `stop` is requested the pass ends
     after the current optimizer step. A batch with a NaN/inf loss is left out and its step skipped.
-    `world` says which process this is.
+    `world` says which process this is. `on_step(optimizer_steps)` runs after each optimizer step made
+    but an epoch's last (pytorch_version.resume.StepCheckpoints: --save_every_steps).
     """
     model.train()
     speed = SpeedUps.from_flag(cfg.fast)
@@ -127,28 +126,15 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device,
                 optimizer.step()
                 scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            window_tokens, window_ok = 0, True
             if recorder is not None:
                 recorder.maybe_record(model, scheduler.last_epoch)  # last_epoch counts optimizer steps
+            if on_step is not None and window_ok and i + 1 < len(loader):  # the snapshot above is kept
+                on_step(scheduler.last_epoch)
+            window_tokens, window_ok = 0, True
             if agree_to_stop(world, stop):  # under torchrun all processes stop after the same step
                 break  # a whole step is done: the caller saves a checkpoint to resume from
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
     return progress.train_loss()
-
-
-def build_model(cfg: RunConfig, tokenizer, fields: dict | None = None) -> TutorialModel:
-    """A freshly initialised model of the configured family and shape, with the speed-ups of utils/fast
-    plugged in unless --no-fast (module swaps: the state dict is that of the readable model)."""
-    ids = {
-        "pad_id": tokenizer.pad_id,
-        "bos_id": tokenizer.bos_id,
-        "eos_id": tokenizer.eos_id,
-        **(fields or {}),
-    }
-    if cfg.init_from:  # a classifier on a pre-trained masked LM's encoder (pytorch_version.encoder_data)
-        return SpeedUps.from_flag(cfg.fast).plug_in(from_pretrained_encoder(cfg, ids))
-    model = model_for(cfg.model_config(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, **ids))
-    return SpeedUps.from_flag(cfg.fast).plug_in(model)
 
 
 def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
@@ -162,9 +148,8 @@ def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
     check_precision(cfg, device)
     world = init_world(device, cfg.dist_timeout)  # one process of one unless started by torchrun
     try:  # leave the process group on every way out, so no other process waits for this one
-        with results_folder_lock(
-            Path(cfg.output_dir) / results_name, enabled=world.is_main
-        ):  # one run a folder
+        folder = Path(cfg.output_dir) / results_name
+        with results_folder_lock(folder, enabled=world.is_main), file_logs_removed():  # one run a folder
             return _train(cfg, results_name, world, device_for(world, device))
     finally:
         shutdown(world)
@@ -208,8 +193,7 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
         trace = trace_example(model, src, tgt_in, tokenizer.tokens, cfg.debug_layers, cfg.debug_heads)
         logger.info("--debug: forward pass of one example before training\n%s", trace)
 
-    probe = data.probe
-    recorder = None
+    probe, recorder = data.probe, None
     if cfg.track_internals and main:
         recorder = InternalsRecorder(*first_example(probe, tokenizer.pad_id), cfg.track_every)
         resume.restore_recorder(recorder, saved)  # a resumed run keeps the snapshots taken before
@@ -223,9 +207,8 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
         save_resumable(path, model, tokenizer, optimizer, scheduler, cfg, progress, recorder, **extra)
         guard.last_good = str(path)
 
-    stop = (
-        GracefulStop().install()
-    )  # Ctrl-C / SIGTERM: finish the step, save, exit (utils.runtime.resilience)
+    stop = GracefulStop().install()  # Ctrl-C / SIGTERM: finish the step, save, exit (resilience.py)
+    steps = StepCheckpoints(cfg.save_every_steps, checkpoints, save) if main else None  # a hard kill's loss
     try:
         resume.restore_rng(saved)  # dropout goes on with the numbers it would have drawn
         for epoch in range(progress.epoch, data.rounds + 1):
@@ -234,7 +217,7 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
             set_epoch(train_loader, epoch)  # under torchrun: this epoch's order, the same on every process
             desc = f"{'round' if cfg.task in STEP_TASKS else 'epoch'} {epoch}/{data.rounds}"
             train_one_epoch(model, train_loader, optimizer, scheduler, cfg, device, desc, recorder,
-                            progress, stop, guard, world, step)  # fmt: skip
+                            progress, stop, guard, world, step, steps)  # fmt: skip
             loss_total, loss_batches = sum_across(world, progress.loss_total, progress.loss_batches)
             train_loss = loss_total / max(loss_batches, 1)  # the mean over every process's batches
             if progress.batches_done < len(train_loader):  # Ctrl-C / SIGTERM mid-epoch
@@ -259,7 +242,7 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
             extra = {"epoch": epoch, "metrics": record, "task": cfg.task}
             if main:
                 save(checkpoints / f"checkpoint_epoch_{epoch}.pt", **extra)
-                (checkpoints / INTERRUPTED).unlink(missing_ok=True)  # superseded
+                steps.superseded()  # interrupted.pt, step.pt
                 if improved:
                     save_checkpoint(checkpoints / "best_model.pt", model, tokenizer, **extra)
             if agree_to_stop(world, stop):  # the signal came during evaluation or saving

@@ -1,5 +1,6 @@
 """`python tests/fault_main.py ARGS`: `python main.py ARGS` with the faults of tests/faults.py that
-the environment asks for (FAULT_SIGTERM_AFTER_STEP, FAULT_FAIL_RANK). Works under torchrun too."""
+the environment asks for (FAULT_SIGTERM_AFTER_STEP, FAULT_FAIL_RANK, FAULT_SIGKILL_AFTER_STEP,
+FAULT_SIGKILL_IN_SAVE, FAULT_CTRL_C_AFTER_STEP). Works under torchrun too."""
 
 from __future__ import annotations
 

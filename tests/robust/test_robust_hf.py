@@ -177,8 +177,12 @@ def test_resume_refuses_other_settings_and_foreign_or_pickled_checkpoints(tmp_pa
     with pytest.raises(UserError, match="earlier version of the toolkit wrote it") as err:
         load_state(older, RunConfig(version="huggingface", output_dir=str(tmp_path), **TINY))
     assert "\n" not in str(err.value)
-    # --resume auto passes over a checkpoint it must not load, and over one cut short
+    # --resume auto passes over one cut short (a new run when nothing else is there), but a folder whose
+    # only complete checkpoint it must not load is refused rather than overwritten by a new run
     (tmp_path / "checkpoint-30").mkdir()
+    with pytest.raises(UserError, match=r"--resume auto: no checkpoint .* \(refusing .*checkpoint-20"):
+        resume_checkpoint(RunConfig(version="huggingface", resume="auto"), tmp_path)
+    shutil.rmtree(pickled)
     assert resume_checkpoint(RunConfig(version="huggingface", resume="auto"), tmp_path) is None
 
 

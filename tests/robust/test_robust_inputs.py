@@ -86,7 +86,9 @@ ROWS = [
     ("fp16_on_cpu_pytorch", [*TRAIN, "--fp16", "--output_dir", "{dir}/x"], "--fp16 needs a CUDA GPU"),
     ("fp16_on_cpu_hf", [*HF_TRAIN, "--fp16", "--output_dir", "{dir}/x"], "--fp16 needs a CUDA GPU"),
     ("mps_without_mps", [*TRAIN, "--device", "mps", "--output_dir", "{dir}/x"], "--device mps"),
-    ("resume_with_version_both", ["--version", "both", "--resume", "auto"], "--resume continues training"),
+    ("resume_with_version_both", ["--version", "both", "--resume", "x.pt"], "resumes its two halves with"),
+    ("resume_with_version_analysis", ["--version", "analysis", "--resume", "auto"], "--resume continues"),
+    ("negative_save_every_steps", ["--save_every_steps", "-1"], "save_every_steps must be >= 0"),
     ("resume_with_checkpoint", ["--resume", "auto", "--checkpoint", "{valid}", "--source", "a"], "--resume"),
     # toy data that cannot be generated, data files that are empty or do not match
     ("min_len_above_max_len", ["--min_len", "5", "--max_len", "3"], "need 1 <= min_len <= max_len"),

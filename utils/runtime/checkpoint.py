@@ -87,10 +87,13 @@ def _unpickling_reason(err: Exception) -> str:
     Its first line is generic advice to re-run with weights_only=False, which is exactly what
     must not be done with a file of unknown origin, so it is skipped.
     """
-    generic = ("Weights only load failed", "Please file an issue", "Check the documentation")
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    specific = [line for line in lines if not line.startswith(generic)]
-    return (specific or lines or ["unreadable pickle"])[0]
+    generic = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)")
+    text = str(err)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    after = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else ""
+    specific = [line.strip() for line in after.splitlines() if line.strip()][:1]  # what it refused
+    specific = specific or [line for line in lines if not line.startswith(generic)]
+    return (specific or lines or ["unreadable pickle"])[0].split(". Please use")[0]  # not how to allow it
 
 
 def model_config_of(data: dict[str, Any]) -> ModelConfig:

@@ -148,7 +148,13 @@ class RunConfig(ModelShape):
     max_nonfinite_steps: int = setting(5, "a NaN/inf loss skips its step; this many in a row stop (0: never)")
     fp16: bool = setting(False, "float16 mixed precision (needs a CUDA GPU; --version huggingface)")
     bf16: bool = setting(False, "bfloat16 mixed precision (a recent GPU, or the CPU where torch supports it)")
-    resume: str = setting("", "go on with a stopped run: a .pt checkpoint (HF: checkpoint-N/) or 'auto'")
+    resume: str = setting("", "go on with a stopped run: a .pt checkpoint (HF: checkpoint-N/) or 'auto' "
+                       "(--version both: auto only, for both halves)")  # fmt: skip
+    # an epoch can be long: a hard kill (SIGKILL, out of memory, a lost machine) gives no chance to save,
+    # so without step checkpoints it loses everything since the last epoch's checkpoint
+    save_every_steps: int = setting(0, "also save a resumable checkpoint every N optimizer steps "
+                                 "(pytorch: checkpoints/step.pt, the newest only; HF: "
+                                 "checkpoint-N/); 0: off")  # fmt: skip
     parallel_halves: bool = setting(
         True, "--version both on a CPU: train the two halves at once, half the threads each"
     )
@@ -219,13 +225,18 @@ class RunConfig(ModelShape):
             raise UserError(str(err)) from err
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not isinstance(self.save_every_steps, int) or self.save_every_steps < 0:
+            raise UserError(f"save_every_steps must be >= 0 (0: off), got {self.save_every_steps!r}")
         if self.max_nonfinite_steps < 0:
             raise UserError(f"max_nonfinite_steps must be >= 0, got {self.max_nonfinite_steps}")
         if self.fp16 and self.bf16:
             raise UserError("--fp16 and --bf16 exclude each other; choose one")
-        if self.resume and (self.checkpoint or self.version not in ("pytorch", "huggingface")):
-            raise UserError("--resume continues training: use it with --version pytorch or huggingface, "
-                            "without --checkpoint")  # fmt: skip
+        if self.resume and (self.checkpoint or self.version not in ("pytorch", "huggingface", "both")):
+            raise UserError("--resume continues training: use it with --version pytorch, huggingface or "
+                            "both, without --checkpoint")  # fmt: skip
+        if self.resume not in ("", "auto") and self.version == "both":
+            raise UserError(f"--version both resumes its two halves with --resume auto, not one checkpoint "
+                            f"({self.resume})")  # fmt: skip
         from utils.runtime.validation import check_family_flags, check_translation_flags  # need UserError
 
         check_translation_flags(self)

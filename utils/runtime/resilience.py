@@ -143,7 +143,7 @@ class GracefulStop:
     def _handle(self, signum, frame) -> None:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.signum = signum
+        self.signum = self.signum or signum  # the first names the stop (a Ctrl-C, then the parent's SIGTERM)
         logger.warning("%s received: finishing this step, then saving", signal.Signals(signum).name)
 
     def install(self) -> GracefulStop:
@@ -172,7 +172,10 @@ class GracefulStop:
 
 
 def resume_command(cfg, checkpoint: str | Path) -> str:
-    """`python main.py <every setting that differs from its default> --resume CHECKPOINT`."""
+    """`python main.py <every setting that differs from its default> --resume CHECKPOINT` (`--version both`:
+    `--resume auto`, which finds each half's own checkpoint)."""
+    if cfg.version == "both":
+        checkpoint = "auto"
     words = ["python", "main.py"]
     for f in cfg.flags():
         value = getattr(cfg, f.name)

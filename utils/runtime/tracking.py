@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,21 @@ def epoch_line(record: dict) -> str:
     return (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} | "
             f"eval loss {record['eval_loss']:.4f}, token acc {record['eval_token_accuracy']:.4f}, "
             f"exact match {record['eval_exact_match']:.4f} ({record['elapsed_s']:.0f}s)")  # fmt: skip
+
+
+@contextmanager
+def file_logs_removed():
+    """`with file_logs_removed():` the file logs (add_file_log) the block attached are removed and closed
+    however it ends: a run refused after its train.log was opened (a --resume it cannot continue) must
+    not go on receiving the records of whatever the process does next."""
+    root = logging.getLogger()
+    before = set(root.handlers)
+    try:
+        yield
+    finally:
+        for handler in [h for h in root.handlers if h not in before and isinstance(h, logging.FileHandler)]:
+            root.removeHandler(handler)
+            handler.close()
 
 
 def add_file_log(path: Path) -> logging.Handler:
