@@ -116,16 +116,22 @@ def test_clip_grad_norm_changes_the_step_only_when_it_is_below_the_gradient_norm
 
 @pytest.mark.parametrize("version", ["pytorch", "huggingface"])
 def test_clip_grad_norm_value_reaches_torch(version, tmp_path, monkeypatch):
-    """torch.nn.utils.clip_grad_norm_ (accelerate's clip_grad_norm_ calls it) gets the flag's value
-    once per optimizer step; with 0 nothing is clipped (the Trainer still measures the norm: max inf)."""
+    """torch clips with the flag's value once per optimizer step: torch.nn.utils.clip_grad_norm_ (our loop,
+    accelerate < 1.16) or clip_grads_with_norm_ (accelerate >= 1.16 measures the norm itself, then calls
+    it); with 0 nothing is clipped (the Trainer still measures the norm: max inf)."""
     calls = []
-    real = torch.nn.utils.clip_grad_norm_
 
-    def spy(parameters, max_norm, *args, **kwargs):
-        calls.append(max_norm)
-        return real(parameters, max_norm, *args, **kwargs)
+    def spy_on(name: str) -> None:
+        real = getattr(torch.nn.utils, name)
 
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+        def spy(parameters, max_norm, *args, **kwargs):
+            calls.append(max_norm)
+            return real(parameters, max_norm, *args, **kwargs)
+
+        monkeypatch.setattr(torch.nn.utils, name, spy)
+
+    spy_on("clip_grad_norm_")  # torch's own clip_grad_norm_ calls its module's clip_grads_with_norm_
+    spy_on("clip_grads_with_norm_")  # directly, not this attribute: no step is counted twice
     run, _ = RUNS[version]
     run(tmp_path / "on", clip_grad_norm=0.25)
     assert calls == [0.25, 0.25]  # 2 optimizer steps
