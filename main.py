@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import time
 
@@ -38,6 +39,8 @@ class OneLineParser(argparse.ArgumentParser):
     """Bad flags end with one line on stderr and exit code 2, no usage dump."""
 
     def error(self, message: str) -> None:
+        # an argument typed with a line break in it is shown escaped, so the message stays one line
+        message = re.sub(r"[\x00-\x1f]", lambda m: repr(m[0])[1:-1], message)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -118,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             return run(RunConfig.from_dict(values), frozenset(values))
     except UserError as err:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every process has it: one says it
-            print(f"main.py: error: {err}", file=sys.stderr)
+            # one line whatever a message quotes (a value read from a file may hold newlines)
+            print(
+                "main.py: error: " + " ".join(line.strip() for line in str(err).splitlines()), file=sys.stderr
+            )
         else:  # torchrun stops every process as soon as one fails: let rank 0 say why first
             time.sleep(5)
         return 2

@@ -23,8 +23,8 @@ from transformers import (
 
 import huggingface_version  # noqa: F401  (registers the model types with the Auto classes)
 from huggingface_version.configuration_encoder import TutorialEncoderConfig
-from huggingface_version.convert import hf_to_pytorch
-from huggingface_version.resume import weights_refusal
+from huggingface_version.convert import hf_to_pytorch, model_config_of
+from huggingface_version.folders import check_loading_info, check_vocabulary, reading, weights_refusal
 from utils.data.digits import PatchTokenizer
 from utils.data.tokenizer import ENCODER_SPECIALS, CharTokenizer
 from utils.runtime.config import UserError
@@ -34,38 +34,38 @@ def is_encoder_folder(folder: str | Path, trust_remote_code: bool = False) -> bo
     try:
         return isinstance(AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code),
                           TutorialEncoderConfig)  # fmt: skip
-    except (OSError, ValueError):
-        return False  # the other loaders say what is wrong with the folder
+    except Exception:  # a damaged config.json: the other loader says what is wrong with the folder
+        return False
 
 
 def load_hf_encoder(folder: str | Path, device, trust_remote_code: bool = False):
     """(pytorch_version's model with the folder's weights, the toolkit's tokenizer of the folder)."""
-    if refusal := weights_refusal(Path(folder)):
+    folder = Path(folder)
+    if refusal := weights_refusal(folder):
         raise UserError(refusal)
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    if config.model_type == "tutorial_vit":
-        auto = AutoModelForImageClassification
-    else:
-        auto = AutoModelForSequenceClassification if _labelled(folder) else AutoModelForMaskedLM
-    try:
-        hf_model = auto.from_pretrained(folder, use_safetensors=True, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from err
-    model = hf_to_pytorch(hf_model).to(device).eval()
-    cfg = model.config
-    if cfg.arch == "vit":
-        return model, PatchTokenizer(cfg.image_size, cfg.patch_size, cfg.channels)
-    return model, _char_tokenizer(folder, trust_remote_code)
+    with reading(folder, trust_remote_code):
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        model_config_of(config)  # every value checked before a model is built from it
+        if config.model_type == "tutorial_vit":
+            auto = AutoModelForImageClassification
+        else:
+            auto = AutoModelForSequenceClassification if _labelled(config) else AutoModelForMaskedLM
+        hf_model, info = auto.from_pretrained(folder, use_safetensors=True, output_loading_info=True,
+                                              trust_remote_code=trust_remote_code)  # fmt: skip
+        check_loading_info(folder, info)
+        model = hf_to_pytorch(hf_model).to(device).eval()
+        cfg = model.config
+        if cfg.arch == "vit":
+            return model, PatchTokenizer(cfg.image_size, cfg.patch_size, cfg.channels)
+        tokenizer = _char_tokenizer(folder, trust_remote_code)
+        check_vocabulary(folder, tokenizer.vocab_size, cfg.src_vocab_size)
+        return model, tokenizer
 
 
-def _labelled(folder: str | Path) -> bool:
+def _labelled(config) -> bool:
     """A classifier's folder names its architecture ...ForSequenceClassification in config.json."""
-    import json
-
-    architectures = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get(
-        "architectures"
-    )
-    return any("SequenceClassification" in name for name in architectures or ())
+    architectures = getattr(config, "architectures", None)
+    return any("SequenceClassification" in str(name) for name in architectures or ())
 
 
 def _char_tokenizer(folder, trust_remote_code: bool) -> CharTokenizer:

@@ -28,10 +28,17 @@ from huggingface_version import hooks
 from huggingface_version.configuration import TOOLKIT_NAMES
 from huggingface_version.configuration_gpt import TutorialGPTConfig
 from huggingface_version.convert import GPT_ONLY, model_config_of
+from huggingface_version.folders import (
+    THE_FLAG,
+    check_loading_info,
+    check_vocabulary,
+    decoding_config,
+    not_a_model_folder,
+    reading,
+)
 from huggingface_version.generation import continue_ids, sampling_settings
 from huggingface_version.modeling import TutorialTransformerForConditionalGeneration
 from huggingface_version.modeling_gpt import TutorialGPTForCausalLM
-from huggingface_version.resume import weights_refusal
 from utils.data.tasks import tokenizer_for_task
 from utils.data.tokenizer import checked_prompt
 from utils.fast import SpeedUps
@@ -51,24 +58,28 @@ def load_hf_for_inference(folder, device: str | torch.device = "cpu", fast: bool
     folder whose config.json names another model_type with an `auto_map` loads with its own code, as
     transformers' trust_remote_code=True does, and must still have the toolkit's config fields."""
     folder = Path(folder)
-    if refusal := _not_a_model_folder(folder):
+    if refusal := not_a_model_folder(folder):
         raise UserError(refusal)
     if not trust_remote_code and (refusal := _needs_remote_code(folder)):
         raise UserError(refusal)
-    try:  # safetensors only: pickled weights (pytorch_model.bin) can run code when loaded
+    with reading(folder, trust_remote_code):  # safetensors only: pickled weights can run code when loaded
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
         if _has_toolkit_fields(config):
             model_config_of(config)  # every value checked before a model is built from it
         auto = AutoModelForCausalLM if _is_gpt(config) else AutoModelForSeq2SeqLM
-        model = auto.from_pretrained(folder, config=config, use_safetensors=True,
-                                     trust_remote_code=trust_remote_code)  # fmt: skip
+        model, info = auto.from_pretrained(
+            folder,
+            config=config,
+            use_safetensors=True,
+            output_loading_info=True,
+            trust_remote_code=trust_remote_code,
+        )
+        check_loading_info(folder, info)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        if isinstance(err, UserError):
-            raise UserError(f"{folder}/config.json: {err}") from err
-        if not trust_remote_code and "trust_remote_code" in str(err):  # e.g. tokenizer_config's auto_map
-            raise UserError(f"{folder} needs code from the folder to load; {_THE_FLAG}") from err
-        raise UserError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from err
+        vocab = model.config.vocab_size  # the encoder-decoder's source vocabulary too
+        check_vocabulary(folder, len(tokenizer), min(getattr(model.config, "src_vocab_size", vocab), vocab))
+        if hasattr(model, "_set_generation_defaults"):  # the toolkit's classes (or their shipped copies)
+            model.generation_config = decoding_config(folder, model, vocab)
     ours = isinstance(model, (TutorialTransformerForConditionalGeneration, TutorialGPTForCausalLM))
     if not ours and not (trust_remote_code and _has_toolkit_fields(model.config)):
         raise UserError(f"{folder} holds a {type(model).__name__}, not a transformer-tutorial model")
@@ -76,9 +87,6 @@ def load_hf_for_inference(folder, device: str | torch.device = "cpu", fast: bool
         tracer = hooks.run_gpt_with_cache if _is_gpt(model.config) else hooks.run_with_cache
         register_tracer(type(model), tracer)
     return SpeedUps.from_flag(fast).plug_in(model).to(device).eval(), tokenizer
-
-
-_THE_FLAG = "the toolkit runs no code from a folder unless you pass --trust_remote_code (if you trust it)"
 
 
 def _needs_remote_code(folder: Path) -> str:
@@ -95,7 +103,7 @@ def _needs_remote_code(folder: Path) -> str:
         return ""
     code = sorted({ref.split(".")[0] + ".py" for ref in auto_map.values() if isinstance(ref, str)})
     return (f"{folder}/config.json names model_type {model_type!r}, whose code is in the folder "
-            f"({', '.join(code)}); {_THE_FLAG}")  # fmt: skip
+            f"({', '.join(code)}); {THE_FLAG}")  # fmt: skip
 
 
 def _is_gpt(config) -> bool:
@@ -109,19 +117,6 @@ def _has_toolkit_fields(config) -> bool:
     gpt = _is_gpt(config)
     names = [n for n in ModelConfig.__dataclass_fields__ if not (gpt and n in GPT_ONLY)]
     return all(hasattr(config, TOOLKIT_NAMES.get(name, name)) for name in names)
-
-
-def _not_a_model_folder(folder: Path) -> str:
-    """Why `folder` is not a save_pretrained folder this toolkit loads ('' when it is)."""
-    pt_files = sorted(folder.glob("*.pt"))
-    if pt_files:
-        return f"{folder} holds pytorch_version checkpoints; pass one of its .pt files, e.g. {pt_files[0]}"
-    config = folder / "config.json"
-    if not config.is_file():
-        return f"{folder} is not a saved Hugging Face model (no config.json in it)"
-    if '"model_type"' not in config.read_text(encoding="utf-8", errors="replace"):
-        return f"{folder} is a pytorch_version results folder; pass {folder}/checkpoints/best_model.pt"
-    return weights_refusal(folder)
 
 
 def hf_task(model, tokenizer=None) -> str:

@@ -20,31 +20,24 @@ folders (marked "step_only" in tutorial_state.pt) the newest is kept, older ones
 newer checkpoint is complete. Before a save into a folder that exists, its tutorial_state.pt is removed
 first, so a kill mid-save never leaves old and new files under a mark of completeness.
 
-Nothing from a checkpoint folder runs code. Weights are only ever read from model.safetensors: a folder
-that offers pickled pytorch_model.bin weights is refused. The Trainer (transformers 5.x) loads
-optimizer.pt, scheduler.pt and rng_state.pth with torch.load(weights_only=True) and never loads
-training_args.bin; still every pickle in the folder is checked first, without unpickling it
-(torch.serialization.get_unsafe_globals_in_checkpoint lists what it would call), and a folder whose
-files would call anything but tensors, numpy's RNG state or the Trainer's own argument classes is
-refused with one line naming the file: the folder may come from someone else.
+Nothing from a checkpoint folder runs code: huggingface_version/folders.py checks it first.
 """
 
 from __future__ import annotations
 
-import enum
 import errno
+import json
 import logging
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from torch.utils.data import Sampler
 from transformers import TrainerCallback
 
+from huggingface_version.folders import pickle_refusal, weights_refusal
 from utils.runtime.checkpoint import atomic_save
 from utils.runtime.compatibility import RESUME_FIELDS, describe_differences
 from utils.runtime.config import RunConfig, UserError
@@ -59,65 +52,6 @@ OPTIMIZER = "transformers AdamW"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
-def weights_refusal(folder: Path) -> str:
-    """'' if `folder` has a readable model.safetensors; pickled pytorch_model.bin weights are never loaded."""
-    weights = folder / "model.safetensors"
-    if weights.is_file():
-        try:  # the header and that the file holds every tensor it lists: a truncated copy fails here
-            with safe_open(str(weights), framework="pt") as f:
-                f.keys()
-        except Exception as err:
-            return (
-                f"{weights} cannot be read (truncated, or not a safetensors file): {str(err).splitlines()[0]}"
-            )
-        return ""
-    pickled = (folder / "pytorch_model.bin").exists()
-    return f"refusing {folder}: no model.safetensors" + (
-        " (only pickled pytorch_model.bin weights, which can carry code)" if pickled else ""
-    )
-
-
-# the pickles of a Trainer checkpoint, and what each may name besides tensors: rng_state.pth numpy's RNG
-# state (the Trainer loads it under transformers' safe_globals, which allows exactly these);
-# training_args.bin the Trainer's argument classes (`_argument_class`)
-PICKLES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth", "training_args.bin")
-_NUMPY = ("numpy.dtype", "numpy.ndarray", "numpy._core.multiarray._reconstruct",
-          "numpy.core.multiarray._reconstruct")  # fmt: skip
-
-
-def _argument_class(name: str) -> bool:
-    """A class training_args.bin may name: the arguments, their enums, accelerate's state and config
-    classes, from modules already imported (nothing is imported or called to decide)."""
-    module, _, attr = name.rpartition(".")
-    if not module.startswith(("transformers.", "accelerate.")) or module not in sys.modules:
-        return False
-    from accelerate.state import PartialState
-    from transformers import TrainingArguments
-    from transformers.trainer_pt_utils import AcceleratorConfig
-
-    cls = getattr(sys.modules[module], attr, None)
-    return isinstance(cls, type) and issubclass(cls, (enum.Enum, TrainingArguments, AcceleratorConfig,
-                                                      PartialState))  # fmt: skip
-
-
-def pickle_refusal(folder: Path) -> str:
-    """'' if no pickle in `folder` would call anything unsafe when loaded; decided without loading."""
-    for path in sorted(p for pattern in PICKLES for p in folder.glob(pattern)):
-        try:
-            named = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-        except Exception as err:  # a raw pickle (not torch.save's zip), or a truncated file
-            reason = (str(err).splitlines() or [type(err).__name__])[0]
-            return f"refusing {path}: it is not a complete torch.save file ({reason})"
-        if path.name.startswith("rng_state"):
-            named = [n for n in named if n not in _NUMPY and not n.startswith("numpy.dtypes.")]
-        elif path.name == "training_args.bin":
-            named = [n for n in named if not _argument_class(n)]
-        if named:
-            return (f"refusing {path}: loading it would call {', '.join(named[:3])}, not plain data "
-                    "(a file that can run code); resume only from checkpoints you trust")  # fmt: skip
-    return ""
-
-
 def _refusal(folder: Path) -> str:
     """Why `folder` cannot be resumed from ('' when it can)."""
     if not (folder / "trainer_state.json").is_file():
@@ -126,6 +60,14 @@ def _refusal(folder: Path) -> str:
         return refusal
     if not (folder / STATE_FILE).is_file():
         return f"{folder} is incomplete (no {STATE_FILE}: its saving was cut short)"
+    for name in ("trainer_state.json", "config.json"):  # the Trainer reads both before anything else
+        if not (folder / name).is_file():
+            continue
+        try:
+            if not isinstance(json.loads((folder / name).read_text(encoding="utf-8")), dict):
+                return f"{folder / name} is not a JSON object"
+        except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            return f"{folder / name} is unreadable: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
     return pickle_refusal(folder)
 
 
@@ -221,6 +163,27 @@ class disk_errors_in:  # lower case: a `with` statement, like contextlib's helpe
             ) from err
 
 
+class resume_errors_in:  # lower case: a `with` statement
+    """`with resume_errors_in(checkpoint, resumer):` around trainer.train(resume_from_checkpoint=...):
+    what the Trainer raises while it reads the checkpoint (trainer_state.json, the weights, optimizer.pt,
+    scheduler.pt, rng_state.pth), before its first step, is one line naming the checkpoint: a file that
+    passed `_refusal`'s checks yet does not fit (a tensor of another shape, a state of another kind)."""
+
+    def __init__(self, checkpoint: Path | None, resumer: ResumeCallback) -> None:
+        self.checkpoint, self.resumer = checkpoint, resumer
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, err, traceback) -> None:
+        if self.checkpoint is None or self.resumer.resumed or not isinstance(err, Exception):
+            return
+        if isinstance(err, UserError):
+            return
+        reason = (str(err).splitlines() or [""])[0][:300]
+        raise UserError(f"cannot resume from {self.checkpoint}: {type(err).__name__}: {reason}") from err
+
+
 def save_model_atomically(trainer, out: Path) -> None:
     """trainer.save_model into a temporary folder, then each file renamed into `out` (the weights,
     config.json, generation_config.json, the tokenizer's files and the model's .py files).
@@ -271,6 +234,7 @@ class ResumeCallback(TrainerCallback):
         self.stop = GracefulStop()
         self.last_saved: Path | None = None
         self.step_only = False  # the coming save is one of --save_every_steps alone
+        self.resumed = False  # the Trainer has read the checkpoint it resumes from (resume_errors_in)
         if state is not None:  # a resumed run: what the Trainer does not restore itself
             self.trainer._batch_losses = list(state.get("batch_losses", []))
             self.trainer.guard.in_a_row = state.get("nonfinite_in_a_row", 0)
@@ -280,6 +244,9 @@ class ResumeCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.stop.install()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.resumed = True
 
     def on_step_end(self, args, state, control, **kwargs):
         every, epoch_end = self.cfg.save_every_steps, float(state.epoch or 0).is_integer()
@@ -324,6 +291,7 @@ class ResumeCallback(TrainerCallback):
             _remove_older_step_checkpoints(folder)
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.resumed = True
         self.stop.uninstall()
 
     def raise_if_stopped(self, state) -> None:

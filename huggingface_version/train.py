@@ -56,6 +56,7 @@ from huggingface_version.resume import (
     disk_errors_in,
     load_state,
     resume_checkpoint,
+    resume_errors_in,
     save_model_atomically,
 )
 from huggingface_version.run_data import HFRunData, load_hf_run_data
@@ -246,7 +247,8 @@ def _train(cfg, init_from_pytorch, out, args, resume_from, saved, world: World) 
     start = time.perf_counter()
     try:
         with disk_errors_in(out):  # a full disk in the Trainer's own saving: one line, not a traceback
-            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            with resume_errors_in(resume_from, resumer):
+                trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             resumer.raise_if_stopped(trainer.state)
             steps = cfg.task in STEP_TASKS  # one stream, no epochs to average
             averaged = {} if steps else average_last_epochs(cfg, out, model, trainer, tracker.history)

@@ -251,7 +251,8 @@ def test_two_length_penalties_rank_hf_beams_differently(checkpoints):
     hf = pytorch_to_hf(model).eval()
     beams = dict(attention_mask=(src != 0).long(), max_new_tokens=10, num_beams=4, early_stopping=True)
     outputs = [hf.generate(input_ids=src, length_penalty=alpha, **beams) for alpha in (0.0, 2.0)]
-    rows = [[[t for t in row if t != 0] for row in o.tolist()] for o in outputs]
+    # each output up to its EOS: what comes after is filler (PAD or EOS, as transformers pads beams)
+    rows = [[row[: row.index(2)] if 2 in row else row for row in o.tolist()] for o in outputs]
     assert sum(a != b for a, b in zip(*rows)) >= 3, "length_penalty 0 and 2 picked the same beams"
     assert sum(map(len, rows[1])) > sum(map(len, rows[0]))  # the larger penalty: longer outputs
 

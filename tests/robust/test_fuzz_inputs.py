@@ -2,6 +2,8 @@
 
     settings     any mapping of flag names to values of any type (flags and --config files meet
                  RunConfig.from_dict): a RunConfig, or one UserError line
+    command line any sequence of the flags, their negations and values (numbers, words, nothing) as
+                 argv: a RunConfig, or exit 2 with one `main.py: error:` line
     YAML files   any bytes as --config: a mapping, or one UserError line naming the file
     text files   any bytes as a language model's or a masked LM's corpus: read, or one UserError line
                  naming the file; never a traceback
@@ -10,7 +12,7 @@
 The property is the same everywhere: the toolkit either takes the input or says in one line what it
 expected; any other exception fails the test. The seed is fixed (derandomize) and no example
 database is kept, so CI runs the same cases each time; FUZZ_EXAMPLES sets the budget per surface
-(60 by default; the `slow` variant runs 10x as many).
+(60 by default; the `slow` variant runs 5x as many, test_fuzz_checkpoints.py's too).
 """
 
 from __future__ import annotations
@@ -54,6 +56,31 @@ def test_any_settings_are_a_config_or_one_line(values):
         RunConfig.from_dict(values)
     except UserError as err:
         one_line(err)
+
+
+def _flag_words() -> list[str]:
+    from main import build_parser
+
+    return sorted({o for a in build_parser()._actions for o in a.option_strings if o not in ("-h", "--help")})
+
+
+ARGV = st.lists(st.one_of(st.sampled_from(_flag_words()), st.sampled_from(["0", "-1", "2", "1e9", "nan", "x",
+                                                                           "", "auto", "gpt", "lm"]),
+                          st.text(max_size=6)), max_size=8)  # fmt: skip
+
+
+@FUZZ
+@given(ARGV)
+def test_any_command_line_is_a_config_or_one_line(capsys, argv):
+    from main import parse_config
+
+    try:
+        parse_config(argv)
+    except UserError as err:
+        one_line(err)
+    except SystemExit as exit_:  # argparse: an unknown flag, a missing or mistyped value
+        err = capsys.readouterr().err
+        assert exit_.code == 2 and err.startswith("main.py: error: ") and err.count("\n") == 1, err
 
 
 @FUZZ
@@ -115,12 +142,16 @@ def test_any_source_line_is_read_or_one_line(readers, text):
 
 @pytest.mark.slow
 def test_the_long_budget(tmp_path):
-    """The same properties with 10x the examples (FUZZ_EXAMPLES x 10), in a process of its own."""
+    """The properties of this module and of test_fuzz_checkpoints.py with 5x the examples
+    (FUZZ_EXAMPLES x 5: 300 per surface, 75 resumed Trainer checkpoints), in a process of its own."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "FUZZ_EXAMPLES": str(10 * EXAMPLES), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-m", "not slow"]
+    env = {**os.environ, "FUZZ_EXAMPLES": str(5 * EXAMPLES), "OMP_NUM_THREADS": "1"}
+    files = [__file__, str(Path(__file__).with_name("test_fuzz_checkpoints.py"))]
+    select = ["-k", "not long_budget", "-m", "slow or not slow"]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files, *select]
     result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-500:]

@@ -213,3 +213,30 @@ def test_version_both_stopped_by_ctrl_c_resumes_both_halves_with_one_resume_auto
         assert json.loads((tmp_path / name / "summary.json").read_text())["steps"] == 20
     assert (tmp_path / "results_comparison" / "comparison.json").is_file()
     assert not os.path.exists(checkpoints / "interrupted.pt")
+
+
+FAMILY_RUNS = [("pytorch", "bert", "majority"), ("pytorch", "vit", "digits"),
+               ("huggingface", "gpt", "reversal"), ("huggingface", "bert", "majority")]  # fmt: skip
+
+
+@pytest.mark.parametrize("version, arch, task", FAMILY_RUNS, ids=[f"{v}-{a}" for v, a, _ in FAMILY_RUNS])
+def test_every_family_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, capsys, caplog, version, arch,
+                                                                   task):  # fmt: skip
+    """SIGKILL after optimizer step 7 with --save_every_steps 4: steps 5-7 are lost, and the resumed
+    run ends with bitwise the weights (and the optimizer's state) and metrics of one never killed."""
+    settings = {**TINY, "arch": arch, "task": task}
+    args = ["--version", version, *flags(**settings), "--output_dir", str(tmp_path / "run")]
+    killed = run_main(*args, "--save_every_steps", "4", env={SIGKILL_AFTER_STEP_ENV: "7"})
+    assert killed.returncode == KILLED, killed.stderr[-3000:]
+    log = _resume_in_process([*args, "--save_every_steps", "4"], capsys, caplog)
+    assert "step 4" in log, log[-2000:]
+    code, _, err = main_in_process(["--version", version, *flags(**settings), "--output_dir",
+                                    str(tmp_path / "whole")], capsys)  # fmt: skip
+    assert code == 0, err
+    results, expected = (tmp_path / name / f"results_{version}" for name in ("run", "whole"))
+    if version == "pytorch":
+        assert_same_tensors(_final(results), _final(expected))
+    else:
+        final, whole = load_file(results / "model.safetensors"), load_file(expected / "model.safetensors")
+        assert final.keys() == whole.keys() and all(torch.equal(final[k], whole[k]) for k in final)
+    assert metrics_without_time(results) == metrics_without_time(expected)

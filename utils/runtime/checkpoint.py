@@ -69,7 +69,36 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [key for key in ("model_config", "tokenizer", "model_state") if key not in data]
     if missing:
         raise UserError(f"checkpoint {path} is incomplete: no {', '.join(missing)}")
+    _check_contents(path, data)
     return data
+
+
+def _check_contents(path: Path, data: dict[str, Any]) -> None:
+    """What a checkpoint says about itself holds together, before any model is built from it: a valid
+    model config, a tokenizer whose vocabulary is the model's, weights that are named tensors. A file
+    edited or damaged into other values (the fuzzing of tests/robust/test_fuzz_checkpoints.py) is one
+    line naming it, whichever part is wrong."""
+    from utils.data.tokenizer import tokenizer_from_dict
+
+    try:
+        if not isinstance(data["model_config"], dict):
+            raise UserError(f"its model_config is a {type(data['model_config']).__name__}, not a mapping")
+        config = ModelConfig.from_dict(data["model_config"])
+        tokenizer = tokenizer_from_dict(data["tokenizer"])
+        sizes = (tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    except UserError as err:
+        raise UserError(f"checkpoint {path} does not describe a model this toolkit builds: {err}") from err
+    except Exception as err:  # values of the wrong type where save_checkpoint writes plain ones
+        reason = (str(err).splitlines() or [""])[0]
+        raise UserError(f"checkpoint {path} is damaged: {type(err).__name__}: {reason}") from err
+    if sizes != (config.src_vocab_size, config.tgt_vocab_size):
+        raise UserError(f"checkpoint {path} is damaged: its tokenizer has {sizes[0]}/{sizes[1]} tokens, its "
+                        f"model {config.src_vocab_size}/{config.tgt_vocab_size}")  # fmt: skip
+    state = data["model_state"]
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise UserError(f"checkpoint {path} is damaged: its model_state is not a mapping of names to tensors")
 
 
 def _in_hf_folder(path: Path) -> bool:
