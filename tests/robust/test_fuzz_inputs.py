@@ -5,8 +5,8 @@
     command line any sequence of the flags, their negations and values (numbers, words, nothing) as
                  argv: a RunConfig, or exit 2 with one `main.py: error:` line
     YAML files   any bytes as --config: a mapping, or one UserError line naming the file
-    text files   any bytes as a language model's or a masked LM's corpus: read, or one UserError line
-                 naming the file; never a traceback
+    text files   any bytes (one huge line among them) as a language model's or a masked LM's corpus:
+                 read, or one UserError line naming the file; never a traceback
     --source     any text read by an encoder-only model: its ids, or one UserError line
 
 The property is the same everywhere: the toolkit either takes the input or says in one line what it
@@ -42,6 +42,8 @@ TEXT_BYTES = st.one_of(
     st.text(max_size=300).map(lambda t: t.encode("utf-8")),
     st.builds(lambda a, b: a + b, st.sampled_from([b"\xef\xbb\xbf", b"\x00", b"\r\n", b"\xff\xfe", b""]),
               st.text(alphabet="ab \n\r\t\x00é", max_size=200).map(lambda t: t.encode("utf-8"))),
+    st.builds(lambda piece, n, end: piece * n + end, st.sampled_from([b"a", b"ab ", "é".encode(), b"\xff"]),
+              st.integers(10_000, 200_000), st.sampled_from([b"", b"\n", b"\n\n"])),  # one huge line
 )  # fmt: skip
 
 

@@ -240,3 +240,59 @@ def test_every_family_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, cap
         final, whole = load_file(results / "model.safetensors"), load_file(expected / "model.safetensors")
         assert final.keys() == whole.keys() and all(torch.equal(final[k], whole[k]) for k in final)
     assert metrics_without_time(results) == metrics_without_time(expected)
+
+
+def _holds(lock: Path, pid: int) -> bool:
+    """Has process `pid` taken the results folder's lock (a killed run's stale one names another pid)?"""
+    try:
+        return json.loads(lock.read_text()).get("pid") == pid
+    except (OSError, ValueError):
+        return False
+
+
+def _start_holding(args: list[str], lock: Path) -> tuple[subprocess.Popen, float]:
+    """`python main.py ARGS` started, once it holds its results folder's lock: (process, that moment)."""
+    import time
+
+    process = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *args], cwd=ROOT, env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not _holds(lock, process.pid) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return process, time.monotonic()
+
+
+def test_killed_at_three_random_moments_a_run_ends_where_an_unkilled_one_ends(tmp_path, capsys, caplog):
+    """SIGKILL from outside at moments drawn at random (seeded): each between 10% and 60% of the time
+    an unkilled run holds its folder (building the model, an optimizer step, an evaluation, a save,
+    whatever it is doing then). Three kills, each into the resume of the one before; the last resume
+    ends with bitwise the weights and metrics of the run never killed."""
+    import random
+    import time
+
+    settings = {**TINY, "train_size": 2400, "epochs": 2}  # 75 steps an epoch
+    whole = ["--version", "pytorch", *flags(**settings), "--output_dir", str(tmp_path / "whole")]
+    process, held = _start_holding(whole, tmp_path / "whole" / "results_pytorch.lock")
+    assert process.wait(timeout=120) == 0, process.stderr.read()[-3000:]
+    span = time.monotonic() - held  # how long a whole run holds its folder
+    args = [*whole[:-1], str(tmp_path / "run"), "--save_every_steps", "5"]
+    lock, step = (
+        tmp_path / "run" / "results_pytorch.lock",
+        tmp_path / "run" / "results_pytorch" / "checkpoints",
+    )
+    draw, codes, saved = random.Random(22), [], []
+    for kill in range(3):
+        process, held = _start_holding([*args, *(["--resume", "auto"] if kill else [])], lock)
+        time.sleep(max(0.0, held + draw.uniform(0.1, 0.6) * span - time.monotonic()))
+        process.kill()
+        codes.append(process.wait(timeout=60))
+        assert codes[-1] in (KILLED, 0), process.stderr.read()[-3000:]
+        resumable = [*step.glob("checkpoint_epoch_*.pt"), *step.glob("step.pt")] if step.exists() else []
+        saved.append(max((_step_of(path) for path in resumable), default=0))
+    assert codes.count(KILLED) >= 2, codes  # the moments fell inside the runs, not after them
+    with capsys.disabled():  # shown with pytest -s
+        print(f"\nexit codes {codes}; after each kill the furthest checkpoint is at step {saved} of 150")
+    _resume_in_process(args, capsys, caplog)
+    expected = tmp_path / "whole" / "results_pytorch"
+    assert_same_tensors(_final(tmp_path / "run" / "results_pytorch"), _final(expected))
+    assert metrics_without_time(tmp_path / "run" / "results_pytorch") == metrics_without_time(expected)

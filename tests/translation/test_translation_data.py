@@ -166,6 +166,19 @@ def test_bpe_survives_the_checkpoint_dict(bpe):
         tokenizer_from_dict({"type": "bpe", "tokenizer": "{not json"})
 
 
+@pytest.mark.parametrize("byte_level", [False, True])
+def test_a_text_without_spaces_is_learnt_in_pieces_and_comes_back_whole(byte_level):
+    """One 100,000-character run with no space (a minified file, a text with no word breaks): BPE
+    learns from pieces of at most MAX_PIECE characters (a whole-run "word" made its training grow with
+    the square of its length: 27 s for 200,000 characters), and the text still decodes as it was."""
+    from utils.data.bpe import MAX_PIECE
+
+    text = "abcab" * 20_000
+    tokenizer = BPETokenizer.train([text], vocab_size=300, byte_level=byte_level)
+    assert max(len(token) for token in tokenizer.id_to_token) <= MAX_PIECE
+    assert tokenizer.decode(tokenizer.encode(text[:1000])) == text[:1000]
+
+
 def test_separate_vocabularies(multi30k_pairs):
     pair = train_bpe(multi30k_pairs[:500], 300, separate=True)
     assert isinstance(pair, SeparateVocabTokenizer) and (pair.src_vocab_size, pair.tgt_vocab_size) == (

@@ -6,7 +6,8 @@ few pieces, and no word is out of vocabulary. The pipeline of one tokenizer:
 
     normalizer     utils.data.corpus.normalize: Unicode NFC, whitespace collapsed, ends trimmed
     pre-tokenizer  Metaspace: each space becomes "▁" glued to the next word (as SentencePiece
-                   does), then punctuation is split off, so "Fahrrad." shares "▁Fahrrad"
+                   does), then punctuation is split off, so "Fahrrad." shares "▁Fahrrad"; a run of
+                   more than MAX_PIECE (32) characters is cut into pieces of that length
     model          BPE merges learnt from the training text; <unk> for characters never seen
     decoder        Metaspace: join the pieces and turn "▁" back into spaces
 
@@ -29,7 +30,7 @@ from __future__ import annotations
 import string
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from utils.data.corpus import Pair, tokenizers_normalizer
 from utils.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID
@@ -40,15 +41,24 @@ from utils.runtime.config import UserError
 BASE_ALPHABET = sorted(set(string.printable.strip() + "".join(map(chr, range(0xA1, 0x100))) + "–—‘’“”„…€"))
 
 
+# The longest piece BPE learns from: a longer run without spaces (a URL, a minified file, a text with
+# no spaces at all) is cut into pieces of this many characters first. BPE's training rescans each
+# piece at every merge, so one 200,000-character "word" took 27 s to learn 300 tokens from (and grows
+# with its square); words of real text are far shorter than this and are tokenized as before.
+MAX_PIECE = 32
+_PIECES = pre_tokenizers.Split(Regex(f".{{1,{MAX_PIECE}}}"), behavior="isolated")
+
+
 def _new_backend(byte_level: bool = False) -> Tokenizer:
     backend = Tokenizer(models.BPE(unk_token=SPECIALS[UNK_ID]))
     if byte_level:  # text kept exactly as it is: no normalizer, every byte is a base token
-        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.ByteLevel(add_prefix_space=False),
+                                                         _PIECES])  # fmt: skip
         backend.decoder = decoders.ByteLevel()
         return backend
     backend.normalizer = tokenizers_normalizer()
     backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Metaspace(prepend_scheme="always"), pre_tokenizers.Punctuation("isolated")]
+        [pre_tokenizers.Metaspace(prepend_scheme="always"), pre_tokenizers.Punctuation("isolated"), _PIECES]
     )
     backend.decoder = decoders.Metaspace(prepend_scheme="always")
     return backend
