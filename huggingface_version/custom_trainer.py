@@ -45,7 +45,7 @@ class TutorialSeq2SeqTrainer(Seq2SeqTrainer):
     """Seq2SeqTrainer plus what transformers lacks: a training step over packed rows (the labelled
     positions only) with label smoothing normalised by the accumulation window's tokens, the NaN guard,
     pytorch_version's batch order, and greedy exact-match / BLEU evaluation with token accuracy. The
-    optimizer and the schedule are transformers' own (see huggingface_version.train.training_arguments).
+    optimizer and the schedule are transformers' own (see huggingface_version.arguments.training_arguments).
     """
 
     # compute_loss divides by the tokens of the whole accumulation window (see get_batch_samples),

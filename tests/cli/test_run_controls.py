@@ -206,16 +206,16 @@ def test_bf16_runs_the_training_forward_under_bfloat16_autocast(version, tmp_pat
 
 
 def test_hf_bf16_reaches_the_training_arguments(tmp_path, monkeypatch):
-    import huggingface_version.train as hf_train
+    import huggingface_version.arguments as hf_arguments
 
     seen = []
-    real = hf_train.Seq2SeqTrainingArguments
+    real = hf_arguments.Seq2SeqTrainingArguments
 
     def spy(*args, **kwargs):
         seen.append(kwargs.get("bf16"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(hf_train, "Seq2SeqTrainingArguments", spy)
+    monkeypatch.setattr(hf_arguments, "Seq2SeqTrainingArguments", spy)
     run_hf(tmp_path, bf16=True)
     assert seen == [True]
 

@@ -92,12 +92,12 @@ def test_wandb_flag_writes_an_offline_run(hf_run):
 
 
 def test_fp16_on_cpu_is_a_clear_error(tmp_path):
-    from huggingface_version.train import _check_precision
+    from huggingface_version.arguments import check_hf_precision
 
     cfg = RunConfig(output_dir=str(tmp_path), **TINY)
     object.__setattr__(cfg, "fp16", True)
     with pytest.raises(UserError, match="--fp16 needs a CUDA GPU"):
-        _check_precision(cfg, torch.device("cpu"))
+        check_hf_precision(cfg, torch.device("cpu"))
 
 
 def test_trainer_loss_matches_pytorch_per_accumulation_window():
@@ -193,7 +193,7 @@ def test_the_trainer_builds_the_papers_adam_and_noam_schedule_from_its_arguments
     from transformers import Trainer
     from transformers.optimization import get_scheduler
 
-    from huggingface_version.train import training_arguments
+    from huggingface_version.arguments import training_arguments
 
     cfg = RunConfig(version="huggingface", output_dir=str(tmp_path), **(TINY | {"fast": fast}))
     args = training_arguments(cfg, tmp_path, torch.device("cpu"), {})
