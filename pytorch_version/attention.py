@@ -73,6 +73,9 @@ class MultiHeadAttention(nn.Module):
     `why_explicit()` names the reason the fused path is skipped.
     """
 
+    # the fused path's kernel: torch's; utils/fast may plug in another (SpeedUps.float32_attention)
+    fused_kernel = staticmethod(F.scaled_dot_product_attention)
+
     def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, rotary: nn.Module | None = None):
         super().__init__()
         assert d_model % num_heads == 0, "checked by ModelConfig"
@@ -152,7 +155,7 @@ class MultiHeadAttention(nn.Module):
             mask, causal = look_ahead if mask is None else look_ahead & mask, False
         if self.why_explicit() is None:
             dropout_p = self.dropout.p if self.training else 0.0
-            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
+            z = self.fused_kernel(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
         else:
             # 3) Scores = Q K^T / sqrt(d_k): the scaling keeps the softmax out of its flat tails
             scores = self.hook_scores(q @ k.transpose(-2, -1) / math.sqrt(self.head_dim))

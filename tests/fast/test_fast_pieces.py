@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import COPY_RUN, ROOT, tiny_config
+from tests.conftest import COPY_RUN, ROOT, tiny_config, tiny_pytorch
 from utils.fast import SpeedUps, packing
 from utils.fast.kv_cache import GrowingKVCache
 from utils.observe.tracing import capture
@@ -243,11 +243,12 @@ def test_every_piece_is_named_once_and_none_plugs_in_nothing():
     from pytorch_version.model import Transformer
 
     assert SpeedUps.names() == ["packed_rows", "fast_dropout", "packed_output_layer", "written_down_loss",
-                                "growing_kv_cache", "fused_adam"]  # fmt: skip
+                                "growing_kv_cache", "fused_adam", "float32_attention"]  # fmt: skip
     model = Transformer(tiny_config(dropout=0.1))
     types = [type(m) for m in model.modules()]
     SpeedUps.none().plug_in(model)
     assert [type(m) for m in model.modules()] == types and "cache_class" not in vars(model)
+    assert not any("fused_kernel" in vars(m) for m in model.modules())  # torch's kernel, the class's
     for name in SpeedUps.names():
         on = SpeedUps.only(name)
         assert [n for n in SpeedUps.names() if getattr(on, n)] == [name]
@@ -288,3 +289,27 @@ def test_the_readable_path_imports_no_speed_up_and_the_hf_model_files_only_torch
             not in ("__future__", "typing", "math", "dataclasses", "collections", "torch", "transformers", "")
         }
         assert not foreign, (name, foreign)
+
+
+def test_float32_attention_computes_the_attention_in_float32_under_cpu_bf16_autocast():
+    """The piece: outside bf16 autocast torch's kernel itself (bitwise); inside, the float32 result
+    cast to bfloat16, gradients included; and plugged into every MultiHeadAttention of a model."""
+    from pytorch_version.attention import MultiHeadAttention
+    from utils.fast.attention import attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 6, 8, generator=g, requires_grad=True) for _ in range(3))
+    mask = torch.ones(6, 6, dtype=torch.bool).tril()
+    exact = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.equal(attention(q, k, v, attn_mask=mask), exact)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), attn_mask=mask)
+    assert z.dtype == torch.bfloat16
+    ups = [x.bfloat16().float() for x in (q, k, v)]  # the inputs as bf16 holds them, computed in float32
+    expected = torch.nn.functional.scaled_dot_product_attention(*ups, attn_mask=mask).bfloat16()
+    assert torch.equal(z, expected)
+    z.float().sum().backward()
+    assert all(x.grad is not None and torch.isfinite(x.grad).all() for x in (q, k, v))
+    model = SpeedUps.only("float32_attention").plug_in(tiny_pytorch())
+    kernels = {m.fused_kernel for m in model.modules() if isinstance(m, MultiHeadAttention)}
+    assert kernels == {attention}

@@ -15,7 +15,7 @@ model decodes (exit 0), or exit 2 with one `main.py: error:` line naming the fil
 traceback, and every file that existed before is byte for byte as it was. The models are four tiny
 `--version both` runs (transformer, gpt, bert, vit), trained once for the module. The seed is fixed
 (derandomize), no example database is kept, FUZZ_EXAMPLES sets the budget per surface (60, a quarter
-of it for the resumed Trainer checkpoints; the long budget of test_fuzz_inputs.py runs 5x as many).
+of it for the resumed Trainer checkpoints; the long budget of test_fuzz_inputs.py runs 3x as many).
 """
 
 from __future__ import annotations

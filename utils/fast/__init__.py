@@ -15,6 +15,8 @@ dropout masks' random numbers).
     written_down_loss    the loss function a trainer calls              loss.py
     growing_kv_cache     Transformer.cache_class (pytorch_version)      kv_cache.py
     fused_adam           the optimizer a trainer builds                 torch.optim.Adam(fused=True)
+    float32_attention    MultiHeadAttention.fused_kernel (--bf16 on a   attention.py (the packed
+                         CPU: the attention in float32)                 steps always use it)
 
 Each module's docstring gives its reason and measurement; tests/fast/test_fast_pieces.py holds each
 equal to the readable computation; benchmarks/speed_pieces.py prints what each buys, one row each.
@@ -30,6 +32,7 @@ import torch
 from torch import nn
 
 from utils.fast import loss as fast_loss
+from utils.fast.attention import attention as fast_attention
 from utils.fast.dropout import swap_dropout
 from utils.fast.kv_cache import GrowingKVCache
 from utils.fast.output_layer import swap_output_layer
@@ -47,6 +50,9 @@ class SpeedUps:
     written_down_loss: bool = True  # the smoothed loss's gradient p - q, not autograd's several passes
     growing_kv_cache: bool = True  # decoding appends keys/values into a buffer, no torch.cat per step
     fused_adam: bool = True  # one kernel updates every parameter instead of ~10 small ops each
+    float32_attention: bool = (
+        True  # --bf16 on a CPU: the fused attention in float32 (its bf16 backward is slow)
+    )
 
     @classmethod
     def none(cls) -> SpeedUps:
@@ -74,6 +80,10 @@ class SpeedUps:
             swap_output_layer(model)
         if self.growing_kv_cache and hasattr(model, "cache_class"):
             model.cache_class = GrowingKVCache
+        if self.float32_attention:
+            for module in model.modules():
+                if hasattr(module, "fused_kernel"):  # pytorch_version's MultiHeadAttention
+                    module.fused_kernel = fast_attention
         return model
 
     def labelled_logits(self, model: nn.Module, pad_id: int) -> LabelledLogits:

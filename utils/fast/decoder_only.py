@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils.fast.attention import attention
+
 
 @dataclass
 class Block:
@@ -96,8 +98,7 @@ def _attend(attn: nn.Module, h: torch.Tensor, angles, mask, training: bool) -> t
     if angles is not None:
         q, k = _rotate(q, *angles), _rotate(k, *angles)
     p = attn.dropout.p if isinstance(attn.dropout, nn.Module) else attn.dropout  # HF keeps a float
-    z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p if training else 0.0,
-                                       is_causal=mask is None)  # fmt: skip
+    z = attention(q, k, v, attn_mask=mask, dropout_p=p if training else 0.0, is_causal=mask is None)
     return attn.out_proj(z.transpose(1, 2).reshape(B, T, D))
 
 

@@ -15,7 +15,8 @@ post-LN and pre-LN, with padding.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from utils.fast.attention import attention
 
 
 def encoder_only_logits(
@@ -75,7 +76,7 @@ def _last_layer_at(layer, x: torch.Tensor, mask: torch.Tensor, labelled: torch.T
     grid[rows[0], slot[rows]] = h[rows]
     q = attn.q_proj(grid).view(B, M, H, d_k).transpose(1, 2)
     p = attn.dropout.p if attn.training else 0.0
-    z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, H, M, d_k)
+    z = attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, H, M, d_k)
     attended = attn.out_proj(z.transpose(1, 2).reshape(B, M, D)[rows[0], slot[rows]])  # (N, D)
     y = x[rows]
     if layer.norm_first:  # the two Add & Norms of add_and_norm, at these rows

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from utils.fast.attention import attention
 from utils.fast.decoder_only import decoder_only_logits
 from utils.fast.encoder_only import encoder_only_logits
 
@@ -141,7 +141,7 @@ def _attend(attn: nn.Module, rows, kv_rows, q_pack: Packing, kv_pack: Packing, m
     q = heads(attn.q_proj(rows), q_pack, T)
     k, v = heads(attn.k_proj(kv_rows), kv_pack, S), heads(attn.v_proj(kv_rows), kv_pack, S)
     p = attn.dropout.p if isinstance(attn.dropout, nn.Module) else attn.dropout  # HF keeps a float
-    z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p if training else 0.0)
+    z = attention(q, k, v, attn_mask=mask, dropout_p=p if training else 0.0)
     return attn.out_proj(q_pack.pack(z.transpose(1, 2).reshape(B, T, H * d_k)))
 
 
