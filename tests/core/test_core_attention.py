@@ -82,7 +82,7 @@ def test_fused_kernel_runs_unless_scores_or_weights_are_wanted(monkeypatch):
         calls.append(1)
         return fused(*args, **kwargs)
 
-    monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
+    monkeypatch.setattr(MultiHeadAttention, "fused_kernel", staticmethod(counting))  # the fused path's call
     n_attention = len(_attention_modules(model))  # 2 encoder + 2 x 2 decoder = 6
 
     model(src, tgt)
