@@ -16,6 +16,10 @@ from torch import nn
 
 from utils.observe.tracing import HookPoint
 
+# The fused path's attention functions by name, as transformers' ALL_ATTENTION_FUNCTIONS: each takes
+# (q, k, v, attn_mask=, dropout_p=, is_causal=) and returns softmax(q k^T / sqrt(d_k) + mask) v.
+ATTENTION_FUNCTIONS = {"sdpa": F.scaled_dot_product_attention}
+
 
 def padding_mask(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
     """(B, S) token ids -> (B, 1, 1, S): every query may look at every real key, no pads."""
@@ -73,9 +77,6 @@ class MultiHeadAttention(nn.Module):
     `why_explicit()` names the reason the fused path is skipped.
     """
 
-    # the fused path's kernel: torch's; utils/fast may plug in another (SpeedUps.float32_attention)
-    fused_kernel = staticmethod(F.scaled_dot_product_attention)
-
     def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, rotary: nn.Module | None = None):
         super().__init__()
         assert d_model % num_heads == 0, "checked by ModelConfig"
@@ -88,6 +89,7 @@ class MultiHeadAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.rotary = rotary  # rotary positions (pytorch_version/positions.py) turn q and k; None: not here
         self.force_explicit = False  # set True to always take the readable path
+        self.attention_function = "sdpa"  # the entry of ATTENTION_FUNCTIONS the fused path calls
         for name in ("q_proj", "k_proj", "v_proj", "q", "k", "v", "scores", "masked_scores"):
             self.add_module(f"hook_{name}", HookPoint())
         if rotary is not None:
@@ -155,7 +157,8 @@ class MultiHeadAttention(nn.Module):
             mask, causal = look_ahead if mask is None else look_ahead & mask, False
         if self.why_explicit() is None:
             dropout_p = self.dropout.p if self.training else 0.0
-            z = self.fused_kernel(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
+            attend = ATTENTION_FUNCTIONS[self.attention_function]
+            z = attend(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
         else:
             # 3) Scores = Q K^T / sqrt(d_k): the scaling keeps the softmax out of its flat tails
             scores = self.hook_scores(q @ k.transpose(-2, -1) / math.sqrt(self.head_dim))

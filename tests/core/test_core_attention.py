@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pytorch_version.attention import KVCache, MultiHeadAttention
+from pytorch_version.attention import ATTENTION_FUNCTIONS, KVCache, MultiHeadAttention
 from pytorch_version.model import Transformer
 from tests.conftest import tiny_config
 from utils.observe.tracing import capture
@@ -82,7 +82,7 @@ def test_fused_kernel_runs_unless_scores_or_weights_are_wanted(monkeypatch):
         calls.append(1)
         return fused(*args, **kwargs)
 
-    monkeypatch.setattr(MultiHeadAttention, "fused_kernel", staticmethod(counting))  # the fused path's call
+    monkeypatch.setitem(ATTENTION_FUNCTIONS, "sdpa", counting)  # what the fused path calls
     n_attention = len(_attention_modules(model))  # 2 encoder + 2 x 2 decoder = 6
 
     model(src, tgt)

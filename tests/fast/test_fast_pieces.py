@@ -248,7 +248,7 @@ def test_every_piece_is_named_once_and_none_plugs_in_nothing():
     types = [type(m) for m in model.modules()]
     SpeedUps.none().plug_in(model)
     assert [type(m) for m in model.modules()] == types and "cache_class" not in vars(model)
-    assert not any("fused_kernel" in vars(m) for m in model.modules())  # torch's kernel, the class's
+    assert {getattr(m, "attention_function", "sdpa") for m in model.modules()} == {"sdpa"}  # torch's kernel
     for name in SpeedUps.names():
         on = SpeedUps.only(name)
         assert [n for n in SpeedUps.names() if getattr(on, n)] == [name]
@@ -294,8 +294,8 @@ def test_the_readable_path_imports_no_speed_up_and_the_hf_model_files_only_torch
 def test_float32_attention_computes_the_attention_in_float32_under_cpu_bf16_autocast():
     """The piece: outside bf16 autocast torch's kernel itself (bitwise); inside, the float32 result
     cast to bfloat16, gradients included; and plugged into every MultiHeadAttention of a model."""
-    from pytorch_version.attention import MultiHeadAttention
-    from utils.fast.attention import attention
+    from pytorch_version.attention import ATTENTION_FUNCTIONS, MultiHeadAttention
+    from utils.fast.attention import FLOAT32_UNDER_BF16, attention
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 4, 6, 8, generator=g, requires_grad=True) for _ in range(3))
@@ -311,5 +311,5 @@ def test_float32_attention_computes_the_attention_in_float32_under_cpu_bf16_auto
     z.float().sum().backward()
     assert all(x.grad is not None and torch.isfinite(x.grad).all() for x in (q, k, v))
     model = SpeedUps.only("float32_attention").plug_in(tiny_pytorch())
-    kernels = {m.fused_kernel for m in model.modules() if isinstance(m, MultiHeadAttention)}
-    assert kernels == {attention}
+    names = {m.attention_function for m in model.modules() if isinstance(m, MultiHeadAttention)}
+    assert names == {FLOAT32_UNDER_BF16} and ATTENTION_FUNCTIONS[FLOAT32_UNDER_BF16] is attention

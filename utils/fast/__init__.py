@@ -15,8 +15,9 @@ dropout masks' random numbers).
     written_down_loss    the loss function a trainer calls              loss.py
     growing_kv_cache     Transformer.cache_class (pytorch_version)      kv_cache.py
     fused_adam           the optimizer a trainer builds                 torch.optim.Adam(fused=True)
-    float32_attention    MultiHeadAttention.fused_kernel (--bf16 on a   attention.py (the packed
-                         CPU: the attention in float32)                 steps always use it)
+    float32_attention    an entry of pytorch_version.attention's        attention.py (the packed
+                         ATTENTION_FUNCTIONS (--bf16 on a CPU: the      steps always use it)
+                         attention in float32)
 
 Each module's docstring gives its reason and measurement; tests/fast/test_fast_pieces.py holds each
 equal to the readable computation; benchmarks/speed_pieces.py prints what each buys, one row each.
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 
 from utils.fast import loss as fast_loss
-from utils.fast.attention import attention as fast_attention
+from utils.fast.attention import FLOAT32_UNDER_BF16
 from utils.fast.dropout import swap_dropout
 from utils.fast.kv_cache import GrowingKVCache
 from utils.fast.output_layer import swap_output_layer
@@ -82,8 +83,8 @@ class SpeedUps:
             model.cache_class = GrowingKVCache
         if self.float32_attention:
             for module in model.modules():
-                if hasattr(module, "fused_kernel"):  # pytorch_version's MultiHeadAttention
-                    module.fused_kernel = fast_attention
+                if hasattr(module, "attention_function"):  # pytorch_version's MultiHeadAttention
+                    module.attention_function = FLOAT32_UNDER_BF16
         return model
 
     def labelled_logits(self, model: nn.Module, pad_id: int) -> LabelledLogits:

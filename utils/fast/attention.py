@@ -5,18 +5,22 @@ under --bf16 a training step's matrix products run 3.5x faster than in float32, 
 torch's fused CPU attention kernel in bfloat16 is 12x slower than in float32 (525 ms against 45 ms
 over 3 steps of the encoder-decoder), so the whole step ended slower than float32's (0.81x). With the
 attention alone computed in float32 (q, k and v cast up, the output cast back to bfloat16) the step
-is 1.56x float32's (the GPT's 1.89x, BERT's 1.28x). Anywhere else (no autocast, float16, CUDA) it is
-torch's kernel, unchanged.
+is 1.56x float32's in one A/B process (the GPT's 1.89x, BERT's 1.28x), 1.46-1.62x (GPT 1.78-1.93x,
+BERT 1.40x) in two pairs of benchmarks/utilisation.py runs. Anywhere else (no autocast, float16,
+CUDA) it is torch's kernel, unchanged.
 
-The seam: MultiHeadAttention.fused_kernel in pytorch_version/attention.py (SpeedUps.plug_in sets
-it); the packed training steps of utils/fast (packing.py, decoder_only.py, encoder_only.py) call
-`attention` directly.
+The seam: the attention-function registry of pytorch_version/attention.py, ATTENTION_FUNCTIONS (as
+transformers' ALL_ATTENTION_FUNCTIONS), where `attention` is registered as FLOAT32_UNDER_BF16;
+SpeedUps.plug_in points each MultiHeadAttention's `attention_function` at it. The packed training
+steps of utils/fast (packing.py, decoder_only.py, encoder_only.py) call `attention` directly.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from pytorch_version.attention import ATTENTION_FUNCTIONS
 
 
 def _cpu_bf16_autocast(q: torch.Tensor) -> bool:
@@ -31,3 +35,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> to
     with torch.autocast("cpu", enabled=False):
         z = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs)
     return z.to(torch.bfloat16)
+
+
+FLOAT32_UNDER_BF16 = "sdpa_float32_under_bf16"
+ATTENTION_FUNCTIONS[FLOAT32_UNDER_BF16] = attention
