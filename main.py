@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(
                 f"--{f.name}", type=type(f.default), choices=f.metadata.get("choices"), help=help_text
             )
+    for name in ("bf16", "fp16"):  # the older spellings (utils.runtime.config._precision_spelt)
+        parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction,
+                            help=f"the same as --precision {name}")  # fmt: skip
     return parser
 
 

@@ -1,5 +1,5 @@
 """The Trainer's settings for a run: the toolkit's recipe in transformers' own terms
-(Seq2SeqTrainingArguments), and which precisions the Trainer can run on the chosen device."""
+(Seq2SeqTrainingArguments), in the precision utils.runtime.precision resolved."""
 
 from __future__ import annotations
 
@@ -10,22 +10,12 @@ import torch
 from transformers import Seq2SeqTrainingArguments
 
 from utils.fast import SpeedUps
-from utils.runtime.config import ENCODER_ONLY, STEP_TASKS, RunConfig, UserError, check_precision
+from utils.runtime.config import ENCODER_ONLY, STEP_TASKS, RunConfig
 from utils.runtime.console import progress_bars
 from utils.training.recipe import ADAM_BETAS, ADAM_EPS, GPT_BETAS, GPT_EPS, MIN_LR_RATIO, noam_peak
 
 
-def check_hf_precision(cfg: RunConfig, device: torch.device) -> dict:
-    """--fp16 needs CUDA (utils.runtime.config); --bf16 also runs on a CPU torch supports it on."""
-    check_precision(cfg, device)
-    from transformers.utils import is_torch_bf16_available_on_device
-
-    if cfg.bf16 and not is_torch_bf16_available_on_device(device.type):
-        raise UserError(f"--bf16 is not supported on this {device.type} by this torch; drop --bf16")
-    return {"fp16": cfg.fp16, "bf16": cfg.bf16}
-
-
-def training_arguments(cfg: RunConfig, out: Path, device: torch.device, precision: dict):
+def training_arguments(cfg: RunConfig, out: Path, device: torch.device):
     """The run's Seq2SeqTrainingArguments: the recipe in transformers' own terms.
 
     Noam (--lr_schedule noam, the paper's): Adam (section 5.3) is `adamw_torch`, torch.optim.AdamW, which
@@ -80,5 +70,6 @@ def training_arguments(cfg: RunConfig, out: Path, device: torch.device, precisio
         ddp_timeout=cfg.dist_timeout,
         **recipe,
         **pacing,
-        **precision,
+        fp16=cfg.precision == "fp16",  # resolved by utils.runtime.precision.resolve
+        bf16=cfg.precision == "bf16",
     )

@@ -29,6 +29,7 @@ from pytorch_version.inference import load_for_inference
 from pytorch_version.train import build_model, train
 from utils.data.tasks import PairDataset, collate, make_toy_task, tokenizer_for_task
 from utils.fast.packing import readable_logits
+from utils.runtime import precision
 from utils.runtime.config import ENCODER_ONLY, STEP_TASKS, RunConfig, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -170,6 +171,8 @@ def run_comparison(cfg: RunConfig) -> dict:
         from huggingface_version.encoder_run_data import check_encoder_flags
 
         check_encoder_flags(cfg)
+    if cfg.precision == "auto":  # both halves alike, so their curves compare: the HF version's choice
+        cfg = precision.resolve(cfg, resolve_device(cfg.device), "huggingface")
     out = Path(cfg.output_dir) / "results_comparison"
     out.mkdir(parents=True, exist_ok=True)
     threads = threads_for_halves(cfg, resolve_device(cfg.device))

@@ -39,7 +39,7 @@ from transformers import TrainerCallback
 
 from huggingface_version.folders import pickle_refusal, weights_refusal
 from utils.runtime.checkpoint import atomic_save
-from utils.runtime.compatibility import RESUME_FIELDS, describe_differences
+from utils.runtime.compatibility import resume_differences
 from utils.runtime.config import RunConfig, UserError
 from utils.runtime.resilience import GracefulStop, WriteError, resume_command
 
@@ -116,9 +116,7 @@ def load_state(path: Path, cfg: RunConfig) -> dict:
             "(one torch Adam) that the Trainer's AdamW cannot continue; start the run anew without --resume"
         )
     wanted = cfg.to_dict()
-    differences = describe_differences(
-        saved, wanted, [n for n in RESUME_FIELDS if n in saved and n in wanted]
-    )
+    differences = resume_differences(saved, wanted)
     if differences:
         raise UserError(
             f"cannot resume from {path}: it belongs to a run with other settings ({differences}); "

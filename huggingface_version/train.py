@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from transformers import DataCollatorForSeq2Seq, PrinterCallback
 
-from huggingface_version.arguments import check_hf_precision, training_arguments
+from huggingface_version.arguments import training_arguments
 from huggingface_version.averaging import average_last_epochs
 from huggingface_version.callbacks import (
     CLASSIFY_KEYS,
@@ -66,6 +66,7 @@ from utils.fast import SpeedUps
 from utils.figures.training_curves import plot_training_curves
 from utils.observe.monitor import InternalsRecorder, write_run_figures
 from utils.observe.trace_printer import trace_example
+from utils.runtime import precision
 from utils.runtime.config import (
     ENCODER_ONLY,
     STEP_TASKS,
@@ -75,6 +76,7 @@ from utils.runtime.config import (
 )
 from utils.runtime.distributed import World, shutdown
 from utils.runtime.lock import results_folder_lock
+from utils.runtime.precision import check_precision
 from utils.runtime.resilience import atomic_write_json, ensure_writable
 from utils.runtime.tracking import Tracker, add_file_log
 
@@ -101,12 +103,13 @@ def train_huggingface(cfg: RunConfig, init_from_pytorch=None) -> dict:
     """
     out = Path(cfg.output_dir) / "results_huggingface"
     device = resolve_device(cfg.device)
-    precision = check_hf_precision(cfg, device)
+    check_precision(cfg.precision, cfg.version, device)
     if cfg.arch in ENCODER_ONLY:
         check_encoder_flags(cfg)
     resume_from = resume_checkpoint(cfg, out) if cfg.resume else None
     saved = load_state(resume_from, cfg) if resume_from else None  # refused before anything is written
-    args = training_arguments(cfg, out, device, precision)  # under torchrun accelerate joins the group here
+    cfg = precision.resolve(cfg, device, "huggingface", saved and saved["run_config"].get("precision"))
+    args = training_arguments(cfg, out, device)  # under torchrun accelerate joins the group here
     world = World(args.process_index, args.world_size, args.local_process_index)  # rank 0 writes and logs
     if not world.is_main:
         logging.getLogger().setLevel(logging.WARNING)

@@ -35,7 +35,7 @@ import torch
 
 from utils.fast import SpeedUps
 from utils.runtime.checkpoint import load_checkpoint, save_checkpoint
-from utils.runtime.compatibility import RESUME_FIELDS, describe_differences
+from utils.runtime.compatibility import describe_differences, resume_differences
 from utils.runtime.config import RunConfig, UserError
 from utils.runtime.resilience import rng_state, set_rng_state
 
@@ -170,7 +170,8 @@ def restore(path: Path, cfg: RunConfig, model, optimizer, scheduler, loader,
     must match is the global batch (utils.runtime.distributed), whose count is `batches_done`.
 
     Returns the progress and the saved training state, whose "rng" the caller restores right
-    before the first batch (nothing else may draw random numbers after it).
+    before the first batch (nothing else may draw random numbers after it), and whose "precision"
+    is the one the saved run computed in.
     """
     data = load_checkpoint(path)
     state = data.get("training_state")
@@ -194,8 +195,7 @@ def restore(path: Path, cfg: RunConfig, model, optimizer, scheduler, loader,
         else:
             saved = {**saved, "batch_size": f"{saved['batch_size']} x {saved_world} processes"}
             wanted = {**wanted, "batch_size": f"{cfg.batch_size} x {world_size} processes"}
-    names = [n for n in RESUME_FIELDS if n in saved and n in wanted]
-    differences = describe_differences(saved, wanted, names)
+    differences = resume_differences(saved, wanted)
     differences = differences or describe_differences(data["model_config"], model.config.to_dict())
     if differences:
         raise UserError(
@@ -212,6 +212,9 @@ def restore(path: Path, cfg: RunConfig, model, optimizer, scheduler, loader,
         loader.generator.set_state(progress.epoch_data_state)
         if not isinstance(state["rng"].get("torch"), torch.Tensor):
             raise ValueError("no torch RNG state")
+        chosen = saved.get("precision", "bf16" if saved.get("bf16") else "fp32")  # bf16: older files
+        if chosen not in ("fp32", "bf16"):
+            raise ValueError(f"precision {chosen!r}")
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         reason = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
         raise UserError(f"checkpoint {path} has a damaged training state: {reason}") from err
@@ -219,7 +222,7 @@ def restore(path: Path, cfg: RunConfig, model, optimizer, scheduler, loader,
         "resuming from %s: epoch %d, %d batches of it already done, step %d",
         path, progress.epoch, progress.batches_done, progress.step,
     )  # fmt: skip
-    return progress, state
+    return progress, {**state, "precision": chosen}  # what --precision auto goes on with
 
 
 def restore_rng(state: dict | None) -> None:

@@ -33,8 +33,9 @@ from utils.fast import SpeedUps
 from utils.figures.training_curves import plot_training_curves
 from utils.observe.monitor import InternalsRecorder, write_run_figures
 from utils.observe.trace_printer import trace_example
+from utils.runtime import precision
 from utils.runtime.checkpoint import save_checkpoint
-from utils.runtime.config import STEP_TASKS, RunConfig, check_precision, resolve_device
+from utils.runtime.config import STEP_TASKS, RunConfig, resolve_device
 from utils.runtime.console import progress_bars
 from utils.runtime.distributed import (
     World,
@@ -49,6 +50,7 @@ from utils.runtime.distributed import (
     wrap,
 )
 from utils.runtime.lock import results_folder_lock
+from utils.runtime.precision import check_precision
 from utils.runtime.resilience import (
     GracefulStop,
     NonFiniteGuard,
@@ -99,7 +101,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: RunConfig, device,
         last = (i + 1) % accum == 0 or i + 1 == len(loader)  # the window's last batch: a step follows
         # DDP all-reduces gradients during backward; the window's earlier batches add up locally first
         with step.no_sync() if world.distributed and not last else nullcontext():
-            with torch.autocast(autocast, dtype=torch.bfloat16, enabled=cfg.bf16):  # --bf16: mixed precision
+            with torch.autocast(autocast, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
                 logits = step(src, tgt_in, labelled)  # (N, V): no logits for padding
             loss_sum = loss_sum_of(logits.float(), tgt_out[labelled], cfg.label_smoothing)
             loss = loss_sum.item() / max(tokens, 1)
@@ -145,7 +147,7 @@ def train(cfg: RunConfig, results_name: str = "results_pytorch") -> dict:
     """
     # settings that can fail are checked before anything is written or a log handler is attached
     device = resolve_device(cfg.device)
-    check_precision(cfg, device)
+    check_precision(cfg.precision, cfg.version, device)
     world = init_world(device, cfg.dist_timeout)  # one process of one unless started by torchrun
     try:  # leave the process group on every way out, so no other process waits for this one
         folder = Path(cfg.output_dir) / results_name
@@ -176,6 +178,7 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
         progress, saved = resume.restore(
             resume_from, cfg, model, optimizer, scheduler, train_loader, world.size
         )
+    cfg = precision.resolve(cfg, device, "pytorch", saved and saved["precision"])  # auto: fp32 or bf16, why
     # the step's forward (packed unless --no-fast), under torchrun in DDP; `model` stays the bare
     # module for saving, decoding and tracing
     step = wrap(SpeedUps.from_flag(cfg.fast).labelled_logits(model, model.config.pad_id), world, device)

@@ -199,8 +199,8 @@ def test_bf16_runs_the_training_forward_under_bfloat16_autocast(version, tmp_pat
     if not is_torch_bf16_available_on_device("cpu"):
         pytest.skip("this torch has no bfloat16 autocast on the CPU")
     run, _ = RUNS[version]
-    plain = _training_forward_dtypes(run, tmp_path / "fp32", bf16=False)
-    mixed = _training_forward_dtypes(run, tmp_path / "bf16", bf16=True)
+    plain = _training_forward_dtypes(run, tmp_path / "fp32", precision="fp32")
+    mixed = _training_forward_dtypes(run, tmp_path / "bf16", precision="bf16")
     assert plain == {(False, torch.float32)}
     assert (True, torch.bfloat16) in mixed, f"no module computed in bfloat16 under --bf16: {mixed}"
 
@@ -216,7 +216,7 @@ def test_hf_bf16_reaches_the_training_arguments(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(hf_arguments, "Seq2SeqTrainingArguments", spy)
-    run_hf(tmp_path, bf16=True)
+    run_hf(tmp_path, precision="bf16")
     assert seen == [True]
 
 
@@ -237,5 +237,5 @@ def test_hf_bf16_loss_takes_float32_logits_from_the_packed_step(tmp_path, monkey
         return lambda logits, *args: dtypes.append(logits.dtype) or loss(logits, *args)
 
     monkeypatch.setattr(SpeedUps, "loss_sum", recording)
-    run_hf(tmp_path / "bf16", bf16=True)
+    run_hf(tmp_path / "bf16", precision="bf16")
     assert dtypes and set(dtypes) == {torch.float32}

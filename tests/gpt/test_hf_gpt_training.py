@@ -265,7 +265,7 @@ def test_cosine_is_the_pytorch_recipes_adamw_and_schedule_in_the_trainers_terms(
     from utils.training.recipe import cosine_schedule, decays
 
     cfg = RunConfig.from_dict({**LM, "version": "huggingface", "data_file": "x.txt", "max_steps": 40})
-    args = training_arguments(cfg, tmp_path, torch.device("cpu"), {})
+    args = training_arguments(cfg, tmp_path, torch.device("cpu"))
     assert (args.max_steps, args.eval_steps, args.save_steps, args.logging_steps) == (40, 10, 10, 10)
     optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
     assert optimizer_cls is torch.optim.AdamW and args.weight_decay == cfg.weight_decay == 0.1

@@ -92,12 +92,10 @@ def test_wandb_flag_writes_an_offline_run(hf_run):
 
 
 def test_fp16_on_cpu_is_a_clear_error(tmp_path):
-    from huggingface_version.arguments import check_hf_precision
+    from utils.runtime.precision import check_precision
 
-    cfg = RunConfig(output_dir=str(tmp_path), **TINY)
-    object.__setattr__(cfg, "fp16", True)
-    with pytest.raises(UserError, match="--fp16 needs a CUDA GPU"):
-        check_hf_precision(cfg, torch.device("cpu"))
+    with pytest.raises(UserError, match="--precision fp16 needs a CUDA GPU"):
+        check_precision("fp16", "huggingface", torch.device("cpu"))
 
 
 def test_trainer_loss_matches_pytorch_per_accumulation_window():
@@ -196,7 +194,7 @@ def test_the_trainer_builds_the_papers_adam_and_noam_schedule_from_its_arguments
     from huggingface_version.arguments import training_arguments
 
     cfg = RunConfig(version="huggingface", output_dir=str(tmp_path), **(TINY | {"fast": fast}))
-    args = training_arguments(cfg, tmp_path, torch.device("cpu"), {})
+    args = training_arguments(cfg, tmp_path, torch.device("cpu"))
     optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
     assert optimizer_cls is torch.optim.AdamW and args.weight_decay == 0.0
     peak = cfg.lr_factor * cfg.hidden_size**-0.5 * cfg.warmup_steps**-0.5

@@ -189,5 +189,5 @@ def test_fp16_without_cuda_is_one_line(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
     argv = ["--version", "pytorch", *flags(**TINY), "--output_dir", str(tmp_path / "x"), "--fp16"]
-    assert_one_error_line(*main_in_process(argv, capsys), "--fp16 needs a CUDA GPU")
+    assert_one_error_line(*main_in_process(argv, capsys), "--precision fp16 needs a CUDA GPU")
     assert not (tmp_path / "x").exists()

@@ -14,7 +14,7 @@ RESUME_FIELDS = ("task", "seed", "train_size", "eval_size", "min_len", "max_len"
                  "tgt_lang", "max_train_lines", "vocab_size", "separate_vocab", "max_tokens", "data_file",
                  "val_file", "tokenizer", "context_length", "eval_every", *ModelShape.names(), "batch_size",
                  "gradient_accumulation_steps", "lr_factor", "warmup_steps", "lr_schedule", "learning_rate",
-                 "weight_decay", "label_smoothing", "clip_grad_norm", "fp16", "bf16")  # fmt: skip
+                 "weight_decay", "label_smoothing", "clip_grad_norm", "precision")  # fmt: skip
 # the flags a loaded checkpoint must not contradict: those that shape its weights
 ARCHITECTURE_FIELDS = tuple(ModelShape.names(training_only=False))
 
@@ -27,6 +27,14 @@ def describe_differences(saved: dict[str, Any], wanted: dict[str, Any], names=No
         for n in names
         if n in wanted and saved.get(n) != wanted[n]
     )
+
+
+def resume_differences(saved: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """The RESUME_FIELDS a resumed run's flags (`wanted`) change; --precision auto goes on with the
+    precision the saved run chose (utils.runtime.precision)."""
+    if wanted.get("precision") == "auto" and "precision" in saved:
+        wanted = {**wanted, "precision": saved["precision"]}
+    return describe_differences(saved, wanted, [n for n in RESUME_FIELDS if n in saved and n in wanted])
 
 
 def mismatched_flags(cfg: RunConfig, given, model_config: ModelConfig) -> str:

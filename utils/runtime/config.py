@@ -15,6 +15,7 @@ import torch
 
 from utils.observe.trace_printer import parse_selection
 from utils.runtime.errors import UserError
+from utils.runtime.precision import PRECISIONS
 from utils.runtime.shape import (
     ARCHS,
     CLASSIFY_TASKS,
@@ -59,14 +60,6 @@ def resolve_device(name: str) -> torch.device:
     if name not in DEVICES:
         raise UserError(f"unknown device {name!r}; expected one of {', '.join(DEVICES)}")
     return torch.device(name)
-
-
-def check_precision(cfg: RunConfig, device: torch.device) -> None:
-    """--fp16 needs CUDA (float16 training needs loss scaling, which only the Trainer does here)."""
-    if cfg.fp16 and device.type != "cuda":
-        raise UserError(f"--fp16 needs a CUDA GPU; this run is on the {device.type} (drop it, or try --bf16)")
-    if cfg.fp16 and cfg.version != "huggingface":
-        raise UserError("--fp16 is for --version huggingface; pytorch_version has --bf16 (no loss scaling)")
 
 
 @dataclass
@@ -146,8 +139,12 @@ class RunConfig(ModelShape):
         3, "the final model: the mean of the last N epochs' weights (paper 6.1; 0: off)"
     )
     max_nonfinite_steps: int = setting(5, "a NaN/inf loss skips its step; this many in a row stop (0: never)")
-    fp16: bool = setting(False, "float16 mixed precision (needs a CUDA GPU; --version huggingface)")
-    bf16: bool = setting(False, "bfloat16 mixed precision (a recent GPU, or the CPU where torch supports it)")
+    # float32 is what a textbook computes in; bfloat16 trains up to 2x faster where the CPU has bf16
+    # instructions (avx512_bf16, AMX) or the GPU tensor cores, slower elsewhere: utils/runtime/precision.py
+    precision: str = setting("auto", "number format of training: auto takes bf16 only where it is faster "
+                          "(a bf16 GPU; a CPU with avx512_bf16 or AMX: timed on the run's model) and "
+                          "says so; --bf16 and --fp16 (CUDA, --version huggingface) are spellings",
+                          choices=PRECISIONS)  # fmt: skip
     resume: str = setting("", "go on with a stopped run: a .pt checkpoint (HF: checkpoint-N/) or 'auto' "
                        "(--version both: auto only, for both halves)")  # fmt: skip
     # an epoch can be long: a hard kill (SIGKILL, out of memory, a lost machine) gives no chance to save,
@@ -229,8 +226,6 @@ class RunConfig(ModelShape):
             raise UserError(f"save_every_steps must be >= 0 (0: off), got {self.save_every_steps!r}")
         if self.max_nonfinite_steps < 0:
             raise UserError(f"max_nonfinite_steps must be >= 0, got {self.max_nonfinite_steps}")
-        if self.fp16 and self.bf16:
-            raise UserError("--fp16 and --bf16 exclude each other; choose one")
         if self.resume and (self.checkpoint or self.version not in ("pytorch", "huggingface", "both")):
             raise UserError("--resume continues training: use it with --version pytorch, huggingface or "
                             "both, without --checkpoint")  # fmt: skip
@@ -271,6 +266,7 @@ class RunConfig(ModelShape):
         """Build from a plain mapping (flags, a YAML file), rejecting unknown keys and wrong types.
         A setting not in it takes its task's or its family's own default where it has one
         (`task_defaults`, `arch_defaults`)."""
+        data = _precision_spelt(data)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(fields))
         if unknown:
@@ -291,3 +287,20 @@ class RunConfig(ModelShape):
                 if name not in data and own in f.metadata.get(kind, {}):
                     data = {**data, name: f.metadata[kind][own]}
         return cls(**data)
+
+
+def _precision_spelt(data: dict[str, Any]) -> dict[str, Any]:
+    """`bf16: true` / `fp16: true` (a YAML file's keys, or --bf16 / --fp16) are `precision: bf16` / `fp16`."""
+    spellings = {k: data[k] for k in ("bf16", "fp16") if k in data}
+    if not spellings:
+        return data
+    for key, value in spellings.items():
+        if not isinstance(value, bool):
+            raise UserError(f"config key {key} expects bool, got {value!r:.80}")
+    chosen = {k for k, on in spellings.items() if on}
+    if isinstance(data.get("precision"), str):  # another type: the type check below names it
+        chosen.add(data["precision"])
+    if len(chosen) > 1:
+        raise UserError(f"precision settings exclude each other ({', '.join(sorted(chosen))}); choose one")
+    rest = {k: v for k, v in data.items() if k not in spellings}
+    return {**rest, "precision": chosen.pop()} if chosen else rest
