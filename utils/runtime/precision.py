@@ -102,7 +102,7 @@ def choose(precision: str, device: torch.device, version: str, width: int) -> Ch
     if width < BF16_MIN_WIDTH:
         return Choice("fp32", f"auto: at hidden_size {width} bfloat16 is no faster on this CPU's {units}; "
                               f"bf16 from {BF16_MIN_WIDTH}")  # fmt: skip
-    return Choice("bf16", f"auto: a model {width} wide trains 1.8-2.1x faster in bfloat16 with this CPU's "
+    return Choice("bf16", f"auto: a model {width} wide trains 1.6-2.1x faster in bfloat16 with this CPU's "
                           f"{units} (benchmarks/precision.py)")  # fmt: skip
 
 
