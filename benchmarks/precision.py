@@ -115,7 +115,7 @@ def auto(name: str) -> str:
     """--precision auto's choice for a pytorch_version run of this workload's width on this CPU."""
     if name not in WIDTHS:
         return ""  # decoding: auto decides training only
-    return precision.choose("auto", torch.device("cpu"), "pytorch", WIDTHS[name]).name
+    return precision.choose("auto", torch.device("cpu"), WIDTHS[name]).name
 
 
 if __name__ == "__main__":

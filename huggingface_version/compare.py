@@ -171,7 +171,7 @@ def run_comparison(cfg: RunConfig) -> dict:
         from huggingface_version.encoder_run_data import check_encoder_flags
 
         check_encoder_flags(cfg)
-    if cfg.precision == "auto":  # both halves alike, so their curves compare: the HF version's choice
+    if cfg.precision == "auto":  # both halves alike, so their curves compare (the HF half's may be fp32)
         cfg = precision.resolve(cfg, resolve_device(cfg.device), "huggingface")
     out = Path(cfg.output_dir) / "results_comparison"
     out.mkdir(parents=True, exist_ok=True)

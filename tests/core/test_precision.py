@@ -25,20 +25,30 @@ CPU = torch.device("cpu")
 @pytest.mark.parametrize("name", ["fp32", "bf16"])
 def test_an_explicit_precision_is_taken_as_given(name, monkeypatch):
     monkeypatch.setattr(precision, "bf16_units", lambda: "AMX tiles")
-    assert precision.choose(name, CPU, "pytorch", 512) == precision.Choice(name, f"--precision {name}")
+    assert precision.choose(name, CPU, 512) == precision.Choice(name, f"--precision {name}")
 
 
-@pytest.mark.parametrize(("units", "version", "width", "expected", "why"), [
-    ("", "pytorch", 512, "fp32", "no bfloat16 instructions"),
-    ("avx512_bf16", "pytorch", 128, "fp32", "at hidden_size 128 bfloat16 is no faster"),
-    ("avx512_bf16", "pytorch", 256, "bf16", "a model 256 wide trains 1.6-2.1x faster"),
-    ("AMX tiles", "pytorch", 512, "bf16", "this CPU's AMX tiles"),
-    ("AMX tiles", "huggingface", 512, "fp32", "slow bfloat16 backward"),
+@pytest.mark.parametrize(("units", "width", "float32_attention", "expected", "why"), [
+    ("", 512, True, "fp32", "no bfloat16 instructions"),
+    ("avx512_bf16", 128, True, "fp32", "at hidden_size 128 bfloat16 is no faster"),
+    ("avx512_bf16", 256, True, "bf16", "a model 256 wide trains 1.6-2.1x faster"),
+    ("AMX tiles", 512, True, "bf16", "this CPU's AMX tiles"),
+    ("AMX tiles", 512, False, "fp32", "backward is slow"),
 ])  # fmt: skip
-def test_auto_on_a_cpu(units, version, width, expected, why, monkeypatch):
+def test_auto_on_a_cpu(units, width, float32_attention, expected, why, monkeypatch):
     monkeypatch.setattr(precision, "bf16_units", lambda: units)
-    choice = precision.choose("auto", CPU, version, width)
+    choice = precision.choose("auto", CPU, width, float32_attention)
     assert choice.name == expected and why in choice.why, choice
+
+
+@pytest.mark.parametrize(("version", "settings", "expected"), [
+    ("pytorch", {}, "bf16"), ("huggingface", {}, "bf16"), ("pytorch", {"fast": False}, "fp32"),
+    ("huggingface", {"track_internals": True}, "fp32"), ("pytorch", {"track_internals": True}, "bf16"),
+])  # fmt: skip
+def test_auto_knows_which_runs_compute_the_attention_in_float32(version, settings, expected, monkeypatch):
+    monkeypatch.setattr(precision, "bf16_units", lambda: "avx512_bf16")
+    cfg = RunConfig(version=version, hidden_size=256, **settings)
+    assert precision.resolve(cfg, CPU, version).precision == expected
 
 
 def test_the_cpu_units_are_what_torch_detects():

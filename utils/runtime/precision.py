@@ -9,17 +9,20 @@
         A rule, not a timing at start-up, so that the same flags on the same machine always train the
         same numbers (timing on a busy 2-core machine flipped between the two from run to run):
         - A CUDA GPU that supports bfloat16 (Ampere and later): bf16, run on its tensor cores.
-        - pytorch_version on a CPU with bfloat16 instructions (avx512_bf16, or AMX tiles): bf16 for a
-          model at least `BF16_MIN_WIDTH` wide, fp32 below. Measured side by side on an AMD EPYC with
-          avx512_bf16 and no AMX (benchmarks/precision.py, float32_attention on), training steps in
-          bf16 against float32: 1.60-1.77x for an encoder-decoder of d 256 (the translation recipe's
+        - On a CPU with bfloat16 instructions (avx512_bf16, or AMX tiles): bf16 for a model at least
+          `BF16_MIN_WIDTH` wide, fp32 below. Measured side by side on an AMD EPYC with avx512_bf16
+          and no AMX (benchmarks/precision.py, float32_attention on), training steps in bf16
+          against float32: 1.60-1.77x for an encoder-decoder of d 256 (the translation recipe's
           width) and 1.93-2.10x for the GPT at d 256. At d 128 the gain depends on the family and
           the run: 1.0-1.15x for the default toy run (small products, and packed batches whose
           shape changes every step, while bfloat16 kernels are prepared per shape), 1.01-1.07x for
           the ViT, 1.44x for BERT. Below 256 auto keeps float32; `--precision bf16` is there for it.
-        - The HF version on a CPU: fp32. Its attention is transformers' fused kernel, whose bfloat16
-          backward on a CPU is many times slower than its float32 one (pytorch_version computes that
-          kernel in float32 under bf16: utils/fast/attention.py).
+          The HF version trains through the same packed step (utils/fast), so the same rule holds:
+          a toy epoch at d 256 took 15-16 s in float32 and 11-13 s in bf16.
+        - fp32 wherever the attention itself would run in bfloat16: --no-fast, and the HF version
+          with --track_internals (its hooks need the model's own forward, transformers' fused
+          kernel). That kernel's bfloat16 backward is 12x slower than its float32 one on a CPU;
+          float32_attention (utils/fast/attention.py) computes it in float32 on the fast path.
         - A CPU without bfloat16 instructions (AVX2 only): fp32; torch emulates bfloat16 there.
 A resumed run keeps the precision the run it continues chose (utils.runtime.compatibility).
 """
@@ -83,8 +86,9 @@ def bf16_units() -> str:
     return ""
 
 
-def choose(precision: str, device: torch.device, version: str, width: int) -> Choice:
-    """Resolve --precision for `version`'s run on `device` of a model `width` wide (hidden_size)."""
+def choose(precision: str, device: torch.device, width: int, float32_attention: bool = True) -> Choice:
+    """Resolve --precision for a run on `device` of a model `width` wide (hidden_size), whose training
+    step computes the attention in float32 under bf16 (`float32_attention`) or not."""
     if precision != "auto":
         return Choice(precision, f"--precision {precision}")
     if device.type == "cuda":
@@ -97,8 +101,9 @@ def choose(precision: str, device: torch.device, version: str, width: int) -> Ch
     units = bf16_units()
     if not units:
         return Choice("fp32", "auto: this CPU has no bfloat16 instructions (avx512_bf16, AMX)")
-    if version == "huggingface":
-        return Choice("fp32", "auto: the HF version's fused attention has a slow bfloat16 backward on CPUs")
+    if not float32_attention:
+        return Choice("fp32", "auto: this run's attention would compute in bfloat16, whose backward is slow "
+                              "on CPUs (--no-fast, or the HF version with --track_internals)")  # fmt: skip
     if width < BF16_MIN_WIDTH:
         return Choice("fp32", f"auto: at hidden_size {width} bfloat16 is no faster on this CPU's {units}; "
                               f"bf16 from {BF16_MIN_WIDTH}")  # fmt: skip
@@ -113,7 +118,8 @@ def resolve(cfg, device: torch.device, version: str, saved_choice: str | None = 
     if cfg.precision == "auto" and saved_choice in ("fp32", "bf16", "fp16"):
         choice = Choice(saved_choice, "auto: the choice of the run this one resumes")
     else:
-        choice = choose(cfg.precision, device, version, cfg.hidden_size)
+        hooked = version == "huggingface" and cfg.track_internals  # its hooks refuse the packed step
+        choice = choose(cfg.precision, device, cfg.hidden_size, cfg.fast and not hooked)
     if int(os.environ.get("RANK", "0")) == 0:
         logger.info("%s_version: precision %s (%s)", version, choice.name, choice.why)
     return dataclasses.replace(cfg, precision=choice.name)
