@@ -171,11 +171,12 @@ def run_comparison(cfg: RunConfig) -> dict:
         from huggingface_version.encoder_run_data import check_encoder_flags
 
         check_encoder_flags(cfg)
+    device = resolve_device(cfg.device)
     if cfg.precision == "auto":  # both halves alike, so their curves compare (the HF half's may be fp32)
-        cfg = precision.resolve(cfg, resolve_device(cfg.device), "huggingface")
+        cfg = precision.resolve(cfg, device, "huggingface")
     out = Path(cfg.output_dir) / "results_comparison"
     out.mkdir(parents=True, exist_ok=True)
-    threads = threads_for_halves(cfg, resolve_device(cfg.device))
+    threads = threads_for_halves(cfg, device)
     if threads is not None:  # on a CPU: at once, each on its share of the threads (alongside.py)
         pt_summary, hf_summary = train_halves(cfg, threads)
     else:

@@ -42,7 +42,7 @@ class SmoothedCrossEntropySum(torch.autograd.Function):
         eps = ctx.smoothing
         # exp below float32's range (-87.3: p < 1.2e-38, a subnormal) takes a slow path, 4.5x slower over
         # a trained model's logits, where most classes are that unlikely; clamped, p there is 1.6e-38
-        # instead of a subnormal or zero (benchmarks/speed_pieces.py)
+        # instead of a subnormal or zero (204 -> 45 ms over (2500, 8000) such log p on a 2-core EPYC)
         g = log_probs.clamp(min=LOWEST_LOG_P).exp_().sub_(eps / log_probs.size(-1))  # p - eps / V ...
         g.scatter_add_(1, targets[:, None], g.new_full((len(targets), 1), eps - 1))  # ... - (1 - eps) at y
         return g.mul_(grad), None, None

@@ -142,7 +142,7 @@ class RunConfig(ModelShape):
     # float32 is what a textbook computes in; bfloat16 trains up to 2x faster where the CPU has bf16
     # instructions (avx512_bf16, AMX) or the GPU tensor cores, slower elsewhere: utils/runtime/precision.py
     precision: str = setting("auto", "number format of training: auto takes bf16 only where it is faster "
-                          "(a bf16 GPU; a CPU with avx512_bf16 or AMX: timed on the run's model) and "
+                          "(a bf16 GPU; on a CPU with avx512_bf16 or AMX, models 256 wide or more) and "
                           "says so; --bf16 and --fp16 (CUDA, --version huggingface) are spellings",
                           choices=PRECISIONS)  # fmt: skip
     resume: str = setting("", "go on with a stopped run: a .pt checkpoint (HF: checkpoint-N/) or 'auto' "

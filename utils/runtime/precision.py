@@ -51,10 +51,6 @@ class Choice:
     name: str
     why: str
 
-    @property
-    def autocast_dtype(self) -> torch.dtype | None:
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
-
 
 def check_precision(precision: str, version: str, device: torch.device) -> None:
     """An explicit precision this device (and this version) can run; auto always can."""
@@ -72,7 +68,7 @@ def check_precision(precision: str, version: str, device: torch.device) -> None:
 def bf16_runs_on(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu"  # torch's CPU autocast runs bfloat16 everywhere, fast only with AMX
+    return device.type == "cpu"  # torch's CPU autocast runs bfloat16 anywhere; fast only with bf16_units()
 
 
 def bf16_units() -> str:
