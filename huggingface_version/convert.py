@@ -44,6 +44,7 @@ from huggingface_version.modeling_gpt import TutorialGPTForCausalLM
 from pytorch_version.families import model_for
 from pytorch_version.model import TutorialModel
 from utils.runtime.config import ModelConfig, UserError
+from utils.runtime.shape import LAB_FIELDS
 
 HFModel = (
     TutorialTransformerForConditionalGeneration | TutorialGPTForCausalLM | TutorialEncoderPreTrainedModel
@@ -139,8 +140,12 @@ ENCODER_FIELDS = ("embedding_norm", "pooling", "patch_size", "labels", "mask_id"
 def hf_config_of(cfg: ModelConfig, **kwargs) -> TutorialTransformerConfig | TutorialGPTConfig:
     """The Hugging Face twin of a ModelConfig (same shape, same special ids), of the family `cfg.arch`:
     the encoder-decoder's decoder starts at BOS; a GPT has one vocabulary, `vocab_size`."""
+    if cfg.ablations():  # a lab model (pytorch_version/lab) has parts the Hugging Face classes do not
+        raise UserError(f"the paper lab's ablations ({', '.join(cfg.ablations())}) exist in pytorch_version "
+                        "only; the Hugging Face version builds the model as the paper does")  # fmt: skip
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in LAB_FIELDS}
     if cfg.arch in ("bert", "vit"):
-        shape = {k: v for k, v in cfg.to_dict().items() if k not in ENCODER_ONLY_FIELDS}
+        shape = {k: v for k, v in settings.items() if k not in ENCODER_ONLY_FIELDS}
         fields = {ENCODER_NAMES.get(k, k): v for k, v in shape.items()}
         for name in NO_ID_IS_NONE:  # the toolkit's -1 (no such token) is transformers' None
             fields[name] = None if fields[name] == -1 else fields[name]
@@ -148,7 +153,7 @@ def hf_config_of(cfg: ModelConfig, **kwargs) -> TutorialTransformerConfig | Tuto
         labels = {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
         config_class = TutorialViTConfig if cfg.arch == "vit" else TutorialBertConfig
         return config_class(**fields, vocab_size=cfg.vocab_size, **labels, **kwargs)
-    fields = {TOOLKIT_NAMES.get(name, name): value for name, value in cfg.to_dict().items()}
+    fields = {TOOLKIT_NAMES.get(name, name): value for name, value in settings.items()}
     if cfg.arch == "gpt":
         fields = {k: v for k, v in fields.items() if k not in GPT_ONLY}
         return TutorialGPTConfig(**fields, vocab_size=cfg.vocab_size, **kwargs)
@@ -170,7 +175,7 @@ def model_config_of(config) -> ModelConfig:
     if config.arch != family:
         raise UserError(f"a {config.model_type} config is for arch {family!r}, got arch={config.arch!r}")
     names = [name for name in ModelConfig.__dataclass_fields__
-             if not (gpt and name in GPT_ONLY) and name not in ENCODER_FIELDS]  # fmt: skip
+             if not (gpt and name in GPT_ONLY) and name not in (*ENCODER_FIELDS, *LAB_FIELDS)]  # fmt: skip
     values = {name: getattr(config, TOOLKIT_NAMES.get(name, name)) for name in names}
     if gpt:  # one vocabulary, read and written
         values |= {"src_vocab_size": config.vocab_size, "tgt_vocab_size": config.vocab_size}
@@ -194,7 +199,9 @@ def _encoder_config_of(config: TutorialEncoderConfig) -> ModelConfig:
     family = "vit" if config.model_type == VIT_MODEL_TYPE else "bert"
     if config.arch != family:
         raise UserError(f"a {config.model_type} config is for arch {family!r}, got arch={config.arch!r}")
-    names = [name for name in ModelConfig.__dataclass_fields__ if name not in ENCODER_ONLY_FIELDS]
+    names = [
+        name for name in ModelConfig.__dataclass_fields__ if name not in (*ENCODER_ONLY_FIELDS, *LAB_FIELDS)
+    ]
     values = {name: getattr(config, ENCODER_NAMES.get(name, name)) for name in names}
     for name in ("dropout", "attention_dropout"):  # JSON may hold 0 for 0.0
         if isinstance(values[name], int) and not isinstance(values[name], bool):

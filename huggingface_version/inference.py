@@ -44,6 +44,7 @@ from utils.data.tokenizer import checked_prompt
 from utils.fast import SpeedUps
 from utils.observe.tracing import register_tracer
 from utils.runtime.config import TOY_TASKS, ModelConfig, UserError
+from utils.runtime.shape import LAB_FIELDS
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def _has_toolkit_fields(config) -> bool:
     """Does `config` carry every ModelConfig field of its family (under its Hugging Face name; a GPT has
     one vocabulary)? This toolkit's config, or a copy of it run as remote code."""
     gpt = _is_gpt(config)
-    names = [n for n in ModelConfig.__dataclass_fields__ if not (gpt and n in GPT_ONLY)]
+    names = [n for n in ModelConfig.__dataclass_fields__ if not ((gpt and n in GPT_ONLY) or n in LAB_FIELDS)]
     return all(hasattr(config, TOOLKIT_NAMES.get(name, name)) for name in names)
 
 

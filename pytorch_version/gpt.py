@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from pytorch_version.attention import KVCache, MultiHeadAttention, padding_mask
-from pytorch_version.layers import Embeddings, FeedForward, LayerNorm, add_and_norm
+from pytorch_version.layers import Embeddings, FeedForward, LayerNorm, add_and_norm, layers_to_run
 from pytorch_version.model import TutorialModel
 from pytorch_version.positions import LearnedPositions, PositionalEncoding, RotaryEmbedding
 from utils.observe.tracing import HookPoint
@@ -50,11 +50,11 @@ class GPTBlock(nn.Module):
         super().__init__()
         D = cfg.hidden_size
         self.self_attn = MultiHeadAttention(D, cfg.num_heads, cfg.attention_dropout, rotary)
-        self.ffn = FeedForward(D, cfg.ffn_size, cfg.activation)
+        self.ffn = FeedForward(D, cfg.ffn_size, cfg.activation, cfg.ffn_gate)
         self.norm1 = LayerNorm(D)
         self.norm2 = LayerNorm(D)
         self.dropout = nn.Dropout(cfg.dropout)  # residual dropout
-        self.norm_first = cfg.norm_first
+        self.norm_first, self.residual = cfg.norm_first, cfg.residual
         self.index = index  # names this layer's entries in a KVCache
         self.hook_resid_pre = HookPoint()
         self.hook_resid_mid = HookPoint()
@@ -65,8 +65,13 @@ class GPTBlock(nn.Module):
         x = self.hook_resid_pre(x)
         attend = lambda h: self.self_attn(h, h, mask, cache, f"{self.index}.self", positions=positions,
                                           causal=causal)  # fmt: skip
-        x = self.hook_resid_mid(add_and_norm(x, attend, self.norm1, self.dropout, self.norm_first))
-        return self.hook_resid_post(add_and_norm(x, self.ffn, self.norm2, self.dropout, self.norm_first))
+        x = self.hook_resid_mid(add_and_norm(x, attend, self.norm1, self.dropout, *self.wiring))
+        return self.hook_resid_post(add_and_norm(x, self.ffn, self.norm2, self.dropout, *self.wiring))
+
+    @property
+    def wiring(self) -> tuple[bool, bool]:
+        """add_and_norm's last two settings: where the LayerNorm sits, whether the "x +" is there."""
+        return self.norm_first, self.residual
 
 
 class DecoderOnly(nn.Module):
@@ -76,9 +81,10 @@ class DecoderOnly(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(GPTBlock(cfg, i, rotary) for i in range(cfg.num_layers))
         self.norm = LayerNorm(cfg.hidden_size) if cfg.norm_first else None
+        self.layer_drop = cfg.layer_drop
 
     def forward(self, x, mask, positions, cache=None, causal=False):
-        for layer in self.layers:
+        for layer in layers_to_run(self.layers, self.layer_drop, self.training):
             x = layer(x, mask, positions, cache, causal)
         return self.norm(x) if self.norm is not None else x
 

@@ -31,11 +31,16 @@ ACTIVATIONS = {"relu": torch.relu, "gelu": F.gelu}  # max(0, x); x * Phi(x), Phi
 
 
 class FeedForward(nn.Module):
-    """FFN(x) = max(0, x W1 + b1) W2 + b2, applied to each position alone (section 3.3); GPT: GELU."""
+    """FFN(x) = max(0, x W1 + b1) W2 + b2, applied to each position alone (section 3.3); GPT: GELU.
 
-    def __init__(self, d_model: int, d_ff: int, activation: str = "relu") -> None:
+    `gated` (the lab's GLU variant, Shazeer 2020): FFN(x) = (act(x W1 + b1) * (x V + c)) W2 + b2, the
+    activation's output scaled per unit by a second linear view of the input.
+    """
+
+    def __init__(self, d_model: int, d_ff: int, activation: str = "relu", gated: bool = False) -> None:
         super().__init__()
         self.fc1 = nn.Linear(d_model, d_ff)
+        self.gate = nn.Linear(d_model, d_ff) if gated else None
         self.fc2 = nn.Linear(d_ff, d_model)
         self.activation = ACTIVATIONS[activation]
         self.hook_pre_act = HookPoint()  # (B, T, d_ff) before the nonlinearity
@@ -44,6 +49,8 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = self.hook_post_act(self.activation(self.hook_pre_act(self.fc1(x))))
+        if self.gate is not None:
+            hidden = hidden * self.gate(x)
         return self.hook_out(self.fc2(hidden))
 
 
@@ -65,15 +72,29 @@ def add_and_norm(
     norm: LayerNorm,
     dropout: nn.Dropout,
     norm_first: bool,
+    residual: bool = True,
 ) -> torch.Tensor:
     """The residual connection around a sublayer.
 
     post-LN (the paper, section 3.1): LayerNorm(x + Dropout(Sublayer(x)))
     pre-LN  (Xiong et al. 2020):      x + Dropout(Sublayer(LayerNorm(x)))
+    `residual=False` (the lab's ablation) drops the "x +": each layer then passes on only what its
+    sublayer computed, and the gradient reaches earlier layers only through every sublayer after them.
     """
+    skip = x if residual else 0.0
     if norm_first:
-        return x + dropout(sublayer(norm(x)))
-    return norm(x + dropout(sublayer(x)))
+        return skip + dropout(sublayer(norm(x)))
+    return norm(skip + dropout(sublayer(x)))
+
+
+def layers_to_run(layers: nn.ModuleList, drop: float, training: bool) -> list[nn.Module]:
+    """A stack's layers for one forward pass: all of them, or in training with stochastic depth
+    (`drop` > 0, Huang et al. 2016) each left out with probability `drop`; a skipped layer passes
+    its input on unchanged, as the identity its residual connection would make of it."""
+    if not training or drop == 0.0:
+        return list(layers)
+    kept = torch.rand(len(layers)) >= drop
+    return [layer for layer, keep in zip(layers, kept.tolist(), strict=True) if keep]
 
 
 class EncoderLayer(nn.Module):
@@ -83,11 +104,11 @@ class EncoderLayer(nn.Module):
         super().__init__()
         d_model, d_ff = cfg.hidden_size, cfg.ffn_size
         self.self_attn = MultiHeadAttention(d_model, cfg.num_heads, cfg.attention_dropout)
-        self.ffn = FeedForward(d_model, d_ff, cfg.activation)  # ReLU (the paper) or GELU (BERT, ViT)
+        self.ffn = FeedForward(d_model, d_ff, cfg.activation, cfg.ffn_gate)  # ReLU (paper), GELU (BERT, ViT)
         self.norm1 = LayerNorm(d_model)
         self.norm2 = LayerNorm(d_model)
         self.dropout = nn.Dropout(cfg.dropout)  # "residual dropout", section 5.4
-        self.norm_first = cfg.norm_first
+        self.norm_first, self.residual = cfg.norm_first, cfg.residual
         self.hook_resid_pre = HookPoint()
         self.hook_resid_mid = HookPoint()
         self.hook_resid_post = HookPoint()
@@ -96,9 +117,9 @@ class EncoderLayer(nn.Module):
         """(B, S, D) -> (B, S, D)."""
         x = self.hook_resid_pre(x)
         attend = lambda h: self.self_attn(h, h, src_mask)
-        x = add_and_norm(x, attend, self.norm1, self.dropout, self.norm_first)
+        x = add_and_norm(x, attend, self.norm1, self.dropout, self.norm_first, self.residual)
         x = self.hook_resid_mid(x)
-        x = add_and_norm(x, self.ffn, self.norm2, self.dropout, self.norm_first)
+        x = add_and_norm(x, self.ffn, self.norm2, self.dropout, self.norm_first, self.residual)
         return self.hook_resid_post(x)
 
 
@@ -110,12 +131,12 @@ class DecoderLayer(nn.Module):
         d_model, d_ff = cfg.hidden_size, cfg.ffn_size
         self.self_attn = MultiHeadAttention(d_model, cfg.num_heads, cfg.attention_dropout)
         self.cross_attn = MultiHeadAttention(d_model, cfg.num_heads, cfg.attention_dropout)
-        self.ffn = FeedForward(d_model, d_ff)
+        self.ffn = FeedForward(d_model, d_ff, gated=cfg.ffn_gate)
         self.norm1 = LayerNorm(d_model)
         self.norm2 = LayerNorm(d_model)
         self.norm3 = LayerNorm(d_model)
         self.dropout = nn.Dropout(cfg.dropout)  # "residual dropout", section 5.4
-        self.norm_first = cfg.norm_first
+        self.norm_first, self.residual = cfg.norm_first, cfg.residual
         self.index = index  # names this layer's entries in a KVCache
         self.hook_resid_pre = HookPoint()
         self.hook_resid_mid = HookPoint()  # after self-attention
@@ -138,6 +159,7 @@ class DecoderLayer(nn.Module):
             self.norm1,
             self.dropout,
             self.norm_first,
+            self.residual,
         )
         x = self.hook_resid_mid(x)
         x = add_and_norm(
@@ -146,7 +168,8 @@ class DecoderLayer(nn.Module):
             self.norm2,
             self.dropout,
             self.norm_first,
+            self.residual,
         )
         x = self.hook_resid_cross(x)
-        x = add_and_norm(x, self.ffn, self.norm3, self.dropout, self.norm_first)
+        x = add_and_norm(x, self.ffn, self.norm3, self.dropout, self.norm_first, self.residual)
         return self.hook_resid_post(x)

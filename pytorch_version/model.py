@@ -11,7 +11,14 @@ import torch
 from torch import nn
 
 from pytorch_version.attention import KVCache, causal_mask, padding_mask
-from pytorch_version.layers import DecoderLayer, Embeddings, EncoderLayer, LayerNorm, PositionalEncoding
+from pytorch_version.layers import (
+    DecoderLayer,
+    Embeddings,
+    EncoderLayer,
+    LayerNorm,
+    PositionalEncoding,
+    layers_to_run,
+)
 from utils.observe.tracing import HookPoint, NameFilter, capture
 from utils.runtime.config import ModelConfig
 
@@ -57,9 +64,10 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_layers))
         # pre-LN leaves the residual stream un-normalised, so one last LayerNorm closes the stack
         self.norm = LayerNorm(cfg.hidden_size) if cfg.norm_first else None
+        self.layer_drop = cfg.layer_drop  # 0 unless the lab measures stochastic depth
 
     def forward(self, x: torch.Tensor, src_mask: torch.Tensor | None) -> torch.Tensor:
-        for layer in self.layers:
+        for layer in layers_to_run(self.layers, self.layer_drop, self.training):
             x = layer(x, src_mask)
         return self.norm(x) if self.norm is not None else x
 
@@ -69,9 +77,10 @@ class Decoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_layers))
         self.norm = LayerNorm(cfg.hidden_size) if cfg.norm_first else None
+        self.layer_drop = cfg.layer_drop
 
     def forward(self, x, memory, src_mask, tgt_mask, cache: KVCache | None = None):
-        for layer in self.layers:
+        for layer in layers_to_run(self.layers, self.layer_drop, self.training):
             x = layer(x, memory, src_mask, tgt_mask, cache)
         return self.norm(x) if self.norm is not None else x
 

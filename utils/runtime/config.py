@@ -193,6 +193,11 @@ class RunConfig(ModelShape):
     )
     track_internals: bool = setting(False, "record attention and Q/K/V statistics during training")
     track_every: int = setting(50, "optimizer steps between two --track_internals snapshots")
+    # the paper lab (pytorch_version/lab): which controlled experiments --version analysis runs
+    experiments: str = setting("all", "--version analysis: the paper lab's experiments to run, 'all', 'none' "
+                               "or some of residual, normalization, initialization, stochastic_depth, "
+                               "scaling, positions, embeddings, ffn, schedules, label_smoothing, focal_loss "
+                               "(comma-separated)")  # fmt: skip
     wandb: bool = setting(False, "log to Weights & Biases (offline unless logged in)")
     wandb_project: str = setting("transformer-tutorial", "Weights & Biases project name")
     quiet: bool = setting(False, "hide progress bars")

@@ -19,6 +19,7 @@ POOLINGS = ("cls", "mean")
 # --arch bert's classification tasks (utils/data/classify.py): each defaults to no dropout, as addition does
 CLASSIFY_TASKS = ("palindrome", "sorted", "majority", "brackets")
 POSITIONS = ("sinusoidal", "learned", "rotary")
+LAB_FIELDS = ("residual", "ffn_gate", "layer_drop")  # ModelConfig's ablations: pytorch_version/lab alone
 
 
 def require_positive(name: str, value: Any) -> None:
@@ -160,6 +161,15 @@ class ModelConfig(ModelShape):
     cls_id: int = field(default=-1, kw_only=True)
     image_size: int = field(default=0, kw_only=True)  # ViT: the images' side in pixels
     channels: int = field(default=0, kw_only=True)  # ViT: colour channels (1: grey)
+    # The paper lab's ablations (pytorch_version/lab), not flags: each default is the model as the paper
+    # and the families build it, and the lab changes one at a time to measure what that part does.
+    # The speed-ups of utils/fast know only the defaults, so the lab trains the readable model alone.
+    residual: bool = field(default=True, kw_only=True)  # Add & Norm's "x +" (section 3.1; He et al. 2016)
+    # a gated FFN (Shazeer 2020, "GLU Variants"): (act(x W1) * x V) W2, a second input projection V
+    ffn_gate: bool = field(default=False, kw_only=True)
+    # stochastic depth (Huang et al. 2016; LayerDrop, Fan et al. 2019): in training each layer of a stack
+    # is skipped with this probability, its input passed on unchanged; every layer runs at evaluation
+    layer_drop: float = field(default=0.0, kw_only=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -183,8 +193,15 @@ class ModelConfig(ModelShape):
                 require_positive(name, getattr(self, name))
             if self.image_size % self.patch_size:
                 raise UserError(f"patch_size {self.patch_size} must divide the image side {self.image_size}")
+        if isinstance(self.layer_drop, bool) or not 0.0 <= self.layer_drop < 1.0:
+            raise UserError(f"layer_drop must be in [0, 1), got {self.layer_drop!r}")
         if self.arch == "vit" and not self.labels:
             raise UserError("a ViT classifies images: it needs the labels of its classes")
+
+    def ablations(self) -> list[str]:
+        """The lab's switches this config changes from the built model's (LAB_FIELDS), as `name=value`."""
+        fields = ModelConfig.__dataclass_fields__
+        return [f"{n}={getattr(self, n)!r}" for n in LAB_FIELDS if getattr(self, n) != fields[n].default]
 
     @property
     def num_labels(self) -> int:
