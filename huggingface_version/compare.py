@@ -219,7 +219,13 @@ def run_comparison(cfg: RunConfig) -> dict:
         "arch": cfg.arch,
         "epochs": len(pt_history) if cfg.task in STEP_TASKS else cfg.epochs,  # lm, mlm: rounds
         **({"max_steps": cfg.max_steps} if cfg.task in STEP_TASKS else {}),
-        "same_initial_weights": True,
+        # measured: each half's fingerprint of the weights it started from (None: resumed, not started)
+        "same_initial_weights": pt_summary.get("initial_weights") is not None
+        and pt_summary.get("initial_weights") == hf_summary.get("initial_weights"),
+        "initial_weights": {
+            "pytorch": pt_summary.get("initial_weights"),
+            "huggingface": hf_summary.get("initial_weights"),
+        },
         "pytorch": side["pytorch"],
         "huggingface": side["huggingface"],
         "max_abs_logit_diff_converted": conversion_diff,
@@ -249,6 +255,9 @@ TABLE_ROWS = (("eval_loss", "final eval loss", ".4f"), ("eval_bits_per_char", "b
               ("eval_masked_accuracy", "masked-token accuracy", ".2%"))  # fmt: skip
 
 
+SAME_FUNCTION = 1e-4  # the largest logit difference float32 rounding explains on these small models
+
+
 def _markdown(r: dict) -> str:
     pt, hf = r["pytorch"], r["huggingface"]
     unit = "round" if r["task"] in STEP_TASKS else "epoch"
@@ -266,9 +275,29 @@ def _markdown(r: dict) -> str:
     extras = {"gpt": GPT_DIFFERENCES, "bert": ENCODER_DIFFERENCES, "vit": ENCODER_DIFFERENCES}
     extra = extras.get(r.get("arch"))
     notes = DIFFERENCES + ("\n\n" + extra if extra else "")
+    start = r["initial_weights"]
+    if r["same_initial_weights"]:
+        began = (
+            f"Both started from the same initial weights (fingerprint {start['pytorch']} on each "
+            "side) and were given the same batches in the same order (one seed, one data pipeline)."
+        )
+    elif None in start.values():
+        began = (
+            "At least one half resumed from a checkpoint, so this run did not see where both started "
+            "(fingerprints: pytorch {pytorch}, huggingface {huggingface})."
+        ).format(**start)
+    else:
+        began = (
+            "**The two halves started from different weights** (fingerprints: pytorch {pytorch}, "
+            "huggingface {huggingface}): their curves do not compare step for step."
+        ).format(**start)
+    diff = r["max_abs_logit_diff_converted"]
+    verdict = ("float32 rounding: the two are the same function" if diff <= SAME_FUNCTION
+               else f"more than float32 rounding ({SAME_FUNCTION:g}): the conversion did not reproduce the "
+               "model")  # fmt: skip
     return f"""# pytorch_version vs huggingface_version: {r["task"]} ({family}), {length}
 
-Both started from the same initial weights and saw the same batches in the same order.
+{began}
 
 | | pytorch_version | huggingface_version |
 |---|---|---|
@@ -276,8 +305,7 @@ Both started from the same initial weights and saw the same batches in the same 
 
 **Conversion check.** The trained pytorch weights, converted to the Hugging Face model with
 the key table of huggingface_version/convert.py, give logits that differ by at most
-**{r["max_abs_logit_diff_converted"]:.1e}** on the same batch (float32 rounding: the two are
-the same function). The two separately trained models differ by
+**{diff:.1e}** on the same batch ({verdict}). The two separately trained models differ by
 {r["max_abs_logit_diff_trained_separately"]:.2e}.
 
 ![loss curves](loss_curves.png)

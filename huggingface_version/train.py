@@ -47,7 +47,14 @@ from huggingface_version.callbacks import (
     start_wandb,
 )
 from huggingface_version.causal_trainer import TutorialCausalLMTrainer
-from huggingface_version.convert import HFModel, hf_class_for, hf_config_of, model_config_of, pytorch_to_hf
+from huggingface_version.convert import (
+    HFModel,
+    convert_state_dict,
+    hf_class_for,
+    hf_config_of,
+    model_config_of,
+    pytorch_to_hf,
+)
 from huggingface_version.custom_trainer import TutorialSeq2SeqTrainer
 from huggingface_version.encoder_run_data import check_encoder_flags
 from huggingface_version.encoder_trainer import TutorialEncoderTrainer
@@ -67,6 +74,7 @@ from utils.figures.training_curves import plot_training_curves
 from utils.observe.monitor import InternalsRecorder, write_run_figures
 from utils.observe.trace_printer import trace_example
 from utils.runtime import precision
+from utils.runtime.checkpoint import weights_fingerprint
 from utils.runtime.config import (
     ENCODER_ONLY,
     STEP_TASKS,
@@ -138,6 +146,9 @@ def _train(cfg, init_from_pytorch, out, args, resume_from, saved, world: World) 
         model.config.task = cfg.task
         model = SpeedUps.from_flag(cfg.fast).plug_in(model)
     config_record = {"run": cfg.to_dict(), "model": model_config_of(model.config).to_dict()}
+    # the start, in pytorch_version's key names: --version both checks it is the pytorch half's
+    pt_keys = convert_state_dict(model.state_dict(), to_hf=False, arch=cfg.arch)
+    initial_weights = None if resume_from else weights_fingerprint(pt_keys)
     report_to = start_wandb(cfg, out, config_record) if main else "none"
 
     args.report_to = [] if report_to == "none" else [report_to]  # as __post_init__ would have listed it
@@ -201,6 +212,7 @@ def _train(cfg, init_from_pytorch, out, args, resume_from, saved, world: World) 
     if data.finish is not None:  # encoder-only: the confusion matrix or the masking, and their figures
         summary |= data.finish(model, out)
     summary["config"] = config_record
+    summary["initial_weights"] = initial_weights
     figures_error = write_run_figures(
         model,
         data.probe,

@@ -34,7 +34,7 @@ from utils.figures.training_curves import plot_training_curves
 from utils.observe.monitor import InternalsRecorder, write_run_figures
 from utils.observe.trace_printer import trace_example
 from utils.runtime import precision
-from utils.runtime.checkpoint import save_checkpoint
+from utils.runtime.checkpoint import save_checkpoint, weights_fingerprint
 from utils.runtime.config import STEP_TASKS, RunConfig, resolve_device
 from utils.runtime.console import progress_bars
 from utils.runtime.distributed import (
@@ -168,6 +168,7 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
 
     data_report = data.report(out) if main else {}  # padding or corpus sizes; translation: a figure
     model = build_model(cfg, tokenizer, data.model_fields).to(device)
+    initial_weights = weights_fingerprint(model.state_dict())  # --version both: same start as the HF half?
     steps_per_epoch = -(-len(train_loader) // cfg.gradient_accumulation_steps)  # optimizer steps
     total_steps = cfg.max_steps if cfg.task in STEP_TASKS else cfg.epochs * steps_per_epoch
     optimizer, rate = optimizer_and_schedule(cfg, model, total_steps, SpeedUps.from_flag(cfg.fast).fused_adam)
@@ -178,6 +179,7 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
         progress, saved = resume.restore(
             resume_from, cfg, model, optimizer, scheduler, train_loader, world.size
         )
+        initial_weights = None  # this process started from the checkpoint's weights
     cfg = precision.resolve(cfg, device, "pytorch", saved and saved["precision"])  # auto: fp32 or bf16, why
     # the step's forward (packed unless --no-fast), under torchrun in DDP; `model` stays the bare
     # module for saving, decoding and tracing
@@ -289,6 +291,7 @@ def _train(cfg: RunConfig, results_name: str, world: World, device: torch.device
         **finished,
         **final_evaluation(cfg, out, data.eval_pairs, tracker.history, device),
         "parameters": model.num_parameters(),
+        "initial_weights": initial_weights,
         "config": config_record,
         **({"figures_error": figures_error} if figures_error else {}),
     }

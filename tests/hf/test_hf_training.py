@@ -162,6 +162,28 @@ def test_run_comparison_end_to_end(tmp_path):
     assert rates[1] == pytest.approx(rates[0], rel=1e-12)  # the schedules agree after every epoch
     text = (out / "comparison.md").read_text()
     assert "hooks" in text and "Trainer" in text and "max_abs" not in text
+    # the report's sentences are what was measured: both fingerprints, and the verdict on the logits
+    from utils.runtime.checkpoint import weights_fingerprint
+
+    assert result["same_initial_weights"] is True
+    assert result["initial_weights"]["huggingface"] == weights_fingerprint(built[0])
+    assert f"fingerprint {weights_fingerprint(built[0])} on each side" in text
+    assert "the two are the same function" in text
+
+
+def test_comparison_md_says_what_was_measured():
+    from huggingface_version.compare import _markdown
+
+    side = {"parameters": 10, "time_per_epoch_s": 1.0, "final_train_loss": 1.0}
+    base = {"task": "copy", "epochs": 1, "pytorch": side, "huggingface": side,
+            "max_abs_logit_diff_trained_separately": 0.1}  # fmt: skip
+    differ = _markdown(base | {"same_initial_weights": False, "max_abs_logit_diff_converted": 0.5,
+                               "initial_weights": {"pytorch": "aa", "huggingface": "bb"}})  # fmt: skip
+    assert "started from different weights" in differ and "did not reproduce the model" in differ
+    assert "same initial weights" not in differ and "same function" not in differ
+    resumed = _markdown(base | {"same_initial_weights": False, "max_abs_logit_diff_converted": 1e-6,
+                                "initial_weights": {"pytorch": None, "huggingface": "bb"}})  # fmt: skip
+    assert "resumed from a checkpoint" in resumed and "the two are the same function" in resumed
 
 
 def test_metrics_callback_writes_pytorch_keys_and_stops_at_exact_match(tmp_path):

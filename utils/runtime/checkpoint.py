@@ -8,6 +8,7 @@ mid-save leaves the previous file intact.
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,17 @@ from utils.runtime.resilience import atomic_write
 
 FORMAT = "transformer-tutorial/pytorch"
 TOOLKIT_VERSION = "0.1.0"
+
+
+def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """The first 16 hex digits of a sha256 over the weights in key order (pytorch_version's key names):
+    two models have the same fingerprint exactly when they hold the same weights under the same names.
+    --version both records each half's at its start, so comparison.json says what it measured."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
