@@ -37,6 +37,17 @@ from utils.observe.family import Family, family_of
 SUBLAYER_COLORS = {"self_attn": "tab:blue", "cross_attn": "tab:orange", "ffn": "tab:green", "norm": "grey"}
 
 
+def _axis_tokens(row_tokens, col_tokens, shape: tuple[int, int]):
+    """(query labels, key labels): a (target, source) pair split in two; one list labels both axes of a
+    square matrix; tokens for fewer positions than the matrix has are cut from it by `trim`."""
+    pair = isinstance(row_tokens, tuple) and len(row_tokens) == 2 and not isinstance(row_tokens[0], str)
+    if pair and col_tokens is None:
+        return list(row_tokens[0]), list(row_tokens[1])
+    if col_tokens is None and row_tokens is not None and shape[0] == shape[1]:
+        return row_tokens, row_tokens
+    return row_tokens, col_tokens
+
+
 def _section(report: dict, key: str) -> dict:
     return report.get(key, report)  # the whole analysis report, or just its section
 
@@ -52,12 +63,43 @@ class TransformerVisualizer:
 
     # ---- attention ------------------------------------------------------------------------------
     def plot_attention_heatmap(self, weights, row_tokens=None, col_tokens=None, title="", path=None) -> Path:
-        """One (T, S) attention matrix, queries down, keys across, labelled with the tokens."""
-        w = np.asarray(weights, dtype=float)
+        """Attention weights, queries down, keys across, labelled with the tokens: one head's (T, S)
+        matrix, or every head of (H, T, S) side by side on one colour scale ((B, H, T, S): example 0).
+
+        `row_tokens` label the queries (the target side) and `col_tokens` the keys (the source); one
+        list labels both axes of a square matrix, and a pair (target tokens, source tokens) the two.
+        """
+        w = np.asarray(torch.as_tensor(weights).detach().float().cpu(), dtype=float)
+        if w.ndim == 4:
+            w = w[0]
+        if w.ndim not in (2, 3):
+            raise ValueError(f"attention weights are (T, S), (H, T, S) or (B, H, T, S); got shape {w.shape}")
+        rows, cols = _axis_tokens(row_tokens, col_tokens, w.shape[-2:])
+        path = path or self.attention_dir / "attention.png"
+        if w.ndim == 3:
+            return self._head_grid(w, rows, cols, title or "attention, all heads", path)
+        w = trim(w, rows, cols)
         fig, ax = new_figure(figsize=(max(4.5, 0.45 * w.shape[1] + 2), max(3.5, 0.4 * w.shape[0] + 1.5)))
-        heatmap(ax, w, row_tokens, col_tokens, vmin=0)
+        heatmap(ax, w, rows, cols, vmin=0)
         ax.set(xlabel="key", ylabel="query", title=title)
-        return save_figure(fig, path or self.attention_dir / "attention.png")
+        return save_figure(fig, path)
+
+    def _head_grid(self, heads: np.ndarray, rows, cols, title: str, path: Path) -> Path:
+        """(H, T, S) weights as a grid of heads, four to a row, on one shared colour scale."""
+        H = heads.shape[0]
+        ncols = min(H, 4)
+        nrows = -(-H // ncols)
+        fig, axes = new_figure(nrows, ncols, figsize=(4.2 * ncols, 3.8 * nrows), squeeze=False)
+        vmax = float(heads.max())
+        for h, ax in enumerate(axes.flat):
+            if h >= H:
+                ax.axis("off")
+                continue
+            last = h == H - 1  # one colour bar serves the shared scale
+            heatmap(ax, trim(heads[h], rows, cols), rows, cols, annotate=False, vmin=0, vmax=vmax, cbar=last)
+            ax.set(title=f"head {h}", xlabel="key", ylabel="query")
+        fig.suptitle(title)
+        return save_figure(fig, path)
 
     def plot_attention_for_example(
         self, cache, src_tokens, tgt_tokens, layer=0, kind="decoder_cross", head=None, example=0,
@@ -92,20 +134,8 @@ class TransformerVisualizer:
         index = layer_index(cache, stack, module, layer)
         heads = torch.as_tensor(cache[f"{stack}.{index}.{module}.weights"][example]).float().cpu().numpy()
         rows, cols = axes_tokens(kind, src_tokens, tgt_tokens, family or family_of(cache))
-        H = heads.shape[0]
-        ncols = min(H, 4)
-        nrows = -(-H // ncols)
-        fig, axes = new_figure(nrows, ncols, figsize=(4.2 * ncols, 3.8 * nrows), squeeze=False)
-        vmax = float(heads.max())
-        for h, ax in enumerate(axes.flat):
-            if h >= H:
-                ax.axis("off")
-                continue
-            last = h == H - 1  # one colour bar serves the shared scale
-            heatmap(ax, trim(heads[h], rows, cols), rows, cols, annotate=False, vmin=0, vmax=vmax, cbar=last)
-            ax.set(title=f"head {h}", xlabel="key", ylabel="query")
-        fig.suptitle(f"{kind.replace('_', ' ')} attention, layer {index}: all heads")
-        return save_figure(fig, self.attention_dir / f"{name}.png")
+        title = f"{kind.replace('_', ' ')} attention, layer {index}: all heads"
+        return self._head_grid(heads, rows, cols, title, self.attention_dir / f"{name}.png")
 
     def plot_attention_step(self, weights, row_tokens, step: int, col_tokens=None) -> Path:
         """attention_step_{step}.png: the tracked head at one training step."""

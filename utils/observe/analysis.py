@@ -29,6 +29,7 @@ from utils.observe.attention_patterns import (
 from utils.observe.embeddings import analyze_embeddings, embedding_weights
 from utils.observe.encoder_analysis import encoder_only_report, head_loss
 from utils.observe.family import ENCODER_ONLY, family_of
+from utils.observe.guide_forms import cache_and_ids, strongest_links, token_axes
 from utils.observe.tracing import run_with_cache
 
 _ATTN = re.compile(r"^(encoder|decoder)\.(\d+)\.(self_attn|cross_attn)\.")
@@ -144,17 +145,20 @@ class TransformerAnalyzer:
         ordered = sorted(found, key=lambda s: (s[0] != "encoder", s[1], s[2] != "self_attn"))
         return [(f"{stack}.{i}.{module}", stack, module) for stack, i, module in ordered]
 
-    def analyze_qkv_statistics(self, cache, input_ids=None, target_ids=None, attention_mask=None) -> dict:
+    def analyze_qkv_statistics(self, cache, *ids, input_ids=None, target_ids=None, attention_mask=None):
         """{'decoder.0.cross_attn': [per head: q/k/v mean, std, norm; std of q.k raw and / sqrt(d_k)]}.
 
+        `analyze_qkv_statistics(input_ids[, target_ids])` (the guide's form) runs the model on the ids;
+        `(cache, input_ids, target_ids, attention_mask)` reads a cache made before (guide_forms.py).
         With rotary positions q and k are the turned vectors (`q_rot`; the cache's `k` is turned), the
         ones whose dot products are the scores."""
+        given = {"input_ids": input_ids, "target_ids": target_ids, "attention_mask": attention_mask}
+        cache, ids = cache_and_ids(self, cache, ids, given)
         out = {}
         for name, stack, module in self.attention_modules(cache, "q"):
             q = cache.get(f"{name}.q_rot", cache[f"{name}.q"])
             k, v = cache[f"{name}.k"], cache[f"{name}.v"]
             q, k, v = (t.float().cpu() for t in (q, k, v))  # (B, H, T|S, d_k)
-            ids = (input_ids, target_ids, attention_mask)
             qok, allowed, kok = self._masks(stack, module, q.size(2), k.size(2), ids)
             qok, kok = qok.expand(q.size(0), -1), kok.expand(k.size(0), -1)
             raw = q @ k.transpose(-2, -1)  # (B, H, T, S): q.k before the 1/sqrt(d_k) of eq. (1)
@@ -168,17 +172,28 @@ class TransformerAnalyzer:
             out[name] = heads
         return _json_safe(out)
 
-    def analyze_attention_patterns(self, cache, input_ids=None, target_ids=None, attention_mask=None) -> dict:
-        """{'encoder.0.self_attn': [per head: entropy, normalized_entropy, span, masses, pattern]}."""
+    def analyze_attention_patterns(self, cache, *ids, input_ids=None, target_ids=None, attention_mask=None,
+                                   tokens=None) -> dict:  # fmt: skip
+        """{'encoder.0.self_attn': [per head: entropy, normalized_entropy, span, masses, pattern]}.
+
+        Either form of guide_forms.py: `(input_ids, tokens=tokens)` runs the model, `(cache, ...)`
+        reads one. With `tokens`, each head also lists, for example 0, which key token each query
+        token attends to most (`strongest_links`, "h -> o")."""
+        given = {"input_ids": input_ids, "target_ids": target_ids, "attention_mask": attention_mask}
+        cache, ids = cache_and_ids(self, cache, ids, given)
+        src_tokens, tgt_tokens = token_axes(tokens)
         out = {}
         for name, stack, module in self.attention_modules(cache, "weights"):
             w = cache[f"{name}.weights"].float().cpu()  # (B, H, T, S)
-            ids = (input_ids, target_ids, attention_mask)
             qok, allowed, kok = self._masks(stack, module, w.size(2), w.size(3), ids)
             m, masks = _row_measures(w, qok[:, None], allowed[:, None], kok[:, None])
             per_head = _reduce(m, masks, dims=(0, 2))  # averaged over batch and queries -> (H,)
             heads = [{"head": h, **{k: v[h] for k, v in per_head.items()}} for h in range(w.size(1))]
             out[name] = [entry | {"pattern": classify_features(entry)} for entry in heads]
+            if tokens is not None:
+                rows, cols = self.family.axes_tokens(stack, module, src_tokens, tgt_tokens)
+                for entry in out[name]:
+                    entry["strongest_links"] = strongest_links(w[0, entry["head"]], rows, cols, qok[0])
         return _json_safe(out)
 
     def analyze_layer_contributions(self, cache, input_ids=None, target_ids=None, attention_mask=None):
@@ -279,7 +294,7 @@ class TransformerAnalyzer:
             "gradient_flow": self.analyze_gradient_flow(input_ids, target_ids, labels),
         }
         if self.family is ENCODER_ONLY:
-            row0 = (tokens or {}).get("src")
+            row0 = token_axes(tokens)[0]
             section = encoder_only_report(self.model, cache, input_ids.cpu(), labels, self.pad_id, row0,
                                           vocab_tokens)  # fmt: skip
             report["encoder_only"] = section
